@@ -1,0 +1,156 @@
+"""``ferry-cluster``: a local Kubernetes control plane and simulated nodes from real parts.
+
+    ferry-cluster up [--nodes N]        build (once) and start; idempotent
+    ferry-cluster down                  stop and remove everything, verified
+    ferry-cluster status                what runs, where
+    ferry-cluster kubeconfig [--service-account NS/NAME]
+    ferry-cluster exec NODE -- CMD...   run a command inside a node
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from kubernetes import client
+
+from . import cluster, kubeconfig, nodes
+from .config import DEFAULT_NAME, MAX_NODES, ClusterConfig
+from .pki import Pki
+
+
+def _progress(message: str) -> None:
+    print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+def _config(args: argparse.Namespace, *, nodes_count: int | None = None) -> ClusterConfig:
+    base = ClusterConfig(name=args.name)
+    if nodes_count is None:
+        return cluster.recorded(base)
+    return ClusterConfig(name=args.name, nodes=nodes_count)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    config = _config(args, nodes_count=args.nodes)
+    result = cluster.up(config, _progress)
+    _print_status(result)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    cluster.down(_config(args), _progress)
+    return 0
+
+
+def _print_status(result: cluster.Status) -> None:
+    state = "ready" if result.apiserver_ready else "not running"
+    print(f"cluster     {result.name}")
+    print(f"apiserver   {result.server} ({state})")
+    print(f"kubeconfig  {result.kubeconfig}")
+    for node in result.nodes:
+        print(f"node        {node.name:8} {node.address:14} {'running' if node.running else 'down'}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    result = cluster.status(_config(args))
+    if args.output == "json":
+        print(json.dumps({
+            "name": result.name, "apiserverReady": result.apiserver_ready, "server": result.server,
+            "kubeconfig": str(result.kubeconfig),
+            "nodes": [{"name": n.name, "address": n.address, "running": n.running}
+                      for n in result.nodes],
+        }, indent=2))
+    else:
+        _print_status(result)
+    return 0 if result.healthy else 1
+
+
+def cmd_kubeconfig(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if not config.admin_kubeconfig.exists():
+        print(f"cluster {config.name} is not up (run `ferry-cluster up`)", file=sys.stderr)
+        return 1
+    if not args.service_account:
+        print(config.admin_kubeconfig)
+        return 0
+    namespace, _, name = args.service_account.partition("/")
+    if not namespace or not name:
+        print("--service-account takes NAMESPACE/NAME", file=sys.stderr)
+        return 2
+    with cluster.api_client(config) as api:
+        token = kubeconfig.mint_service_account_token(
+            client.CoreV1Api(api), namespace=namespace, name=name, seconds=args.duration
+        )
+    rendered = kubeconfig.render(
+        cluster=f"ferry-{config.name}", server=config.server_url,
+        ca_cert=Pki(directory=config.pki_dir).ca_cert, user={"token": token},
+        namespace=namespace,
+    )
+    out = Path(args.output) if args.output else config.state_dir / f"sa-{namespace}-{name}.kubeconfig"
+    kubeconfig.write(out, rendered)
+    print(out)
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    config = _config(args)
+    specs = {n.name: n for n in config.node_specs()}
+    if args.node not in specs:
+        print(f"no node {args.node!r}; nodes: {', '.join(specs)}", file=sys.stderr)
+        return 2
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    nodes.env_exec(specs[args.node], command or ["/bin/bash"])
+    return 0  # not reached: env_exec replaces this process
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="ferry-cluster", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--name", default=os.environ.get("FERRY_CLUSTER", DEFAULT_NAME),
+                     help="cluster name, for several clusters on one host (default: %(default)s)")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="build (once) and start the cluster; idempotent")
+    up.add_argument("--nodes", type=int, default=2, choices=range(1, MAX_NODES + 1),
+                    help="number of simulated nodes (default: %(default)s)")
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop the cluster and remove all it made")
+    down.set_defaults(func=cmd_down)
+
+    st = sub.add_parser("status", help="show what runs; exit 1 unless healthy")
+    st.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    st.set_defaults(func=cmd_status)
+
+    kc = sub.add_parser("kubeconfig", help="print the admin kubeconfig's path, or mint one "
+                                           "for a ServiceAccount")
+    kc.add_argument("--service-account", metavar="NAMESPACE/NAME")
+    kc.add_argument("--duration", type=int, default=3600, help="token lifetime in seconds")
+    kc.add_argument("-o", "--output", help="where to write the ServiceAccount kubeconfig")
+    kc.set_defaults(func=cmd_kubeconfig)
+
+    ex = sub.add_parser("exec", help="run a command inside a node (default: a shell)")
+    ex.add_argument("node")
+    ex.add_argument("command", nargs=argparse.REMAINDER)
+    ex.set_defaults(func=cmd_exec)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if os.geteuid() != 0:
+        print("ferry-cluster needs root (namespaces, mounts, cgroups)", file=sys.stderr)
+        return 1
+    try:
+        code: int = args.func(args)
+    except (RuntimeError, ValueError) as error:
+        print(f"ferry-cluster: {error}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The local cluster's lifecycle: ``up``, ``down``, ``status`` and what a ``down`` left.
+
+``up`` is idempotent: a cluster that is healthy and of the asked size is left
+alone. Anything else under the cluster's name (a crashed run, a half-built
+cluster, another size) is torn down first and built afresh, so ``up`` always
+ends in a known state.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from kubernetes import client, config as kube_config
+
+from . import cgroups, controlplane, images, kubeconfig, network, nodes, procs, registration
+from .config import MAX_NODES, ClusterConfig, NodeSpec
+from .pki import Pki, ensure_pki
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def _script(name: str) -> Path:
+    return Path(str(resources.files("ferry_cluster") / "scripts" / name))
+
+
+def state_file(config: ClusterConfig) -> Path:
+    return config.state_dir / "cluster.json"
+
+
+def recorded(config: ClusterConfig) -> ClusterConfig:
+    """The config this cluster was brought up with (its node count), if any."""
+    try:
+        data = json.loads(state_file(config).read_text())
+    except (OSError, ValueError):
+        return config
+    return ClusterConfig(
+        name=config.name, nodes=int(data["nodes"]), state_root=config.state_root,
+        cache_dir=config.cache_dir,
+    )
+
+
+def ensure_binaries(config: ClusterConfig) -> None:
+    procs.run(["bash", _script("build-binaries.sh")], timeout=3600)
+    missing = [b for b in ("etcd", "kube-apiserver", "kubectl", "helm")
+               if not (config.bin_dir / b).exists()]
+    if missing:
+        raise RuntimeError(f"binaries missing after the build: {missing}")
+
+
+def ensure_rootfs() -> Path:
+    out = procs.run(["bash", _script("build-rootfs.sh")], timeout=3600).stdout.strip()
+    return Path(out.splitlines()[-1])
+
+
+def api_client(config: ClusterConfig) -> client.ApiClient:
+    return kube_config.new_client_from_config(str(config.admin_kubeconfig))
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeStatus:
+    name: str
+    address: str
+    running: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Status:
+    name: str
+    apiserver_ready: bool
+    server: str
+    kubeconfig: Path
+    nodes: list[NodeStatus]
+
+    @property
+    def healthy(self) -> bool:
+        return self.apiserver_ready and all(n.running for n in self.nodes) and bool(self.nodes)
+
+
+def status(config: ClusterConfig) -> Status:
+    actual = recorded(config)
+    exists = state_file(config).exists()
+    node_states = [
+        NodeStatus(name=n.name, address=str(n.address), running=nodes.init_pid(n) is not None)
+        for n in (actual.node_specs() if exists else [])
+    ]
+    return Status(
+        name=config.name,
+        apiserver_ready=exists and controlplane.running(actual) and controlplane.ready(actual),
+        server=config.server_url,
+        kubeconfig=config.admin_kubeconfig,
+        nodes=node_states,
+    )
+
+
+def _load_image(node: NodeSpec, archive: images.ImageArchive) -> None:
+    inside = f"/tmp/{archive.path.name}"
+    shutil.copyfile(archive.path, nodes.host_path(node, inside))
+    nodes.run_in(node, ["podman", "load", "-q", "-i", inside])
+    nodes.run_in(node, ["rm", "-f", inside])
+
+
+def _start_node(config: ClusterConfig, node: NodeSpec, rootfs: Path,
+                archive: images.ImageArchive) -> str:
+    init = nodes.start(config, node, rootfs)
+    network.attach_node(config, node, init)
+    _load_image(node, archive)
+    return nodes.run_in(node, ["podman", "version", "--format", "{{.Client.Version}}"]).stdout.strip()
+
+
+def up(config: ClusterConfig, progress: Progress = _quiet) -> Status:
+    current = status(config)
+    if current.healthy and recorded(config).nodes == config.nodes:
+        progress(f"cluster {config.name} is already up")
+        return current
+    if state_file(config).exists() or leftovers(config):
+        progress(f"cleaning up an earlier run of cluster {config.name}")
+        down(config)
+
+    started = time.monotonic()
+    progress("control-plane binaries (built once from the Go module proxy, then cached)")
+    ensure_binaries(config)
+    progress("node root filesystem (Debian trixie, built once with debootstrap, then cached)")
+    rootfs = ensure_rootfs()
+
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    config.state_dir.chmod(0o700)
+    state_file(config).write_text(json.dumps({"nodes": config.nodes}))
+    network.ensure_bridge(config)
+
+    progress(f"etcd and kube-apiserver on {config.server_url}")
+    pki = Pki(directory=config.pki_dir)
+    ensure_pki(
+        pki,
+        server_ips=[config.gateway, ipaddress.IPv4Address("127.0.0.1")],
+        server_names=["localhost", "ferry-apiserver", "kubernetes", "kubernetes.default",
+                      "kubernetes.default.svc"],
+    )
+    controlplane.start(config)
+    kubeconfig.write(config.admin_kubeconfig, kubeconfig.render(
+        cluster=f"ferry-{config.name}", server=config.server_url, ca_cert=pki.ca_cert,
+        user=kubeconfig.admin_user(pki.admin_cert, pki.admin_key),
+    ))
+
+    archive = images.busybox_archive(rootfs, config.state_dir / "images" / "busybox.tar")
+    with api_client(config) as api_client_:
+        core = client.CoreV1Api(api_client_)
+        for node in config.node_specs():
+            progress(f"node {node.name} at {node.address}")
+            runtime = _start_node(config, node, rootfs, archive)
+            registration.register(core, config, node, runtime_version=f"podman://{runtime}")
+        registration.unregister_missing(core, config)
+    progress(f"cluster {config.name} up in {time.monotonic() - started:.1f}s")
+    return status(config)
+
+
+def down(config: ClusterConfig, progress: Progress = _quiet) -> None:
+    """Stop everything of this cluster and remove its state; raise if anything is left."""
+    every_node = ClusterConfig(
+        name=config.name, nodes=MAX_NODES, state_root=config.state_root,
+        cache_dir=config.cache_dir,
+    ).node_specs()
+    for node in every_node:
+        if node.state_dir.exists() or cgroups.existing(node.cgroup):
+            progress(f"stopping node {node.name}")
+            nodes.stop(config, node)
+    progress("stopping kube-apiserver and etcd")
+    controlplane.stop(config)
+    for pid in procs.processes_with(str(config.state_dir)):
+        procs.stop(pid)
+    for link in network.links_with_prefix(f"fv{config.index}-"):
+        procs.run(["ip", "link", "del", link], check=False)
+    network.delete_bridge(config)
+    cgroups.remove(config.cgroup_name)
+    if config.state_dir.exists():
+        shutil.rmtree(config.state_dir)
+    left = leftovers(config)
+    if left:
+        raise RuntimeError("teardown left: " + "; ".join(left))
+    progress(f"cluster {config.name} is down")
+
+
+def leftovers(config: ClusterConfig) -> list[str]:
+    """Everything of this cluster still present on the host, described for a human."""
+    found: list[str] = []
+    state = str(config.state_dir)
+    found += [f"process {pid}: {procs.cmdline(pid)}" for pid in procs.processes_with(state)]
+    found += [f"process {pid} in the nodes' cgroups"
+              for pid in cgroups.procs_below(config.cgroup_name)]
+    found += [f"cgroup {p}" for p in cgroups.existing(config.cgroup_name)]
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mountpoint = line.split()[4]
+        if mountpoint == state or mountpoint.startswith(state + "/"):
+            found.append(f"mount {mountpoint}")
+    found += [f"network link {link}" for link in network.links_with_prefix(f"fv{config.index}-")]
+    if network.link_exists(config.bridge):
+        found.append(f"bridge {config.bridge}")
+    if config.state_dir.exists():
+        found.append(f"state directory {config.state_dir}")
+    return found

@@ -1,0 +1,107 @@
+"""Background processes recorded in pid files, safe against pid reuse.
+
+A pid file alone cannot tell our etcd from an unrelated process that got the
+same pid after a crash, so a recorded process counts as ours only while its
+command line still contains the marker it was started with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class CommandError(RuntimeError):
+    """A command failed; the message holds the command and what it printed."""
+
+
+def run(args: Sequence[str | os.PathLike[str]], *, check: bool = True, input_text: str | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [os.fspath(a) for a in args], capture_output=True, text=True, input=input_text,
+        timeout=timeout, check=False,
+    )
+    if check and result.returncode != 0:
+        shown = " ".join(os.fspath(a) for a in args)
+        output = (result.stderr or result.stdout).strip()
+        raise CommandError(f"`{shown}` exited {result.returncode}: {output}")
+    return result
+
+
+def cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def read_pid(pid_file: Path, marker: str) -> int | None:
+    """The live pid recorded in ``pid_file`` whose command line holds ``marker``."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if marker in cmdline(pid) else None
+
+
+def start(args: Sequence[str | os.PathLike[str]], *, pid_file: Path, log_file: Path) -> int:
+    """Start a detached process (its own session), log to a file, record its pid."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            [os.fspath(a) for a in args], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True,
+        )
+    pid_file.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); its state letter tells.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return False
+
+
+def stop(pid: int, *, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; returns once it is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.05)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            _reap(pid)
+            time.sleep(0.05)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids (other than ours) whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid() and marker in cmdline(
+            int(entry.name)
+        ):
+            found.append(int(entry.name))
+    return found
