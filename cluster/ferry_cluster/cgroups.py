@@ -41,7 +41,7 @@ def parse_mountinfo(text: str) -> list[Hierarchy]:
         mountpoint, fstype, superopts = Path(fields[4]), tail[0], tail[2]
         if fstype not in ("cgroup", "cgroup2"):
             continue
-        if mountpoint != CGROUP_ROOT and mountpoint.parent != CGROUP_ROOT:
+        if CGROUP_ROOT not in (mountpoint, mountpoint.parent):
             continue
         opts = ",".join(o for o in superopts.split(",") if o not in ("rw", "ro"))
         found.append(Hierarchy(mountpoint=mountpoint, fstype=fstype, options=opts))

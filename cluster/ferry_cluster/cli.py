@@ -1,10 +1,10 @@
 """``ferry-cluster``: a local Kubernetes control plane and simulated nodes from real parts.
 
-    ferry-cluster up [--nodes N]        build (once) and start; idempotent
-    ferry-cluster down                  stop and remove everything, verified
-    ferry-cluster status                what runs, where
-    ferry-cluster kubeconfig [--service-account NS/NAME]
-    ferry-cluster exec NODE -- CMD...   run a command inside a node
+ferry-cluster up [--nodes N]        build (once) and start; idempotent
+ferry-cluster down                  stop and remove everything, verified
+ferry-cluster status                what runs, where
+ferry-cluster kubeconfig [--service-account NS/NAME]
+ferry-cluster exec NODE -- CMD...   run a command inside a node
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from . import cluster, kubeconfig, nodes
+from . import cluster, images, kubeconfig, nodes
 from .config import DEFAULT_NAME, MAX_NODES, ClusterConfig
 from .pki import Pki
 
@@ -40,6 +40,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    config = _config(args)
+    _progress("control-plane binaries (built once from the Go module proxy, then cached)")
+    cluster.ensure_binaries(config)
+    _progress("node root filesystem (Debian trixie, built once with debootstrap, then cached)")
+    print(cluster.ensure_rootfs())
+    return 0
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     cluster.down(_config(args), _progress)
     return 0
@@ -51,18 +60,29 @@ def _print_status(result: cluster.Status) -> None:
     print(f"apiserver   {result.server} ({state})")
     print(f"kubeconfig  {result.kubeconfig}")
     for node in result.nodes:
-        print(f"node        {node.name:8} {node.address:14} {'running' if node.running else 'down'}")
+        print(
+            f"node        {node.name:8} {node.address:14} {'running' if node.running else 'down'}"
+        )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     result = cluster.status(_config(args))
     if args.output == "json":
-        print(json.dumps({
-            "name": result.name, "apiserverReady": result.apiserver_ready, "server": result.server,
-            "kubeconfig": str(result.kubeconfig),
-            "nodes": [{"name": n.name, "address": n.address, "running": n.running}
-                      for n in result.nodes],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "name": result.name,
+                    "apiserverReady": result.apiserver_ready,
+                    "server": result.server,
+                    "kubeconfig": str(result.kubeconfig),
+                    "nodes": [
+                        {"name": n.name, "address": n.address, "running": n.running}
+                        for n in result.nodes
+                    ],
+                },
+                indent=2,
+            )
+        )
     else:
         _print_status(result)
     return 0 if result.healthy else 1
@@ -85,13 +105,34 @@ def cmd_kubeconfig(args: argparse.Namespace) -> int:
             client.CoreV1Api(api), namespace=namespace, name=name, seconds=args.duration
         )
     rendered = kubeconfig.render(
-        cluster=f"ferry-{config.name}", server=config.server_url,
-        ca_cert=Pki(directory=config.pki_dir).ca_cert, user={"token": token},
+        cluster=f"ferry-{config.name}",
+        server=config.server_url,
+        ca_cert=Pki(directory=config.pki_dir).ca_cert,
+        user={"token": token},
         namespace=namespace,
     )
-    out = Path(args.output) if args.output else config.state_dir / f"sa-{namespace}-{name}.kubeconfig"
+    out = (
+        Path(args.output) if args.output else config.state_dir / f"sa-{namespace}-{name}.kubeconfig"
+    )
     kubeconfig.write(out, rendered)
     print(out)
+    return 0
+
+
+def cmd_image_build(args: argparse.Namespace) -> int:
+    layer = images.layer_from_tree(Path(args.root))
+    archive = images.write_docker_archive(
+        Path(args.output), layer=layer, reference=args.tag, cmd=args.cmd or ["/bin/sh"]
+    )
+    print(f"{archive.path} {archive.reference} sha256:{archive.image_id}")
+    return 0
+
+
+def cmd_image_load(args: argparse.Namespace) -> int:
+    config = _config(args)
+    for node in config.node_specs():
+        _progress(f"loading {args.archive} on {node.name}")
+        cluster.load_image(node, Path(args.archive))
     return 0
 
 
@@ -107,16 +148,31 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="ferry-cluster", description=__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    top.add_argument("--name", default=os.environ.get("FERRY_CLUSTER", DEFAULT_NAME),
-                     help="cluster name, for several clusters on one host (default: %(default)s)")
+    top = argparse.ArgumentParser(
+        prog="ferry-cluster",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument(
+        "--name",
+        default=os.environ.get("FERRY_CLUSTER", DEFAULT_NAME),
+        help="cluster name, for several clusters on one host (default: %(default)s)",
+    )
     sub = top.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="build (once) and start the cluster; idempotent")
-    up.add_argument("--nodes", type=int, default=2, choices=range(1, MAX_NODES + 1),
-                    help="number of simulated nodes (default: %(default)s)")
+    up.add_argument(
+        "--nodes",
+        type=int,
+        default=2,
+        choices=range(1, MAX_NODES + 1),
+        help="number of simulated nodes (default: %(default)s)",
+    )
     up.set_defaults(func=cmd_up)
+
+    prep = sub.add_parser("prepare", help="build and cache the binaries and node root "
+                                          "filesystem, start nothing")
+    prep.set_defaults(func=cmd_prepare)
 
     down = sub.add_parser("down", help="stop the cluster and remove all it made")
     down.set_defaults(func=cmd_down)
@@ -125,12 +181,26 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("-o", "--output", choices=["text", "json"], default="text")
     st.set_defaults(func=cmd_status)
 
-    kc = sub.add_parser("kubeconfig", help="print the admin kubeconfig's path, or mint one "
-                                           "for a ServiceAccount")
+    kc = sub.add_parser(
+        "kubeconfig", help="print the admin kubeconfig's path, or mint one for a ServiceAccount"
+    )
     kc.add_argument("--service-account", metavar="NAMESPACE/NAME")
     kc.add_argument("--duration", type=int, default=3600, help="token lifetime in seconds")
     kc.add_argument("-o", "--output", help="where to write the ServiceAccount kubeconfig")
     kc.set_defaults(func=cmd_kubeconfig)
+
+    img = sub.add_parser("image", help="images without a registry")
+    img_sub = img.add_subparsers(dest="image_command", required=True)
+    build = img_sub.add_parser("build", help="pack a root directory as a reproducible "
+                                             "docker-archive (same input, same image ID)")
+    build.add_argument("root", help="directory holding the image's root filesystem")
+    build.add_argument("--tag", required=True, help="e.g. localhost/ferry/redis:latest")
+    build.add_argument("--output", required=True, help="archive to write")
+    build.add_argument("--cmd", nargs="+", help="the image's command (default: /bin/sh)")
+    build.set_defaults(func=cmd_image_build)
+    load = img_sub.add_parser("load", help="podman load an archive on every node")
+    load.add_argument("archive")
+    load.set_defaults(func=cmd_image_load)
 
     ex = sub.add_parser("exec", help="run a command inside a node (default: a shell)")
     ex.add_argument("node")

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from kubernetes import client, config as kube_config
+from kubernetes import client
+from kubernetes import config as kube_config
 
 from . import cgroups, controlplane, images, kubeconfig, network, nodes, procs, registration
 from .config import MAX_NODES, ClusterConfig, NodeSpec
@@ -45,15 +46,20 @@ def recorded(config: ClusterConfig) -> ClusterConfig:
     except (OSError, ValueError):
         return config
     return ClusterConfig(
-        name=config.name, nodes=int(data["nodes"]), state_root=config.state_root,
+        name=config.name,
+        nodes=int(data["nodes"]),
+        state_root=config.state_root,
         cache_dir=config.cache_dir,
     )
 
 
 def ensure_binaries(config: ClusterConfig) -> None:
     procs.run(["bash", _script("build-binaries.sh")], timeout=3600)
-    missing = [b for b in ("etcd", "kube-apiserver", "kubectl", "helm")
-               if not (config.bin_dir / b).exists()]
+    missing = [
+        b
+        for b in ("etcd", "kube-apiserver", "kubectl", "helm")
+        if not (config.bin_dir / b).exists()
+    ]
     if missing:
         raise RuntimeError(f"binaries missing after the build: {missing}")
 
@@ -64,7 +70,10 @@ def ensure_rootfs() -> Path:
 
 
 def api_client(config: ClusterConfig) -> client.ApiClient:
-    return kube_config.new_client_from_config(str(config.admin_kubeconfig))
+    api: client.ApiClient = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
+        str(config.admin_kubeconfig)
+    )
+    return api
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,19 +112,23 @@ def status(config: ClusterConfig) -> Status:
     )
 
 
-def _load_image(node: NodeSpec, archive: images.ImageArchive) -> None:
-    inside = f"/tmp/{archive.path.name}"
-    shutil.copyfile(archive.path, nodes.host_path(node, inside))
+def load_image(node: NodeSpec, archive: Path) -> None:
+    """``podman load`` a docker-archive from the host on a node."""
+    inside = f"/run/{archive.name}"  # the node's own tmpfs; gone with the node
+    shutil.copyfile(archive, nodes.host_path(node, inside))
     nodes.run_in(node, ["podman", "load", "-q", "-i", inside])
     nodes.run_in(node, ["rm", "-f", inside])
 
 
-def _start_node(config: ClusterConfig, node: NodeSpec, rootfs: Path,
-                archive: images.ImageArchive) -> str:
+def _start_node(
+    config: ClusterConfig, node: NodeSpec, rootfs: Path, archive: images.ImageArchive
+) -> str:
     init = nodes.start(config, node, rootfs)
     network.attach_node(config, node, init)
-    _load_image(node, archive)
-    return nodes.run_in(node, ["podman", "version", "--format", "{{.Client.Version}}"]).stdout.strip()
+    load_image(node, archive.path)
+    return nodes.run_in(
+        node, ["podman", "version", "--format", "{{.Client.Version}}"]
+    ).stdout.strip()
 
 
 def up(config: ClusterConfig, progress: Progress = _quiet) -> Status:
@@ -143,14 +156,24 @@ def up(config: ClusterConfig, progress: Progress = _quiet) -> Status:
     ensure_pki(
         pki,
         server_ips=[config.gateway, ipaddress.IPv4Address("127.0.0.1")],
-        server_names=["localhost", "ferry-apiserver", "kubernetes", "kubernetes.default",
-                      "kubernetes.default.svc"],
+        server_names=[
+            "localhost",
+            "ferry-apiserver",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+        ],
     )
     controlplane.start(config)
-    kubeconfig.write(config.admin_kubeconfig, kubeconfig.render(
-        cluster=f"ferry-{config.name}", server=config.server_url, ca_cert=pki.ca_cert,
-        user=kubeconfig.admin_user(pki.admin_cert, pki.admin_key),
-    ))
+    kubeconfig.write(
+        config.admin_kubeconfig,
+        kubeconfig.render(
+            cluster=f"ferry-{config.name}",
+            server=config.server_url,
+            ca_cert=pki.ca_cert,
+            user=kubeconfig.admin_user(pki.admin_cert, pki.admin_key),
+        ),
+    )
 
     archive = images.busybox_archive(rootfs, config.state_dir / "images" / "busybox.tar")
     with api_client(config) as api_client_:
@@ -167,7 +190,9 @@ def up(config: ClusterConfig, progress: Progress = _quiet) -> Status:
 def down(config: ClusterConfig, progress: Progress = _quiet) -> None:
     """Stop everything of this cluster and remove its state; raise if anything is left."""
     every_node = ClusterConfig(
-        name=config.name, nodes=MAX_NODES, state_root=config.state_root,
+        name=config.name,
+        nodes=MAX_NODES,
+        state_root=config.state_root,
         cache_dir=config.cache_dir,
     ).node_specs()
     for node in every_node:
@@ -195,8 +220,9 @@ def leftovers(config: ClusterConfig) -> list[str]:
     found: list[str] = []
     state = str(config.state_dir)
     found += [f"process {pid}: {procs.cmdline(pid)}" for pid in procs.processes_with(state)]
-    found += [f"process {pid} in the nodes' cgroups"
-              for pid in cgroups.procs_below(config.cgroup_name)]
+    found += [
+        f"process {pid} in the nodes' cgroups" for pid in cgroups.procs_below(config.cgroup_name)
+    ]
     found += [f"cgroup {p}" for p in cgroups.existing(config.cgroup_name)]
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         mountpoint = line.split()[4]

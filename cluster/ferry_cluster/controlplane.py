@@ -125,7 +125,8 @@ def start(config: ClusterConfig) -> None:
                 raise RuntimeError(f"{log.removesuffix('.log')} exited:\n" + "\n".join(tail))
         if time.monotonic() > deadline:
             raise RuntimeError(
-                f"kube-apiserver not ready after {READY_TIMEOUT:.0f}s; see {logs}/kube-apiserver.log"
+                f"kube-apiserver not ready after {READY_TIMEOUT:.0f}s; "
+                f"see {logs}/kube-apiserver.log"
             )
         time.sleep(0.5)
 

@@ -19,9 +19,41 @@ from pathlib import Path
 EPOCH = 0
 BUSYBOX_IMAGE = "localhost/ferry/busybox:latest"
 BUSYBOX_APPLETS = (
-    "sh", "ash", "cat", "echo", "sleep", "ls", "ps", "date", "wc", "head", "tail", "seq",
-    "mkdir", "rm", "cp", "mv", "env", "true", "false", "test", "[", "grep", "sed", "awk",
-    "nc", "hostname", "id", "kill", "top", "free", "dd", "ping", "printf", "expr", "tee",
+    "sh",
+    "ash",
+    "cat",
+    "echo",
+    "sleep",
+    "ls",
+    "ps",
+    "date",
+    "wc",
+    "head",
+    "tail",
+    "seq",
+    "mkdir",
+    "rm",
+    "cp",
+    "mv",
+    "env",
+    "true",
+    "false",
+    "test",
+    "[",
+    "grep",
+    "sed",
+    "awk",
+    "nc",
+    "hostname",
+    "id",
+    "kill",
+    "top",
+    "free",
+    "dd",
+    "ping",
+    "printf",
+    "expr",
+    "tee",
 )
 
 
@@ -44,7 +76,10 @@ def layer_from_tree(root: Path) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in sorted(root.rglob("*")):
-            info = _normalise(tar.gettarinfo(str(path), arcname=str(path.relative_to(root))))
+            found = tar.gettarinfo(str(path), arcname=str(path.relative_to(root)))
+            if found is None:  # a socket: nothing an image can carry
+                continue
+            info = _normalise(found)
             if info.isfile():
                 with path.open("rb") as handle:
                     tar.addfile(info, handle)
@@ -80,11 +115,13 @@ def write_docker_archive(
     config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     image_id = hashlib.sha256(config_bytes).hexdigest()
     layer_dir = diff_id.removeprefix("sha256:")
-    manifest = [{
-        "Config": f"{image_id}.json",
-        "RepoTags": [reference],
-        "Layers": [f"{layer_dir}/layer.tar"],
-    }]
+    manifest = [
+        {
+            "Config": f"{image_id}.json",
+            "RepoTags": [reference],
+            "Layers": [f"{layer_dir}/layer.tar"],
+        }
+    ]
     out.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         _tar_bytes(tar, f"{image_id}.json", config_bytes)

@@ -19,21 +19,26 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def render(*, cluster: str, server: str, ca_cert: Path, user: dict[str, str],
-           namespace: str = "default") -> dict[str, Any]:
+def render(
+    *, cluster: str, server: str, ca_cert: Path, user: dict[str, str], namespace: str = "default"
+) -> dict[str, Any]:
     """A one-cluster, one-user, one-context kubeconfig as a dict."""
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{
-            "name": cluster,
-            "cluster": {"server": server, "certificate-authority-data": _b64(ca_cert)},
-        }],
+        "clusters": [
+            {
+                "name": cluster,
+                "cluster": {"server": server, "certificate-authority-data": _b64(ca_cert)},
+            }
+        ],
         "users": [{"name": f"{cluster}-user", "user": user}],
-        "contexts": [{
-            "name": cluster,
-            "context": {"cluster": cluster, "user": f"{cluster}-user", "namespace": namespace},
-        }],
+        "contexts": [
+            {
+                "name": cluster,
+                "context": {"cluster": cluster, "user": f"{cluster}-user", "namespace": namespace},
+            }
+        ],
         "current-context": cluster,
     }
 
@@ -56,5 +61,6 @@ def mint_service_account_token(
         spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds)
     )
     response = api.create_namespaced_service_account_token(name, namespace, request)
-    token: str = response.status.token
-    return token
+    if response.status is None or not response.status.token:
+        raise RuntimeError(f"the API server issued no token for {namespace}/{name}")
+    return str(response.status.token)

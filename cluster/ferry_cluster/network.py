@@ -54,7 +54,8 @@ def attach_node(config: ClusterConfig, node: NodeSpec, init_pid: int) -> None:
     run(["ip", "link", "set", node.host_veth, "master", config.bridge, "up"])
     _in_netns(init_pid, "ip", "link", "set", "lo", "up")
     _in_netns(init_pid, "ip", "link", "set", peer, "name", "eth0")
-    _in_netns(init_pid, "ip", "addr", "add", f"{node.address}/{config.subnet.prefixlen}",
-              "dev", "eth0")
+    _in_netns(
+        init_pid, "ip", "addr", "add", f"{node.address}/{config.subnet.prefixlen}", "dev", "eth0"
+    )
     _in_netns(init_pid, "ip", "link", "set", "eth0", "up")
     _in_netns(init_pid, "ip", "route", "add", "default", "via", str(config.gateway))

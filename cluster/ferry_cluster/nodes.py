@@ -79,10 +79,27 @@ def start(config: ClusterConfig, node: NodeSpec, rootfs: Path) -> int:
     # The launcher joins the node's cgroups before unsharing, so the node's
     # cgroup namespace is rooted there.
     args = [
-        *_joining(cgroup_paths), "unshare", "--mount", "--uts", "--ipc", "--pid", "--cgroup", "--net", "--fork",
-        "--kill-child", "--propagation", "private",
-        "sh", str(_script(INIT_MARKER)), str(rootfs), str(node.upper_dir), str(node.work_dir),
-        str(node.root_mountpoint), str(node.containers_dir), node.name, *specs,
+        *_joining(cgroup_paths),
+        "unshare",
+        "--mount",
+        "--uts",
+        "--ipc",
+        "--pid",
+        "--cgroup",
+        "--net",
+        "--fork",
+        "--kill-child",
+        "--propagation",
+        "private",
+        "sh",
+        str(_script(INIT_MARKER)),
+        str(rootfs),
+        str(node.upper_dir),
+        str(node.work_dir),
+        str(node.root_mountpoint),
+        str(node.containers_dir),
+        node.name,
+        *specs,
     ]
     pid = procs.start(args, pid_file=node.pid_file, log_file=node.log_file)
     deadline = time.monotonic() + START_TIMEOUT
@@ -128,17 +145,36 @@ def exec_args(node: NodeSpec, command: Sequence[str]) -> list[str]:
         raise RuntimeError(f"node {node.name} is not running (try `ferry-cluster up`)")
     return [
         *_joining(cgroups.existing(node.cgroup)),
-        "nsenter", f"--target={init}", "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup",
-        "--root", "--wd", "env", "-i",
+        "nsenter",
+        f"--target={init}",
+        "--mount",
+        "--uts",
+        "--ipc",
+        "--net",
+        "--pid",
+        "--cgroup",
+        "--root",
+        "--wd",
+        "env",
+        "-i",
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        f"HOSTNAME={node.name}", "HOME=/root", "LANG=C.UTF-8",
+        f"HOSTNAME={node.name}",
+        "HOME=/root",
+        "LANG=C.UTF-8",
         # Hybrid-cgroup hosts are what we run on; the warning would drown real errors.
-        "PODMAN_IGNORE_CGROUPSV1_WARNING=1", *command,
+        "PODMAN_IGNORE_CGROUPSV1_WARNING=1",
+        *command,
     ]
 
 
-def run_in(node: NodeSpec, command: Sequence[str], *, check: bool = True,
-           input_text: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_in(
+    node: NodeSpec,
+    command: Sequence[str],
+    *,
+    check: bool = True,
+    input_text: str | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
     return procs.run(exec_args(node, command), check=check, input_text=input_text, timeout=timeout)
 
 
@@ -153,4 +189,4 @@ def host_path(node: NodeSpec, path: str) -> Path:
 def env_exec(node: NodeSpec, command: Sequence[str]) -> None:
     """Replace this process with ``command`` inside the node (interactive use)."""
     args = exec_args(node, command)
-    os.execvp(args[0], args)
+    os.execvp(args[0], args)  # noqa: S606 - an argv, no shell involved

@@ -15,16 +15,27 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+START_TIMEOUT = 10.0
+
 
 class CommandError(RuntimeError):
     """A command failed; the message holds the command and what it printed."""
 
 
-def run(args: Sequence[str | os.PathLike[str]], *, check: bool = True, input_text: str | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run(
+    args: Sequence[str | os.PathLike[str]],
+    *,
+    check: bool = True,
+    input_text: str | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [os.fspath(a) for a in args], capture_output=True, text=True, input=input_text,
-        timeout=timeout, check=False,
+        [os.fspath(a) for a in args],
+        capture_output=True,
+        text=True,
+        input=input_text,
+        timeout=timeout,
+        check=False,
     )
     if check and result.returncode != 0:
         shown = " ".join(os.fspath(a) for a in args)
@@ -51,15 +62,37 @@ def read_pid(pid_file: Path, marker: str) -> int | None:
 
 
 def start(args: Sequence[str | os.PathLike[str]], *, pid_file: Path, log_file: Path) -> int:
-    """Start a detached process (its own session), log to a file, record its pid."""
+    """Start a daemon (its own session, not our child), log to a file, record its pid.
+
+    ``setsid --fork`` detaches it, so it outlives this process and is reaped by
+    init, not by us; the daemon writes its own pid file before it execs.
+    """
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.unlink(missing_ok=True)
     with log_file.open("ab") as log:
-        proc = subprocess.Popen(
-            [os.fspath(a) for a in args], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True,
+        subprocess.run(
+            [
+                "setsid",
+                "--fork",
+                "sh",
+                "-c",
+                'echo $$ > "$0"; exec "$@"',
+                os.fspath(pid_file),
+                *(os.fspath(a) for a in args),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            check=True,
         )
-    pid_file.write_text(f"{proc.pid}\n")
-    return proc.pid
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            return int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{os.fspath(args[0])} did not start; see {log_file}") from None
+            time.sleep(0.01)
 
 
 def _alive(pid: int) -> bool:
@@ -80,28 +113,22 @@ def stop(pid: int, *, grace: float = 10.0) -> None:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while _alive(pid) and time.monotonic() < deadline:
-        _reap(pid)
         time.sleep(0.05)
     if _alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         while _alive(pid):
-            _reap(pid)
             time.sleep(0.05)
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def processes_with(marker: str) -> list[int]:
     """Pids (other than ours) whose command line contains ``marker``."""
     found = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid() and marker in cmdline(
-            int(entry.name)
+        if (
+            entry.name.isdigit()
+            and int(entry.name) != os.getpid()
+            and marker in cmdline(int(entry.name))
         ):
             found.append(int(entry.name))
     return found

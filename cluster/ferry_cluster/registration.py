@@ -36,14 +36,16 @@ def node_status(node: NodeSpec, *, runtime_version: str, now: datetime.datetime)
             {"type": "InternalIP", "address": str(node.address)},
             {"type": "Hostname", "address": node.name},
         ],
-        "conditions": [{
-            "type": "Ready",
-            "status": "True",
-            "reason": "SimulatedNodeRunning",
-            "message": "simulated by ferry-cluster; no kubelet runs here",
-            "lastHeartbeatTime": stamp,
-            "lastTransitionTime": stamp,
-        }],
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "SimulatedNodeRunning",
+                "message": "simulated by ferry-cluster; no kubelet runs here",
+                "lastHeartbeatTime": stamp,
+                "lastTransitionTime": stamp,
+            }
+        ],
         "nodeInfo": {
             "architecture": "amd64",
             "operatingSystem": "linux",
@@ -59,16 +61,17 @@ def node_status(node: NodeSpec, *, runtime_version: str, now: datetime.datetime)
     }
 
 
-def register(api: client.CoreV1Api, config: ClusterConfig, node: NodeSpec, *,
-             runtime_version: str) -> None:
-    body = {"metadata": {"name": node.name, "labels": node_labels(config, node)}}
+def register(
+    api: client.CoreV1Api, config: ClusterConfig, node: NodeSpec, *, runtime_version: str
+) -> None:
+    metadata = client.V1ObjectMeta(name=node.name, labels=node_labels(config, node))
     try:
         api.read_node(node.name)
-        api.patch_node(node.name, body)
+        api.patch_node(node.name, {"metadata": {"labels": metadata.labels}})
     except ApiException as error:
         if error.status != HTTP_NOT_FOUND:
             raise
-        api.create_node(body)
+        api.create_node(client.V1Node(metadata=metadata))
     status = node_status(
         node, runtime_version=runtime_version, now=datetime.datetime.now(datetime.UTC)
     )
@@ -80,5 +83,6 @@ def unregister_missing(api: client.CoreV1Api, config: ClusterConfig) -> None:
     wanted = {n.name for n in config.node_specs()}
     nodes = api.list_node(label_selector=f"{SIMULATED_LABEL}={config.name}")
     for item in nodes.items:
-        if item.metadata.name not in wanted:
-            api.delete_node(item.metadata.name)
+        name = item.metadata.name if item.metadata else None
+        if name and name not in wanted:
+            api.delete_node(name)
