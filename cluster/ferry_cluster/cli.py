@@ -170,8 +170,9 @@ def parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(func=cmd_up)
 
-    prep = sub.add_parser("prepare", help="build and cache the binaries and node root "
-                                          "filesystem, start nothing")
+    prep = sub.add_parser(
+        "prepare", help="build and cache the binaries and node root filesystem, start nothing"
+    )
     prep.set_defaults(func=cmd_prepare)
 
     down = sub.add_parser("down", help="stop the cluster and remove all it made")
@@ -191,8 +192,10 @@ def parser() -> argparse.ArgumentParser:
 
     img = sub.add_parser("image", help="images without a registry")
     img_sub = img.add_subparsers(dest="image_command", required=True)
-    build = img_sub.add_parser("build", help="pack a root directory as a reproducible "
-                                             "docker-archive (same input, same image ID)")
+    build = img_sub.add_parser(
+        "build",
+        help="pack a root directory as a reproducible docker-archive (same input, same image ID)",
+    )
     build.add_argument("root", help="directory holding the image's root filesystem")
     build.add_argument("--tag", required=True, help="e.g. localhost/ferry/redis:latest")
     build.add_argument("--output", required=True, help="archive to write")

@@ -16,6 +16,7 @@ from . import cluster, images, nodes
 from .config import ClusterConfig, NodeSpec
 
 CONTAINER = "demo-counter"
+ARCHIVE = f"/run/{CONTAINER}.tar.gz"  # the node's private tmpfs
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; echo $i; sleep 0.2; done"
 
 
@@ -40,7 +41,7 @@ def main() -> int:
     node_a, node_b = (n for n in config.node_specs() if n.name in {"node-a", "node-b"})
 
     for node in (node_a, node_b):
-        sh(node, f"podman rm -f -i {CONTAINER}; rm -f /tmp/{CONTAINER}.tar.gz")
+        sh(node, f"podman rm -f -i {CONTAINER}; rm -f {ARCHIVE}")
     say(f"starting a counter on {node_a.name}")
     sh(node_a, f"podman run -d --name {CONTAINER} {images.BUSYBOX_IMAGE} sh -c '{COUNTER}'")
     time.sleep(3)
@@ -48,19 +49,19 @@ def main() -> int:
 
     say(f"checkpointing on {node_a.name} (CRIU freezes and dumps the process)")
     frozen = time.monotonic()
-    sh(node_a, f"podman container checkpoint --export /tmp/{CONTAINER}.tar.gz {CONTAINER}")
+    sh(node_a, f"podman container checkpoint --export {ARCHIVE} {CONTAINER}")
     checkpointed = time.monotonic()
     last = int(sh(node_a, f"podman logs {CONTAINER} | tail -n 1"))
-    size = int(sh(node_a, f"stat -c %s /tmp/{CONTAINER}.tar.gz"))
+    size = int(sh(node_a, f"stat -c %s {ARCHIVE}"))
     print(f"    frozen at {last}; archive {size / 1024:.0f} KiB")
 
     say(f"copying the archive {node_a.name} -> {node_b.name}")
-    data = nodes.host_path(node_a, f"/tmp/{CONTAINER}.tar.gz").read_bytes()
-    nodes.host_path(node_b, f"/tmp/{CONTAINER}.tar.gz").write_bytes(data)
+    data = nodes.host_path(node_a, f"{ARCHIVE}").read_bytes()
+    nodes.host_path(node_b, f"{ARCHIVE}").write_bytes(data)
     copied = time.monotonic()
 
     say(f"restoring on {node_b.name}")
-    sh(node_b, f"podman container restore --import /tmp/{CONTAINER}.tar.gz")
+    sh(node_b, f"podman container restore --import {ARCHIVE}")
     restored = time.monotonic()
     sh(node_a, f"podman rm -f {CONTAINER}")
     for _ in range(3):
@@ -71,10 +72,14 @@ def main() -> int:
     print(f"    checkpoint  {checkpointed - frozen:6.2f} s")
     print(f"    copy        {copied - checkpointed:6.2f} s")
     print(f"    restore     {restored - copied:6.2f} s")
-    print(f"    downtime    {restored - frozen:6.2f} s  (frozen on {node_a.name} -> running on "
-          f"{node_b.name})")
-    print(f"\nThe cluster stays up: KUBECONFIG={status.kubeconfig}; "
-          f"`ferry-cluster exec node-b -- podman ps`; `make cluster-down` to remove it.")
+    print(
+        f"    downtime    {restored - frozen:6.2f} s  (frozen on {node_a.name} -> running on "
+        f"{node_b.name})"
+    )
+    print(
+        f"\nThe cluster stays up: KUBECONFIG={status.kubeconfig}; "
+        f"`ferry-cluster exec node-b -- podman ps`; `make cluster-down` to remove it."
+    )
     return 0
 
 
