@@ -104,7 +104,8 @@ def start(config: ClusterConfig, node: NodeSpec, rootfs: Path) -> int:
     pid = procs.start(args, pid_file=node.pid_file, log_file=node.log_file)
     deadline = time.monotonic() + START_TIMEOUT
     while (init := init_pid(node)) is None:
-        if not procs.cmdline(pid):
+        # Not cmdline(): it reads empty for an instant while a process execs.
+        if not procs.alive(pid):
             log = node.log_file.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"node {node.name} failed to start:\n{log}")
         if time.monotonic() > deadline:

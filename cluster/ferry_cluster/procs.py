@@ -58,7 +58,15 @@ def read_pid(pid_file: Path, marker: str) -> int | None:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if marker in cmdline(pid) else None
+    for _ in range(50):
+        line = cmdline(pid)
+        if line:
+            return pid if marker in line else None
+        if not alive(pid):
+            return None
+        # A live process whose cmdline reads empty is between exec's steps.
+        time.sleep(0.01)
+    return None
 
 
 def start(args: Sequence[str | os.PathLike[str]], *, pid_file: Path, log_file: Path) -> int:
@@ -95,7 +103,8 @@ def start(args: Sequence[str | os.PathLike[str]], *, pid_file: Path, log_file: P
             time.sleep(0.01)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie does not count)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -112,12 +121,12 @@ def stop(pid: int, *, grace: float = 10.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _alive(pid):
+    if alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        while _alive(pid):
+        while alive(pid):
             time.sleep(0.05)
 
 
