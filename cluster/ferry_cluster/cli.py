@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from . import cluster, images, kubeconfig, nodes
+from . import cluster, helperlayer, images, kubeconfig, nodes
 from .config import DEFAULT_NAME, MAX_NODES, ClusterConfig
 from .pki import Pki
 
@@ -45,7 +45,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     _progress("control-plane binaries (built once from the Go module proxy, then cached)")
     cluster.ensure_binaries(config)
     _progress("node root filesystem (Debian trixie, built once with debootstrap, then cached)")
-    print(cluster.ensure_rootfs())
+    rootfs = cluster.ensure_rootfs()
+    _progress("the node-helper's Python environment (built once, then cached)")
+    helperlayer.ensure(config.cache_dir, rootfs)
+    print(rootfs)
     return 0
 
 

@@ -20,7 +20,17 @@ from pathlib import Path
 from kubernetes import client
 from kubernetes import config as kube_config
 
-from . import cgroups, controlplane, images, kubeconfig, network, nodes, procs, registration
+from . import (
+    cgroups,
+    controlplane,
+    helperlayer,
+    images,
+    kubeconfig,
+    network,
+    nodes,
+    procs,
+    registration,
+)
 from .config import MAX_NODES, ClusterConfig, NodeSpec
 from .pki import Pki, ensure_pki
 
@@ -121,9 +131,9 @@ def load_image(node: NodeSpec, archive: Path) -> None:
 
 
 def _start_node(
-    config: ClusterConfig, node: NodeSpec, rootfs: Path, archive: images.ImageArchive
+    config: ClusterConfig, node: NodeSpec, layers: list[Path], archive: images.ImageArchive
 ) -> str:
-    init = nodes.start(config, node, rootfs)
+    init = nodes.start(config, node, layers, helperlayer.source_root())
     network.attach_node(config, node, init)
     load_image(node, archive.path)
     return nodes.run_in(
@@ -145,6 +155,8 @@ def up(config: ClusterConfig, progress: Progress = _quiet) -> Status:
     ensure_binaries(config)
     progress("node root filesystem (Debian trixie, built once with debootstrap, then cached)")
     rootfs = ensure_rootfs()
+    progress("the node-helper's Python environment (built once, then cached)")
+    layers = [helperlayer.ensure(config.cache_dir, rootfs), rootfs]
 
     config.state_dir.mkdir(parents=True, exist_ok=True)
     config.state_dir.chmod(0o700)
@@ -180,7 +192,7 @@ def up(config: ClusterConfig, progress: Progress = _quiet) -> Status:
         core = client.CoreV1Api(api_client_)
         for node in config.node_specs():
             progress(f"node {node.name} at {node.address}")
-            runtime = _start_node(config, node, rootfs, archive)
+            runtime = _start_node(config, node, layers, archive)
             registration.register(core, config, node, runtime_version=f"podman://{runtime}")
         registration.unregister_missing(core, config)
     progress(f"cluster {config.name} up in {time.monotonic() - started:.1f}s")

@@ -68,8 +68,12 @@ def write_etc(config: ClusterConfig, node: NodeSpec) -> None:
     (etc / "hosts").write_text("\n".join(lines) + "\n")
 
 
-def start(config: ClusterConfig, node: NodeSpec, rootfs: Path) -> int:
-    """Start the node and return its init pid once it runs catatonit."""
+def start(config: ClusterConfig, node: NodeSpec, layers: Sequence[Path], source: Path) -> int:
+    """Start the node and return its init pid once it runs catatonit.
+
+    ``layers`` are the read-only layers of its root, top first; ``source`` is
+    the project tree, mounted read-only at /opt/ferry/src.
+    """
     for directory in (node.upper_dir, node.work_dir, node.root_mountpoint, node.containers_dir):
         directory.mkdir(parents=True, exist_ok=True)
     node.containers_dir.chmod(0o700)
@@ -93,11 +97,12 @@ def start(config: ClusterConfig, node: NodeSpec, rootfs: Path) -> int:
         "private",
         "sh",
         str(_script(INIT_MARKER)),
-        str(rootfs),
+        ":".join(str(layer) for layer in layers),
         str(node.upper_dir),
         str(node.work_dir),
         str(node.root_mountpoint),
         str(node.containers_dir),
+        str(source),
         node.name,
         *specs,
     ]
