@@ -33,10 +33,15 @@ host-deps: ## Install the host packages the local cluster needs (Debian, root).
 	./hack/install-host-deps.sh
 
 .PHONY: lint
-lint: dev ## ruff (lint and format check) and mypy --strict.
+lint: dev ## ruff (lint and format check), mypy --strict, CRDs in step with the models, helm lint.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python -m ferry_api.crdgen --check --out crds
+
+.PHONY: crds
+crds: dev ## Regenerate crds/ from the API models in api/ferry_api.
+	$(BIN)/python -m ferry_api.crdgen --out crds
 
 .PHONY: format
 format: dev ## Apply ruff's fixes and formatting.

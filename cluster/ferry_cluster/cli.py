@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from . import cluster, helperlayer, images, kubeconfig, nodes
+from . import cluster, deploy, helperlayer, images, kubeconfig, nodes
 from .config import DEFAULT_NAME, MAX_NODES, ClusterConfig
 from .pki import Pki
 
@@ -139,6 +139,14 @@ def cmd_image_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    config = _config(args)
+    _progress(f"deploying Ferry on cluster {config.name}")
+    deploy.deploy(config, allow_any_namespace=args.allow_any_namespace)
+    _progress("operator and node-helpers running; `kubectl get nodehelpers` shows the nodes")
+    return 0
+
+
 def cmd_exec(args: argparse.Namespace) -> int:
     config = _config(args)
     specs = {n.name: n for n in config.node_specs()}
@@ -207,6 +215,18 @@ def parser() -> argparse.ArgumentParser:
     load = img_sub.add_parser("load", help="podman load an archive on every node")
     load.add_argument("archive")
     load.set_defaults(func=cmd_image_load)
+
+    dep = sub.add_parser(
+        "deploy",
+        help="install Ferry (CRDs, RBAC, node-helpers, operator) "
+        "on the running cluster; restarts them",
+    )
+    dep.add_argument(
+        "--allow-any-namespace",
+        action="store_true",
+        help="let any namespace migrate any container (no label needed)",
+    )
+    dep.set_defaults(func=cmd_deploy)
 
     ex = sub.add_parser("exec", help="run a command inside a node (default: a shell)")
     ex.add_argument("node")

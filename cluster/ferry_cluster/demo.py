@@ -1,23 +1,41 @@
-"""``make demo``: the local cluster, two nodes, a running container moved between them.
+"""``make demo``: the local cluster, two nodes, a running container moved by a ContainerMigration.
 
-At this stage the move is the seed's manual procedure (checkpoint with export,
-copy, restore with import) run on the real simulated nodes; the operator will
-do the same declaratively. The downtime printed is the time from the freeze to
-the container running again on the other node.
+Brings the cluster up, deploys Ferry (CRDs, RBAC, a node-helper in each node,
+the operator), starts a counter on node-a, applies a ContainerMigration with
+kubectl, follows its phases as they happen, and shows the counter going on
+from its value on node-b, with the downtime and timings from the status.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+from typing import Any
 
-from . import cluster, images, nodes
+from ferry_api import constants
+
+from . import cluster, deploy, images, nodes
 from .config import ClusterConfig, NodeSpec
 
 CONTAINER = "demo-counter"
-ARCHIVE = f"/run/{CONTAINER}.tar.gz"  # the node's private tmpfs
+NAMESPACE = "default"
+MIGRATION = "move-demo-counter"
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; echo $i; sleep 0.2; done"
+MANIFEST = f"""\
+apiVersion: {constants.API_VERSION}
+kind: {constants.CONTAINER_MIGRATION_KIND}
+metadata:
+  name: {MIGRATION}
+  namespace: {NAMESPACE}
+spec:
+  source:
+    node: node-a
+    container: {CONTAINER}
+  target:
+    node: node-b
+"""
 
 
 def say(message: str) -> None:
@@ -32,53 +50,112 @@ def count(node: NodeSpec) -> int:
     return int(sh(node, f"podman exec {CONTAINER} cat /tmp/count"))
 
 
+def follow(kubectl: list[str]) -> dict[str, Any]:
+    """Print each phase as the status records it; return the final status."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + 120
+    state: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            [*kubectl, "get", "containermigration", MIGRATION, "-n", NAMESPACE, "-o", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        state = json.loads(out).get("status") or {}
+        for transition in state.get("phaseTransitions") or []:
+            key = f"{transition['phase']}@{transition['time']}"
+            if key not in seen:
+                seen.add(key)
+                print(f"    {transition['time']}  {transition['phase']}")
+        if state.get("phase") in ("Succeeded", "Failed", "Cancelled"):
+            break
+        time.sleep(0.2)
+    return state
+
+
+def print_timings(state: dict[str, Any]) -> None:
+    say("timings (from the ContainerMigration's status)")
+    timings = state.get("timings") or {}
+    for key in (
+        "checkpointSeconds",
+        "transferSeconds",
+        "restoreSeconds",
+        "downtimeSeconds",
+        "totalSeconds",
+    ):
+        print(f"    {key.removesuffix('Seconds'):10}  {timings.get(key, 0):6.3f} s")
+    archive = state.get("archive") or {}
+    print(
+        f"    archive     {archive.get('bytes', 0) / 1024:.0f} KiB, sha256 "
+        f"{str(archive.get('sha256', ''))[:16]}..."
+    )
+
+
 def main() -> int:
     config = ClusterConfig()
     status = cluster.up(config, say)
     kubectl = [str(config.bin_dir / "kubectl"), f"--kubeconfig={config.admin_kubeconfig}"]
-    say("the cluster's nodes, as Kubernetes sees them")
+    say("deploying Ferry: CRDs, the chart's RBAC, a node-helper per node, the operator")
+    deploy.deploy(config)
+    say("the nodes, and what each can do")
     subprocess.run([*kubectl, "get", "nodes", "-o", "wide"], check=True)
-    node_a, node_b = (n for n in config.node_specs() if n.name in {"node-a", "node-b"})
+    subprocess.run([*kubectl, "get", "nodehelpers"], check=True)
+    node_a, node_b = config.node_specs()[:2]
 
+    subprocess.run(
+        [
+            *kubectl,
+            "delete",
+            "containermigration",
+            MIGRATION,
+            "-n",
+            NAMESPACE,
+            "--ignore-not-found",
+            "--wait",
+        ],
+        check=True,
+        capture_output=True,
+    )
     for node in (node_a, node_b):
-        sh(node, f"podman rm -f -i {CONTAINER}; rm -f {ARCHIVE}")
-    say(f"starting a counter on {node_a.name}")
-    sh(node_a, f"podman run -d --name {CONTAINER} {images.BUSYBOX_IMAGE} sh -c '{COUNTER}'")
+        sh(node, f"podman rm -f -i {CONTAINER}")
+    say(f"starting a counter on {node_a.name} (labelled for namespace {NAMESPACE})")
+    sh(
+        node_a,
+        f"podman run -d --name {CONTAINER} --label {constants.NAMESPACE_LABEL}={NAMESPACE} "
+        f"{images.BUSYBOX_IMAGE} sh -c '{COUNTER}'",
+    )
     time.sleep(3)
     print(f"    {node_a.name}: counter at {count(node_a)}")
 
-    say(f"checkpointing on {node_a.name} (CRIU freezes and dumps the process)")
-    frozen = time.monotonic()
-    sh(node_a, f"podman container checkpoint --export {ARCHIVE} {CONTAINER}")
-    checkpointed = time.monotonic()
-    last = int(sh(node_a, f"podman logs {CONTAINER} | tail -n 1"))
-    size = int(sh(node_a, f"stat -c %s {ARCHIVE}"))
-    print(f"    frozen at {last}; archive {size / 1024:.0f} KiB")
+    say("kubectl apply -f - <<EOF")
+    print(MANIFEST + "EOF")
+    subprocess.run([*kubectl, "apply", "-f", "-"], input=MANIFEST, text=True, check=True)
 
-    say(f"copying the archive {node_a.name} -> {node_b.name}")
-    data = nodes.host_path(node_a, f"{ARCHIVE}").read_bytes()
-    nodes.host_path(node_b, f"{ARCHIVE}").write_bytes(data)
-    copied = time.monotonic()
+    say("following the migration")
+    state = follow(kubectl)
+    subprocess.run([*kubectl, "get", "containermigrations", "-n", NAMESPACE], check=True)
+    if state.get("phase") != "Succeeded":
+        print(f"migration ended {state.get('phase')}: {state.get('message')}", file=sys.stderr)
+        return 1
 
-    say(f"restoring on {node_b.name}")
-    sh(node_b, f"podman container restore --import {ARCHIVE}")
-    restored = time.monotonic()
-    sh(node_a, f"podman rm -f {CONTAINER}")
+    logged = [int(v) for v in sh(node_b, f"podman logs {CONTAINER}").split()]
+    unbroken = logged == list(range(1, len(logged) + 1))
+    print(
+        f"    {node_b.name}: its log counts 1..{logged[-1]} "
+        f"{'without a restart' if unbroken else 'WITH A RESTART'}"
+    )
     for _ in range(3):
         time.sleep(1)
-        print(f"    {node_b.name}: counter at {count(node_b)} (was {last} when frozen)")
-
-    say("timings")
-    print(f"    checkpoint  {checkpointed - frozen:6.2f} s")
-    print(f"    copy        {copied - checkpointed:6.2f} s")
-    print(f"    restore     {restored - copied:6.2f} s")
+        print(f"    {node_b.name}: counter at {count(node_b)}")
     print(
-        f"    downtime    {restored - frozen:6.2f} s  (frozen on {node_a.name} -> running on "
-        f"{node_b.name})"
+        f"    {node_a.name}: containers named {CONTAINER}: "
+        f"{sh(node_a, f'podman ps -a -q --filter name=^{CONTAINER}$') or 'none'}"
     )
+
+    print_timings(state)
     print(
-        f"\nThe cluster stays up: KUBECONFIG={status.kubeconfig}; "
-        f"`ferry-cluster exec node-b -- podman ps`; `make cluster-down` to remove it."
+        f"\nThe cluster stays up: KUBECONFIG={status.kubeconfig}; `make cluster-down` removes it."
     )
     return 0
 

@@ -1,1 +1,2 @@
-"""TODO"""
+"""The Ferry node-helper: a privileged agent per node that checkpoints and restores
+containers with podman and CRIU, and streams archives node to node over SSH."""

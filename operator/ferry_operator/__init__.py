@@ -1,1 +1,1 @@
-"""TODO"""
+"""The Ferry operator: kopf handlers that drive ContainerMigrations through node-helpers."""

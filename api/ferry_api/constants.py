@@ -1,0 +1,41 @@
+"""Names that the operator, the node-helpers, the CRDs and the chart must agree on.
+
+They live in one module so that a rename is one edit: the CRD generator, the
+kopf handlers and the helpers all import them, and nothing spells
+``"ferry.dev"`` twice.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "ferry.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+#: The category ``kubectl get ferry`` lists.
+CATEGORY: Final = "ferry"
+
+CONTAINER_MIGRATION_KIND: Final = "ContainerMigration"
+CONTAINER_MIGRATION_LIST_KIND: Final = "ContainerMigrationList"
+CONTAINER_MIGRATION_PLURAL: Final = "containermigrations"
+CONTAINER_MIGRATION_SINGULAR: Final = "containermigration"
+CONTAINER_MIGRATION_SHORT_NAMES: Final = ("cmig",)
+
+NODE_HELPER_KIND: Final = "NodeHelper"
+NODE_HELPER_LIST_KIND: Final = "NodeHelperList"
+NODE_HELPER_PLURAL: Final = "nodehelpers"
+NODE_HELPER_SINGULAR: Final = "nodehelper"
+NODE_HELPER_SHORT_NAMES: Final = ("nh",)
+
+#: Namespace authorization: a container is reachable from the namespace N only
+#: if it carries this label with the value N (a podman/docker container label,
+#: not a Kubernetes one).
+NAMESPACE_LABEL: Final = f"{GROUP}/namespace"
+
+#: The finalizer that holds a ContainerMigration until its rollback or cleanup
+#: on the nodes is done.
+MIGRATION_FINALIZER: Final = f"{GROUP}/migration-cleanup"
+
+#: The condition type a NodeHelper publishes about itself.
+CONDITION_READY: Final = "Ready"

@@ -1,0 +1,368 @@
+"""ContainerMigration: one request to move one running container to another node.
+
+A migration is an action, not a desired state to converge on: once created,
+its spec cannot change (a CEL rule in the CRD refuses it), and a second move is
+a second resource. The spec therefore carries only what the user decides; all
+that the operator learns (chosen target, timings, CRIU statistics) goes to
+status, which is rebuilt from observation and never feeds back into spec.
+
+These models are the single source of truth: ``crdgen`` derives the CRD from
+them (so defaults, enums and limits here are what the API server enforces), and
+the operator parses each body once, at the boundary, with
+``parse_container_migration``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from ferry_api import constants
+from ferry_api.base import SpecModel, StatusModel, parse_body
+from ferry_api.conditions import Conditions
+from ferry_api.definition import PrinterColumn, ResourceDefinition
+from ferry_api.meta import ObjectMeta
+
+#: A Kubernetes node name (DNS-1123 subdomain).
+NODE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+#: A podman/docker container name or ID.
+CONTAINER_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
+
+NodeName = Annotated[str, Field(min_length=1, max_length=253, pattern=NODE_NAME_PATTERN)]
+
+IMMUTABLE_SPEC_MESSAGE = "spec is immutable: a ContainerMigration is an action; create a new one"
+SAME_NODE_MESSAGE = (
+    "target.node must differ from source.node: a migration moves a container to another node"
+)
+
+
+class Phase(StrEnum):
+    """Where a migration is; a summary for people and printer columns."""
+
+    PENDING = "Pending"
+    VALIDATING = "Validating"
+    IMAGE_STAGING = "ImageStaging"
+    CHECKPOINTING = "Checkpointing"
+    TRANSFERRING = "Transferring"
+    RESTORING = "Restoring"
+    VERIFYING = "Verifying"
+    ROLLING_BACK = "RollingBack"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        """True for the phases a migration never leaves."""
+        return self in {Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED}
+
+
+class Compression(StrEnum):
+    """How the checkpoint archive is compressed on the wire."""
+
+    ZSTD = "zstd"
+    GZIP = "gzip"
+    NONE = "none"
+
+
+class MigrationRuntime(StrEnum):
+    """Container runtimes a migration can drive (docker joins when its driver does)."""
+
+    PODMAN = "podman"
+
+
+class SourceRef(SpecModel):
+    """The container to move and the node it runs on now."""
+
+    node: NodeName = Field(description="Name of the node the container runs on now.")
+    container: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=CONTAINER_PATTERN,
+        description="Name or ID of the container in the node's runtime; it must carry the "
+        f"label {constants.NAMESPACE_LABEL}=<this namespace>.",
+    )
+
+
+class TargetRef(SpecModel):
+    """Where the container should go."""
+
+    node: NodeName | None = Field(
+        default=None,
+        description="Name of the node to restore the container on; "
+        "when empty the operator picks an eligible node.",
+    )
+
+
+class ContainerMigrationSpec(SpecModel):
+    """What to move, where, and how; immutable once created."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": IMMUTABLE_SPEC_MESSAGE},
+                {
+                    "rule": "!has(self.target) || !has(self.target.node)"
+                    " || self.target.node != self.source.node",
+                    "message": SAME_NODE_MESSAGE,
+                    "fieldPath": ".target.node",
+                },
+            ]
+        }
+    )
+
+    source: SourceRef = Field(description="The container to move and the node it runs on now.")
+    target: TargetRef | None = Field(
+        default=None,
+        description="Where the container should go; when absent the operator picks a node.",
+    )
+    leave_running: bool = Field(
+        default=False,
+        description="Keep the source container running after the checkpoint (a copy, not a move).",
+    )
+    tcp_established: bool = Field(
+        default=False,
+        description="Checkpoint and restore established TCP connections (CRIU --tcp-established).",
+    )
+    file_locks: bool = Field(
+        default=False, description="Checkpoint and restore file locks (CRIU --file-locks)."
+    )
+    compression: Compression = Field(
+        default=Compression.ZSTD, description="Compression of the checkpoint archive."
+    )
+    keep_checkpoint: bool = Field(
+        default=False,
+        description="Keep the checkpoint archive on both nodes after the migration ends.",
+    )
+    timeout_seconds: int = Field(
+        default=300,
+        ge=10,
+        le=3600,
+        description="Give up and roll back when the migration takes longer than this.",
+    )
+    runtime: MigrationRuntime = Field(
+        default=MigrationRuntime.PODMAN,
+        description="Container runtime that runs the container on both nodes.",
+    )
+
+    @model_validator(mode="after")
+    def _target_is_another_node(self) -> ContainerMigrationSpec:
+        # The same rule as the CRD's CEL rule, for bodies that did not pass the API server.
+        if self.target is not None and self.target.node == self.source.node:
+            raise ValueError(SAME_NODE_MESSAGE)
+        return self
+
+
+def _to_milliseconds(seconds: float) -> float:
+    return round(seconds, 3)
+
+
+#: A duration in seconds, kept to the millisecond so ``kubectl get`` prints it short.
+Seconds = Annotated[float, Field(ge=0), AfterValidator(_to_milliseconds)]
+
+
+class PhaseTransition(StatusModel):
+    """When the migration entered a phase."""
+
+    phase: Phase = Field(description="The phase entered.")
+    time: AwareDatetime = Field(description="When it was entered.")
+
+
+class Timings(StatusModel):
+    """Measured durations of the migration's steps, in seconds."""
+
+    checkpoint_seconds: Seconds | None = Field(
+        default=None, description="Checkpointing the container on the source node."
+    )
+    transfer_seconds: Seconds | None = Field(
+        default=None, description="Sending the checkpoint archive to the target node."
+    )
+    restore_seconds: Seconds | None = Field(
+        default=None, description="Restoring the container on the target node."
+    )
+    downtime_seconds: Seconds | None = Field(
+        default=None,
+        description="From the freeze on the source to the container running on the target.",
+    )
+    total_seconds: Seconds | None = Field(
+        default=None, description="From the start of the migration to its end."
+    )
+
+
+class Archive(StatusModel):
+    """The checkpoint archive that was sent."""
+
+    bytes: int | None = Field(default=None, ge=0, description="Size of the archive in bytes.")
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the archive, checked by the target before the restore.",
+    )
+    compression: Compression | None = Field(default=None, description="Compression of the archive.")
+
+
+class CriuStatistics(StatusModel):
+    """Statistics CRIU reported for the dump and the restore (podman --print-stats).
+
+    Times are in microseconds, as CRIU reports them. Counters CRIU adds later are
+    kept too, with their names in camelCase.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    __pydantic_extra__: dict[str, int] = Field(init=False)
+
+    freezing_time: int | None = Field(
+        default=None, ge=0, description="Microseconds spent freezing the processes."
+    )
+    frozen_time: int | None = Field(
+        default=None, ge=0, description="Microseconds the processes stayed frozen on the source."
+    )
+    memdump_time: int | None = Field(
+        default=None, ge=0, description="Microseconds spent dumping memory."
+    )
+    memwrite_time: int | None = Field(
+        default=None, ge=0, description="Microseconds spent writing memory pages out."
+    )
+    pages_scanned: int | None = Field(
+        default=None, ge=0, description="Memory pages scanned during the dump."
+    )
+    pages_written: int | None = Field(
+        default=None, ge=0, description="Memory pages written to the checkpoint."
+    )
+    forking_time: int | None = Field(
+        default=None, ge=0, description="Microseconds spent recreating the process tree."
+    )
+    restore_time: int | None = Field(
+        default=None, ge=0, description="Microseconds the restore took in CRIU."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _camel_case_keys(cls, data: Any) -> Any:
+        # CRIU names its counters in snake_case; the wire is camelCase for known
+        # and unknown counters alike.
+        if isinstance(data, Mapping):
+            return {(to_camel(k) if "_" in k else k): v for k, v in data.items()}
+        return data
+
+
+class Progress(StatusModel):
+    """How far the transfer of the checkpoint archive is."""
+
+    bytes_sent: int | None = Field(default=None, ge=0, description="Bytes sent so far.")
+    bytes_total: int | None = Field(
+        default=None, ge=0, description="Bytes to send in all, when known."
+    )
+
+
+class ContainerMigrationStatus(StatusModel):
+    """What the operator observed; rebuilt from observation, never read as a plan."""
+
+    phase: Phase | None = Field(
+        default=None, description="Where the migration is: a summary of its conditions."
+    )
+    conditions: Conditions = ()
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation the status describes."
+    )
+    source_node: str | None = Field(
+        default=None, description="Node the container was checkpointed on."
+    )
+    target_node: str | None = Field(
+        default=None, description="Node the container is restored on (chosen or given)."
+    )
+    start_time: AwareDatetime | None = Field(
+        default=None, description="When the operator started the migration."
+    )
+    completion_time: AwareDatetime | None = Field(
+        default=None, description="When the migration reached a final phase."
+    )
+    phase_transitions: tuple[PhaseTransition, ...] = Field(
+        default=(), description="Every phase entered, with its time, oldest first."
+    )
+    timings: Timings | None = Field(default=None, description="Measured step durations.")
+    archive: Archive | None = Field(default=None, description="The checkpoint archive sent.")
+    criu_statistics: CriuStatistics | None = Field(
+        default=None,
+        description="Statistics CRIU reported for the dump and the restore; times in "
+        "microseconds. Counters not listed here are kept too, named in camelCase.",
+    )
+    progress: Progress | None = Field(default=None, description="Progress of the transfer.")
+    message: str | None = Field(
+        default=None, description="The latest human-readable news, e.g. why it failed."
+    )
+
+
+class ContainerMigration(StatusModel):
+    """A ContainerMigration as the operator handles it: metadata, spec and status."""
+
+    api_version: str = constants.API_VERSION
+    kind: str = constants.CONTAINER_MIGRATION_KIND
+    metadata: ObjectMeta
+    spec: ContainerMigrationSpec
+    status: ContainerMigrationStatus = ContainerMigrationStatus()
+
+
+def parse_container_migration(body: Mapping[str, Any]) -> ContainerMigration:
+    """Parse a raw ContainerMigration body (kopf's ``body``) into frozen models.
+
+    Raises ``InvalidResourceError`` (a ``ValueError``) naming each wrong field.
+    """
+    return parse_body(ContainerMigration, body, kind=constants.CONTAINER_MIGRATION_KIND)
+
+
+DEFINITION = ResourceDefinition(
+    kind=constants.CONTAINER_MIGRATION_KIND,
+    list_kind=constants.CONTAINER_MIGRATION_LIST_KIND,
+    plural=constants.CONTAINER_MIGRATION_PLURAL,
+    singular=constants.CONTAINER_MIGRATION_SINGULAR,
+    short_names=constants.CONTAINER_MIGRATION_SHORT_NAMES,
+    categories=(constants.CATEGORY,),
+    scope="Namespaced",
+    description="ContainerMigration moves one running container (podman, with CRIU) from "
+    "its node to another, keeping its memory, processes and files. It is an action: "
+    "the spec cannot change; create a new one to move the container again.",
+    spec=ContainerMigrationSpec,
+    status=ContainerMigrationStatus,
+    printer_columns=(
+        PrinterColumn(
+            name="Phase", json_path=".status.phase", type="string", description="Current phase."
+        ),
+        PrinterColumn(
+            name="Source",
+            json_path=".spec.source.node",
+            type="string",
+            description="Node the container runs on now.",
+        ),
+        PrinterColumn(
+            name="Target",
+            json_path=".status.targetNode",
+            type="string",
+            description="Node the container is restored on.",
+        ),
+        PrinterColumn(
+            name="Container",
+            json_path=".spec.source.container",
+            type="string",
+            description="Container moved.",
+            priority=1,
+        ),
+        PrinterColumn(
+            name="Downtime",
+            json_path=".status.timings.downtimeSeconds",
+            type="number",
+            description="Seconds from the freeze to running on the target.",
+        ),
+        PrinterColumn(
+            name="Age",
+            json_path=".metadata.creationTimestamp",
+            type="date",
+            description="Time since creation.",
+        ),
+    ),
+)

@@ -1,0 +1,107 @@
+"""``ferry-helper``: the node agent. Serves SSH and publishes the node's NodeHelper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+import asyncssh
+from kubernetes import client
+from kubernetes import config as kube_config
+
+from .operations import Operations
+from .podman import PodmanDriver
+from .probe import probe
+from .publisher import Publisher
+from .server import HelperServer
+from .settings import Settings
+from .staging import Staging
+
+log = logging.getLogger("ferry_helper")
+
+
+def _host_key(settings: Settings) -> asyncssh.SSHKey:
+    """The persistent host key, made on first start (clients pin its public half)."""
+    if settings.host_key.exists():
+        return asyncssh.read_private_key(settings.host_key)
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key.write_private_key(settings.host_key)
+    settings.host_key.chmod(0o600)
+    return key
+
+
+def _api_client() -> client.ApiClient:
+    if os.environ.get("KUBECONFIG"):
+        api: client.ApiClient = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
+            os.environ["KUBECONFIG"]
+        )
+        return api
+    kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+async def serve(settings: Settings) -> None:
+    driver = PodmanDriver()
+    host_key = _host_key(settings)
+    operations = Operations(
+        node=settings.node_name,
+        driver=driver,
+        staging=Staging(settings.state_dir / "staging"),
+        peer_key=asyncssh.read_private_key(settings.peer_key),
+    )
+    server = HelperServer(
+        operations=operations,
+        host_key=host_key,
+        operator_keys=list(asyncssh.read_public_key_list(settings.operator_keys)),
+        peer_keys=list(asyncssh.read_public_key_list(settings.peer_public_key)),
+    )
+    acceptor = await server.start("0.0.0.0", settings.ssh_port)  # noqa: S104 - other nodes connect
+    log.info("serving SSH on %s:%d", settings.address, settings.ssh_port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    public_host_key = host_key.export_public_key().decode().strip()
+    with _api_client() as api:
+        publisher = Publisher(api, node=settings.node_name)
+        while not stop.is_set():
+            try:
+                status = (await probe(driver)).model_copy(
+                    update={
+                        "node_name": settings.node_name,
+                        "address": settings.address,
+                        "ssh_port": settings.ssh_port,
+                        "ssh_host_key": public_host_key,
+                    }
+                )
+                await publisher.publish(status)
+            except Exception:
+                log.exception("heartbeat failed; retrying at the next one")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.heartbeat_seconds)
+    acceptor.close()
+    await acceptor.wait_closed()
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    try:
+        settings = Settings.from_env()
+    except ValueError as error:
+        print(f"ferry-helper: {error}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

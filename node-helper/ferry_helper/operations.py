@@ -1,0 +1,306 @@
+"""What each protocol operation does on the node.
+
+Each handler takes the parsed request and an ``emit`` for progress events and
+returns the result's data, or raises :class:`RemoteError` with a CamelCase
+reason. Steps that change the node consult the staging journal first, so a
+repeated request (an operator restarted mid-migration) returns what the first
+one did instead of acting twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+from pydantic import BaseModel, ValidationError
+
+from . import probe as node_probe
+from . import transfer
+from .errors import PodmanError
+from .podman import CheckpointOptions, PodmanDriver
+from .protocol import (
+    CheckpointRequest,
+    CleanupRequest,
+    FinishSourceRequest,
+    ImageRequest,
+    ImageSendRequest,
+    InspectRequest,
+    Operation,
+    ReceiveRequest,
+    RemoteError,
+    RestoreRequest,
+    RollbackRequest,
+    SendRequest,
+)
+from .staging import Staging
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+PROGRESS_INTERVAL = 0.5
+
+
+def _podman_failure(reason: str, error: PodmanError) -> RemoteError:
+    return RemoteError(reason, str(error))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Operations:
+    def __init__(
+        self, *, node: str, driver: PodmanDriver, staging: Staging, peer_key: asyncssh.SSHKey
+    ) -> None:
+        self.node = node
+        self.driver = driver
+        self.staging = staging
+        self.peer_key = peer_key
+
+    async def run(
+        self,
+        operation: Operation,
+        request: dict[str, Any],
+        emit: Emit,
+        stdin: asyncssh.SSHReader[bytes],
+    ) -> dict[str, Any]:
+        handlers: dict[Operation, tuple[type[BaseModel] | None, Any]] = {
+            Operation.PROBE: (None, self.probe),
+            Operation.INSPECT: (InspectRequest, self.inspect),
+            Operation.IMAGE_HAS: (ImageRequest, self.image_has),
+            Operation.IMAGE_SEND: (ImageSendRequest, self.image_send),
+            Operation.CHECKPOINT: (CheckpointRequest, self.checkpoint),
+            Operation.SEND: (SendRequest, self.send),
+            Operation.RESTORE: (RestoreRequest, self.restore),
+            Operation.ROLLBACK: (RollbackRequest, self.rollback),
+            Operation.FINISH_SOURCE: (FinishSourceRequest, self.finish_source),
+            Operation.CLEANUP: (CleanupRequest, self.cleanup),
+        }
+        if operation == Operation.RECEIVE:
+            return await self.receive(self._parse(ReceiveRequest, request), stdin)
+        if operation == Operation.IMAGE_RECEIVE:
+            return await self.image_receive(self._parse(ImageRequest, request), request, stdin)
+        model, handler = handlers[operation]
+        if model is None:
+            result: dict[str, Any] = await handler()
+            return result
+        handled: dict[str, Any] = await handler(self._parse(model, request), emit)
+        return handled
+
+    @staticmethod
+    def _parse(model: type[Any], request: dict[str, Any]) -> Any:
+        try:
+            return model.model_validate(request)
+        except ValidationError as error:
+            raise RemoteError("BadRequest", str(error)) from None
+
+    async def probe(self) -> dict[str, Any]:
+        return (await node_probe.probe(self.driver)).model_dump(mode="json")
+
+    async def inspect(self, request: InspectRequest, _: Emit) -> dict[str, Any]:
+        info = await self.driver.inspect(request.container)
+        if info is None:
+            raise RemoteError(
+                "ContainerNotFound", f"no container {request.container!r} on node {self.node}"
+            )
+        return info.model_dump(mode="json")
+
+    async def image_has(self, request: ImageRequest, _: Emit) -> dict[str, Any]:
+        return {"present": await self.driver.image_exists(request.image_id)}
+
+    async def image_send(self, request: ImageSendRequest, emit: Emit) -> dict[str, Any]:
+        archive = self.staging.image_archive(request.image_id)
+        try:
+            await self.driver.save_image(request.image_name or request.image_id, archive)
+            started = time.monotonic()
+            result = await transfer.stream_file(
+                peer=request.target,
+                client_key=self.peer_key,
+                operation=Operation.IMAGE_RECEIVE.value,
+                header={
+                    "image_id": request.image_id,
+                    "image_name": request.image_name,
+                    "size_bytes": archive.stat().st_size,
+                    "sha256": _sha256(archive),
+                },
+                path=archive,
+                on_progress=self._progress(emit, "image"),
+            )
+        except PodmanError as error:
+            raise _podman_failure("ImageSaveFailed", error) from None
+        except (OSError, asyncssh.Error) as error:
+            raise RemoteError(
+                "ImageTransferFailed", f"sending image to {request.target.node}: {error}"
+            ) from None
+        finally:
+            archive.unlink(missing_ok=True)
+        return {**result, "seconds": time.monotonic() - started}
+
+    async def image_receive(
+        self, request: ImageRequest, raw: dict[str, Any], stdin: asyncssh.SSHReader[bytes]
+    ) -> dict[str, Any]:
+        header = self._parse(
+            ReceiveRequest,
+            {
+                "uid": "00000000-0000-0000-0000-000000000000",
+                "size_bytes": raw.get("size_bytes", 0),
+                "sha256": raw.get("sha256", ""),
+            },
+        )
+        archive = self.staging.image_archive(request.image_id)
+        try:
+            await transfer.receive_file(
+                stdin, archive, size=header.size_bytes, sha256=header.sha256
+            )
+            loaded = await self.driver.load_image(archive)
+        except PodmanError as error:
+            raise _podman_failure("ImageLoadFailed", error) from None
+        finally:
+            archive.unlink(missing_ok=True)
+        if loaded.removeprefix("sha256:") != request.image_id:
+            raise RemoteError(
+                "ImageIdMismatch", f"loaded image {loaded} is not the source's {request.image_id}"
+            )
+        return {"imageId": loaded}
+
+    async def checkpoint(self, request: CheckpointRequest, _: Emit) -> dict[str, Any]:
+        if (done := self.staging.recorded(request.uid, "checkpoint")) is not None:
+            return done
+        options = CheckpointOptions(
+            leave_running=request.leave_running,
+            tcp_established=request.tcp_established,
+            file_locks=request.file_locks,
+            compression=request.compression,
+        )
+        try:
+            result = await self.driver.checkpoint(
+                request.container, self.staging.archive(request.uid), options
+            )
+        except PodmanError as error:
+            raise _podman_failure("CheckpointFailed", error) from None
+        data = {
+            "sizeBytes": result.size_bytes,
+            "sha256": result.sha256,
+            "seconds": result.seconds,
+            "statistics": result.statistics.as_dict(),
+        }
+        self.staging.record(request.uid, "checkpoint", data)
+        return data
+
+    async def send(self, request: SendRequest, emit: Emit) -> dict[str, Any]:
+        if (done := self.staging.recorded(request.uid, "send")) is not None:
+            return done
+        checkpoint = self.staging.recorded(request.uid, "checkpoint")
+        archive = self.staging.archive(request.uid)
+        if checkpoint is None or not archive.exists():
+            raise RemoteError("NoCheckpoint", f"no checkpoint of migration {request.uid} here")
+        started = time.monotonic()
+        try:
+            await transfer.stream_file(
+                peer=request.target,
+                client_key=self.peer_key,
+                operation=Operation.RECEIVE.value,
+                header={
+                    "uid": request.uid,
+                    "size_bytes": checkpoint["sizeBytes"],
+                    "sha256": checkpoint["sha256"],
+                },
+                path=archive,
+                on_progress=self._progress(emit, "archive"),
+            )
+        except (OSError, asyncssh.Error) as error:
+            raise RemoteError(
+                "TransferFailed", f"streaming to {request.target.node}: {error}"
+            ) from None
+        data = {"seconds": time.monotonic() - started, "bytes": checkpoint["sizeBytes"]}
+        self.staging.record(request.uid, "send", data)
+        return data
+
+    async def receive(
+        self, request: ReceiveRequest, stdin: asyncssh.SSHReader[bytes]
+    ) -> dict[str, Any]:
+        archive = self.staging.archive(request.uid)
+        await transfer.receive_file(stdin, archive, size=request.size_bytes, sha256=request.sha256)
+        data = {"sizeBytes": request.size_bytes, "sha256": request.sha256}
+        self.staging.record(request.uid, "receive", data)
+        return data
+
+    async def restore(self, request: RestoreRequest, _: Emit) -> dict[str, Any]:
+        if (done := self.staging.recorded(request.uid, "restore")) is not None:
+            return done
+        received = self.staging.recorded(request.uid, "receive")
+        archive = self.staging.archive(request.uid)
+        if received is None or not archive.exists():
+            raise RemoteError("NoArchive", f"no verified archive of migration {request.uid} here")
+        try:
+            result = await self.driver.restore(
+                archive,
+                name=request.name,
+                tcp_established=request.tcp_established,
+                file_locks=request.file_locks,
+            )
+        except PodmanError as error:
+            raise _podman_failure("RestoreFailed", error) from None
+        info = await self.driver.inspect(result.container_id)
+        if info is None or not info.running:
+            raise RemoteError(
+                "RestoredContainerNotRunning",
+                f"container {request.name} was restored but is not running",
+            )
+        data = {
+            "containerId": result.container_id,
+            "name": result.name,
+            "seconds": result.seconds,
+            "statistics": result.statistics.as_dict(),
+        }
+        self.staging.record(request.uid, "restore", data)
+        return data
+
+    async def rollback(self, request: RollbackRequest, _: Emit) -> dict[str, Any]:
+        info = await self.driver.inspect(request.container)
+        if info is not None and info.running:
+            return {"containerId": info.id, "alreadyRunning": True}
+        archive = self.staging.archive(request.uid)
+        if not archive.exists():
+            raise RemoteError(
+                "NoCheckpoint", f"no checkpoint of migration {request.uid} to roll back from"
+            )
+        try:
+            result = await self.driver.rollback(request.container, archive)
+        except PodmanError as error:
+            raise _podman_failure("RollbackFailed", error) from None
+        return {"containerId": result.container_id, "seconds": result.seconds}
+
+    async def finish_source(self, request: FinishSourceRequest, _: Emit) -> dict[str, Any]:
+        if request.remove_container:
+            await self.driver.remove(request.container)
+        self.staging.remove(request.uid, keep_archive=request.keep_checkpoint)
+        return {"removedContainer": request.remove_container}
+
+    async def cleanup(self, request: CleanupRequest, _: Emit) -> dict[str, Any]:
+        restored = self.staging.recorded(request.uid, "restore")
+        removed = ""
+        if request.remove_restored and restored is not None:
+            removed = str(restored["containerId"])
+            await self.driver.remove(removed)
+        self.staging.remove(request.uid, keep_archive=request.keep_checkpoint)
+        return {"removedContainer": removed}
+
+    @staticmethod
+    def _progress(emit: Emit, what: str) -> transfer.ProgressCallback:
+        last = 0.0
+
+        async def report(sent: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= PROGRESS_INTERVAL or sent == total:
+                last = now
+                await emit({"what": what, "bytesSent": sent, "bytesTotal": total})
+
+        return report

@@ -1,0 +1,656 @@
+"""The podman runtime driver: checkpoint, restore, roll back and ship images, with podman's CLI.
+
+The helper drives podman through its command line (``asyncio`` subprocesses,
+an argv and never a shell, each with a timeout) rather than the libpod REST
+API: the CLI is on every podman node, needs no socket service, and is what
+was verified by hand. Everything podman prints is parsed by the small pure
+functions at the top of this module, which the unit tests feed with captured
+output; the :class:`PodmanDriver` below only runs commands and wires them up.
+
+What was found running podman 5.4.2 + crun 1.21 + CRIU 4.2.1 on the simulated
+nodes, and what the driver therefore does:
+
+* ``--print-stats`` replaces the container name on stdout by a JSON document
+  (see :mod:`ferry_helper.criu_stats`); it is printed on failures too.
+* A checkpoint is written under a temporary name next to the archive and
+  renamed when podman succeeded, so an archive that exists is complete.
+* A failed CRIU restore (``restore --import``) leaves a container in state
+  ``created`` holding the name, and the container's cgroups (with crun's
+  ``.proxy-crun`` child) in every cgroup v1 hierarchy. Any later restore with
+  the same container ID then fails with ``crun: write file `devices.deny`:
+  Invalid argument`` (cgroup v1 refuses to change the device list of a cgroup
+  with children). After a failed restore the driver removes both, so the
+  restore can be retried; CRIU's error lines are kept in the error first.
+* A checkpoint made with ``--tcp-established`` must be restored with it (CRIU:
+  ``inet: Connected TCP socket in image``), in place and from an archive.
+* ``restore --import`` of an archive whose image is missing tries to *pull*
+  the image by name (three retries, about 3 s, then a registry error): ship the
+  image first (:meth:`PodmanDriver.image_exists`, ``save_image``, ``load_image``).
+* ``podman save --format docker-archive`` keeps the image ID (the config blob is
+  stored as is) for docker and OCI images alike, and ``podman load`` gives the
+  image its name back; ``oci-archive`` changed the ID of a docker-format image
+  (its config is converted), so it is not used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .criu_stats import CriuStatistics, parse_print_stats
+from .errors import PodmanError, build_error, criu_log_path, read_criu_errors
+
+logger = logging.getLogger(__name__)
+
+Compression = Literal["zstd", "gzip", "none"]
+
+#: Seconds allowed to the quick commands (inspect, exists, info, rm, cgroup cleanup).
+QUICK_TIMEOUT = 60.0
+#: Bytes read at a time when hashing an archive.
+HASH_CHUNK = 1 << 20
+#: Where the cgroup hierarchies are mounted.
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+_CONTAINER_DIR_ID = re.compile(r"/overlay-containers/(?P<id>[0-9a-f]{64})/userdata/")
+_LOADED = re.compile(r"^Loaded image\(?s?\)?:\s*(?P<refs>.+)$")
+_VERSION_WORD = re.compile(r"\bversion\s+(?P<version>\S+)")
+_FULL_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ContainerInfo(_Record):
+    """A container as podman reports it; ``pid`` is 0 unless it runs."""
+
+    id: str
+    name: str
+    image_id: str
+    image_name: str
+    state: str
+    running: bool
+    labels: dict[str, str]
+    pid: int
+    #: Stopped by a checkpoint (and not restored since): an in-place restore may work.
+    checkpointed: bool = False
+
+
+class CheckpointOptions(_Record):
+    leave_running: bool = False
+    tcp_established: bool = False
+    file_locks: bool = False
+    compression: Compression = "zstd"
+
+
+class CheckpointResult(_Record):
+    """A checkpoint archive; ``seconds`` is the podman command's wall time."""
+
+    archive: Path
+    size_bytes: int
+    sha256: str
+    seconds: float
+    statistics: CriuStatistics
+
+
+class RestoreResult(_Record):
+    """A restored container; ``seconds`` is the wall time of the restore (0 if none was needed)."""
+
+    container_id: str
+    name: str
+    seconds: float
+    statistics: CriuStatistics
+
+
+class RuntimeInfo(_Record):
+    name: Literal["podman"] = "podman"
+    version: str
+    oci_runtime: str
+    oci_runtime_version: str
+
+
+# --- Pure parsing and argv building -------------------------------------------------------
+
+
+def parse_container_inspect(text: str) -> ContainerInfo | None:
+    """The first container of ``podman container inspect`` output; None for ``[]``."""
+    data: Any = json.loads(text)
+    if isinstance(data, list):
+        if not data:
+            return None
+        data = data[0]
+    if not isinstance(data, dict):
+        raise TypeError(f"podman container inspect gave {type(data).__name__}, not an object")
+    state = data.get("State") or {}
+    config = data.get("Config") or {}
+    running = bool(state.get("Running"))
+    labels = config.get("Labels") or {}
+    return ContainerInfo(
+        id=data["Id"],
+        name=data["Name"],
+        image_id=data.get("Image") or "",
+        image_name=data.get("ImageName") or "",
+        state=state.get("Status") or "",
+        running=running,
+        labels={str(k): str(v) for k, v in labels.items()},
+        # NB: podman keeps the last pid after the container stopped.
+        pid=int(state.get("Pid") or 0) if running else 0,
+        checkpointed=bool(state.get("Checkpointed")),
+    )
+
+
+def is_no_such_container(stderr: str) -> bool:
+    return "no such container" in stderr.lower()
+
+
+def parse_oci_runtime_version(text: str) -> str:
+    """``crun version 1.21\\ncommit: ...`` (or runc's) -> ``1.21``."""
+    match = _VERSION_WORD.search(text)
+    if match:
+        return match.group("version")
+    first = text.strip().splitlines()
+    return first[0] if first else ""
+
+
+def parse_runtime_info(text: str) -> RuntimeInfo:
+    """``podman info --format json`` -> versions of podman and its OCI runtime."""
+    data = json.loads(text)
+    runtime = data.get("host", {}).get("ociRuntime", {})
+    return RuntimeInfo(
+        version=data["version"]["Version"],
+        oci_runtime=runtime.get("name") or "",
+        oci_runtime_version=parse_oci_runtime_version(runtime.get("version") or ""),
+    )
+
+
+def parse_image_inspect(text: str) -> tuple[str, list[str]]:
+    """``podman image inspect`` -> (image ID, names such as ``localhost/x:latest``)."""
+    data: Any = json.loads(text)
+    if isinstance(data, list):
+        if not data:
+            raise ValueError("podman image inspect gave no image")
+        data = data[0]
+    names = [str(n) for n in data.get("RepoTags") or []]
+    return str(data["Id"]), names
+
+
+def parse_loaded_images(stdout: str) -> list[str]:
+    """The references ``podman load`` reports: names, or ``sha256:<id>`` for unnamed images."""
+    refs: list[str] = []
+    for line in stdout.splitlines():
+        match = _LOADED.match(line.strip())
+        if match:
+            refs += [r.strip() for r in match.group("refs").split(",") if r.strip()]
+    return refs
+
+
+def is_image_id(reference: str, image_id: str) -> bool:
+    """Whether ``reference`` names the image by (a prefix of) its ID rather than by a name."""
+    bare = reference.removeprefix("sha256:")
+    return len(bare) >= 3 and image_id.startswith(bare)
+
+
+def container_id_of_log(log: Path) -> str | None:
+    """The container whose userdata holds ``log`` (a CRIU dump.log or restore.log)."""
+    match = _CONTAINER_DIR_ID.search(str(log))
+    return match.group("id") if match else None
+
+
+def checkpoint_args(container: str, archive: Path, options: CheckpointOptions) -> list[str]:
+    args = ["container", "checkpoint", "--export", str(archive), "--print-stats"]
+    args += ["--compress", options.compression]
+    if options.leave_running:
+        args.append("--leave-running")
+    if options.tcp_established:
+        args.append("--tcp-established")
+    if options.file_locks:
+        args.append("--file-locks")
+    return [*args, container]
+
+
+def restore_flags(*, tcp_established: bool, file_locks: bool) -> list[str]:
+    flags = ["--print-stats"]
+    if tcp_established:
+        flags.append("--tcp-established")
+    if file_locks:
+        flags.append("--file-locks")
+    return flags
+
+
+def import_args(
+    archive: Path, *, name: str | None, tcp_established: bool, file_locks: bool
+) -> list[str]:
+    args = ["container", "restore", "--import", str(archive)]
+    args += restore_flags(tcp_established=tcp_established, file_locks=file_locks)
+    if name is not None:
+        args += ["--name", name]
+    return args
+
+
+def stale_cgroup_dirs(cgroup_root: Path, container_id: str) -> list[Path]:
+    """The cgroup directories of ``container_id``, children first, in every hierarchy.
+
+    They sit one level below a hierarchy's root: ``libpod_parent/libpod-<id>``
+    with the cgroupfs manager, ``machine.slice/libpod-<id>.scope`` with systemd.
+    """
+    if not _FULL_ID.match(container_id):
+        raise ValueError(f"not a full container ID: {container_id!r}")
+    names = {f"libpod-{container_id}", f"libpod-{container_id}.scope"}
+    found: list[Path] = []
+    roots = [cgroup_root, *(p for p in _subdirs(cgroup_root))]
+    for root in roots:
+        for parent in _subdirs(root):
+            for name in names:
+                top = parent / name
+                if top.is_dir():
+                    below = sorted(
+                        (p for p in top.rglob("*") if p.is_dir()),
+                        key=lambda p: len(p.parts),
+                        reverse=True,
+                    )
+                    found += [*below, top]
+    return found
+
+
+def _subdirs(directory: Path) -> list[Path]:
+    try:
+        return [p for p in directory.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """Size and SHA-256 of ``path``, read in chunks (archives can be many gigabytes)."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as stream:
+        while chunk := stream.read(HASH_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial")
+
+
+# --- The driver ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Output:
+    command: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class PodmanDriver:
+    """Podman on this node, driven through its CLI; every call is bounded by a timeout.
+
+    ``timeout`` bounds the long commands (checkpoint, restore, image save and
+    load); quick ones get at most :data:`QUICK_TIMEOUT`. ``cgroup_root`` is
+    where the cleanup after a failed restore looks for the container's cgroups.
+    """
+
+    def __init__(
+        self, *, podman: str = "podman", timeout: float = 600, cgroup_root: Path = CGROUP_ROOT
+    ) -> None:
+        self._podman = podman
+        self._timeout = timeout
+        self._quick = min(timeout, QUICK_TIMEOUT)
+        self._cgroup_root = cgroup_root
+
+    # -- running podman
+
+    async def _run(self, args: Sequence[str], *, limit: float) -> _Output:
+        """Run podman with ``args`` for at most ``limit`` seconds.
+
+        Running too long or not starting raises; an exit code does not.
+        """
+        command = [self._podman, *args]
+        logger.debug("running %s", command)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as error:
+            raise PodmanError(
+                command=command,
+                exit_code=None,
+                stderr="",
+                decisive_line=f"cannot run {self._podman}: {error}",
+            ) from error
+        out, err = bytearray(), bytearray()
+        if process.stdout is None or process.stderr is None:  # pragma: no cover - PIPE was asked
+            raise RuntimeError("podman started without pipes")
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(
+                    _drain(process.stdout, out), _drain(process.stderr, err), process.wait()
+                ),
+                limit,
+            )
+        except TimeoutError:
+            stderr = err.decode(errors="replace")
+            raise build_error(command, None, stderr, timeout=limit) from None
+        finally:
+            # NB: also on cancellation. Killing podman does not stop a CRIU run it started.
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        returncode = process.returncode
+        if returncode is None:  # pragma: no cover - waited for above
+            raise RuntimeError("podman has no exit code after it exited")
+        return _Output(
+            command=command,
+            returncode=returncode,
+            stdout=out.decode(errors="replace"),
+            stderr=err.decode(errors="replace"),
+        )
+
+    async def _check(self, args: Sequence[str], *, limit: float) -> _Output:
+        output = await self._run(args, limit=limit)
+        if output.returncode != 0:
+            raise await self._failure(output)
+        return output
+
+    async def _failure(self, output: _Output) -> PodmanError:
+        """The error for a failed command, with CRIU's log read when podman names one."""
+        log = criu_log_path(output.stderr)
+        criu_errors = await asyncio.to_thread(read_criu_errors, log) if log is not None else []
+        error = build_error(
+            output.command, output.returncode, output.stderr, criu_errors=criu_errors
+        )
+        logger.info("%s", error)
+        return error
+
+    def _unexpected(self, output: _Output, problem: Exception | str) -> PodmanError:
+        return PodmanError(
+            command=output.command,
+            exit_code=output.returncode,
+            stderr=output.stderr,
+            decisive_line=f"unexpected output ({problem}): {output.stdout[:200]!r}",
+        )
+
+    # -- queries
+
+    async def runtime_info(self) -> RuntimeInfo:
+        output = await self._check(["info", "--format", "json"], limit=self._quick)
+        try:
+            return parse_runtime_info(output.stdout)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise self._unexpected(output, error) from error
+
+    async def inspect(self, container: str) -> ContainerInfo | None:
+        """The container named ``container`` (a name or an ID), None if there is none."""
+        output = await self._run(["container", "inspect", container], limit=self._quick)
+        if output.returncode != 0:
+            if is_no_such_container(output.stderr):
+                return None
+            raise await self._failure(output)
+        try:
+            return parse_container_inspect(output.stdout)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise self._unexpected(output, error) from error
+
+    async def image_exists(self, image_id: str) -> bool:
+        output = await self._run(["image", "exists", image_id], limit=self._quick)
+        if output.returncode in (0, 1):
+            return output.returncode == 0
+        raise await self._failure(output)
+
+    # -- checkpoint and restore
+
+    async def checkpoint(
+        self, container: str, archive: Path, options: CheckpointOptions
+    ) -> CheckpointResult:
+        """Checkpoint ``container`` into ``archive`` (stopping it unless ``leave_running``).
+
+        The archive appears only once complete; its size and SHA-256 are read
+        back from the file in chunks, not held in memory.
+        """
+        partial = _partial(archive)
+        partial.unlink(missing_ok=True)
+        started = time.monotonic()
+        try:
+            output = await self._run(
+                checkpoint_args(container, partial, options), limit=self._timeout
+            )
+            seconds = time.monotonic() - started
+            if output.returncode != 0:
+                raise await self._failure(output)
+            partial.replace(archive)
+        finally:
+            partial.unlink(missing_ok=True)
+        _, statistics = parse_print_stats(output.stdout)
+        size, sha256 = await asyncio.to_thread(file_digest, archive)
+        return CheckpointResult(
+            archive=archive, size_bytes=size, sha256=sha256, seconds=seconds, statistics=statistics
+        )
+
+    async def restore(
+        self,
+        archive: Path,
+        *,
+        name: str | None = None,
+        tcp_established: bool = False,
+        file_locks: bool = False,
+    ) -> RestoreResult:
+        """Create and start a container from a checkpoint archive.
+
+        Without ``name`` the container gets the name and ID it had when it was
+        checkpointed; with it, a new ID. A failed restore leaves nothing behind
+        (see the module docstring), so it can be retried.
+        """
+        started = time.monotonic()
+        output = await self._run(
+            import_args(archive, name=name, tcp_established=tcp_established, file_locks=file_locks),
+            limit=self._timeout,
+        )
+        seconds = time.monotonic() - started
+        if output.returncode != 0:
+            error = await self._failure(output)
+            await self._clean_failed_restore(error)
+            raise error
+        return await self._restored(output, name, seconds)
+
+    async def _restored(
+        self, output: _Output, reference: str | None, seconds: float
+    ) -> RestoreResult:
+        container_id, statistics = parse_print_stats(output.stdout)
+        reference = container_id or reference
+        if reference is None:
+            raise self._unexpected(output, "no container ID in --print-stats")
+        info = await self.inspect(reference)
+        if info is None:
+            raise self._unexpected(output, f"the restored container {reference} is gone")
+        return RestoreResult(
+            container_id=info.id, name=info.name, seconds=seconds, statistics=statistics
+        )
+
+    async def _clean_failed_restore(self, error: PodmanError) -> None:
+        """Remove what a failed CRIU restore left: its ``created`` container and cgroups.
+
+        Only the container whose userdata holds the failing restore log is
+        touched, and only if it never ran; cgroups are removed with rmdir,
+        which the kernel refuses for a cgroup that still has processes.
+        """
+        container_id = container_id_of_log(error.criu_log) if error.criu_log else None
+        if container_id is None:
+            return
+        try:
+            info = await self.inspect(container_id)
+            if info is not None and info.state == "created":
+                logger.info("removing %s (%s), left by a failed restore", info.name, info.id)
+                await self.remove(info.id)
+        except PodmanError as cleanup_error:
+            logger.warning("could not remove what the failed restore left: %s", cleanup_error)
+        await self._remove_stale_cgroups(container_id)
+
+    async def _remove_stale_cgroups(self, container_id: str) -> None:
+        def remove() -> list[str]:
+            failed = []
+            for directory in stale_cgroup_dirs(self._cgroup_root, container_id):
+                try:
+                    directory.rmdir()
+                except OSError as error:
+                    failed.append(f"{directory}: {error.strerror}")
+            return failed
+
+        failed = await asyncio.to_thread(remove)
+        if failed:
+            logger.warning("cgroups of %s left in place: %s", container_id, "; ".join(failed))
+
+    async def rollback(
+        self,
+        container: str,
+        archive: Path,
+        *,
+        tcp_established: bool = False,
+        file_locks: bool = False,
+    ) -> RestoreResult:
+        """Bring the source container back after a failed migration, from its checkpoint.
+
+        Found on podman 5.4.2: after ``checkpoint --export`` (without
+        ``--leave-running``) the container is ``exited`` with
+        ``State.Checkpointed`` true and its CRIU images stay in its userdata
+        (``checkpoint/``), so an in-place ``podman container restore <container>``
+        works and resumes the process where it was frozen (a successful restore
+        then deletes those images). That is tried first: it keeps the container,
+        its ID and its writable layer as they are. The options must be those of
+        the checkpoint: a ``--tcp-established`` dump refuses to restore without it
+        (``inet: Connected TCP socket in image``). A failed in-place restore
+        breaks the next one (``crun: write file `devices.deny`: Invalid
+        argument``) unless the cgroups it left are removed, which is done first.
+
+        When it cannot work (the container is not checkpointed: it was started
+        again, or exited on its own) or fails, the container is removed,
+        the cgroups a failed CRIU restore leaves are removed, and the archive is
+        restored with ``restore --import`` *without* ``--name``: podman then
+        gives the container back the name *and the ID* it had when checkpointed
+        (verified). A container that is gone already is restored the same way;
+        one that runs is left alone (the checkpoint left it running, or an
+        earlier rollback brought it back), so a rollback can be repeated.
+        """
+        started = time.monotonic()
+        info = await self.inspect(container)
+        if info is not None and info.running:
+            return RestoreResult(
+                container_id=info.id, name=info.name, seconds=0.0, statistics=CriuStatistics()
+            )
+        flags = restore_flags(tcp_established=tcp_established, file_locks=file_locks)
+        if info is not None and info.checkpointed:
+            # An earlier failed restore of this container may have left its cgroups.
+            await self._remove_stale_cgroups(info.id)
+            output = await self._run(["container", "restore", *flags, info.id], limit=self._timeout)
+            if output.returncode == 0:
+                return await self._restored(output, info.id, time.monotonic() - started)
+            error = await self._failure(output)
+            logger.warning(
+                "in-place restore of %s failed, restoring the archive: %s", info.name, error
+            )
+        if info is not None:
+            await self.remove(info.id)
+            await self._remove_stale_cgroups(info.id)
+        restored = await self.restore(
+            archive, tcp_established=tcp_established, file_locks=file_locks
+        )
+        return restored.model_copy(update={"seconds": time.monotonic() - started})
+
+    async def remove(self, container: str) -> None:
+        """Remove the container, killing it at once if it runs; no error if there is none.
+
+        ``--time 0``: what is removed here is a checkpointed source or a
+        failed restore, whose state is in the checkpoint; waiting for a
+        graceful stop (10 s by default) would only lengthen a migration.
+        """
+        await self._check(
+            ["rm", "--force", "--ignore", "--time", "0", container], limit=self._quick
+        )
+
+    # -- images
+
+    async def save_image(self, image: str, out: Path) -> None:
+        """Write ``image`` (a name or an ID) to ``out`` as a docker-archive, for ``load_image``.
+
+        The archive keeps the image ID (the target must have the very image the
+        checkpoint was made on) and its name; an image given by ID is saved under
+        its first name, since an archive saved by ID carries none.
+        """
+        output = await self._check(["image", "inspect", image], limit=self._quick)
+        try:
+            image_id, names = parse_image_inspect(output.stdout)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise self._unexpected(output, error) from error
+        reference = names[0] if names and is_image_id(image, image_id) else image
+        partial = _partial(out)
+        partial.unlink(missing_ok=True)
+        try:
+            await self._check(
+                [
+                    "save",
+                    "--quiet",
+                    "--format",
+                    "docker-archive",
+                    "--output",
+                    str(partial),
+                    reference,
+                ],
+                limit=self._timeout,
+            )
+            partial.replace(out)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    async def load_image(self, archive: Path) -> str:
+        """Load an image archive; returns the ID of the (first) image loaded."""
+        output = await self._check(
+            ["load", "--quiet", "--input", str(archive)], limit=self._timeout
+        )
+        refs = parse_loaded_images(output.stdout)
+        if not refs:
+            raise self._unexpected(output, "no `Loaded image` line")
+        first = refs[0]
+        if first.startswith("sha256:") and _FULL_ID.match(first.removeprefix("sha256:")):
+            return first.removeprefix("sha256:")
+        inspected = await self._check(["image", "inspect", first], limit=self._quick)
+        try:
+            image_id, _ = parse_image_inspect(inspected.stdout)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise self._unexpected(inspected, error) from error
+        return image_id
+
+
+async def _drain(stream: asyncio.StreamReader, sink: bytearray) -> None:
+    while chunk := await stream.read(65536):
+        sink.extend(chunk)
+
+
+__all__ = [
+    "CheckpointOptions",
+    "CheckpointResult",
+    "Compression",
+    "ContainerInfo",
+    "CriuStatistics",
+    "PodmanDriver",
+    "PodmanError",
+    "RestoreResult",
+    "RuntimeInfo",
+    "file_digest",
+]

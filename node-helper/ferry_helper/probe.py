@@ -1,0 +1,128 @@
+"""What this node can do: runtimes, CRIU and its features, kernel, cgroups, CPU.
+
+Published in the node's ``NodeHelper`` status, so the operator can refuse a
+migration the target cannot restore before anything is frozen. Probing runs
+real tools (``podman``, ``criu check --feature``); a tool that is missing or
+fails leaves its part empty rather than failing the probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import re
+from pathlib import Path
+
+from ferry_api.nodehelper import (
+    CgroupVersion,
+    CpuInfo,
+    CriuFeatures,
+    CriuInfo,
+    NodeHelperStatus,
+    RuntimeInfo,
+    RuntimeName,
+)
+
+from .errors import PodmanError
+from .podman import PodmanDriver
+
+PROBE_TIMEOUT = 30.0
+
+
+async def _run(*args: str) -> tuple[int, str]:
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+    except OSError:
+        return 127, ""
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), PROBE_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return 124, ""
+    return process.returncode or 0, out.decode(errors="replace")
+
+
+def parse_criu_version(text: str) -> str | None:
+    match = re.search(r"Version:\s*(\S+)", text)
+    return match.group(1) if match else None
+
+
+def feature_supported(returncode: int, text: str) -> bool:
+    """``criu check --feature`` answers in words; "OFF" and errors mean no."""
+    return returncode == 0 and "is supported" in text and "Error" not in text
+
+
+async def criu_info() -> CriuInfo | None:
+    code, text = await _run("criu", "--version")
+    if code != 0:
+        return None
+    names = {
+        "uffd": "uffd",
+        "uffd_noncoop": "uffd-noncoop",
+        "dirty_page_tracking": "mem_dirty_track",
+        "pidfd_store": "pidfd_store",
+        "time_namespace": "timens",
+    }
+    answers = await asyncio.gather(*(_run("criu", "check", "--feature", f) for f in names.values()))
+    found = {
+        field: feature_supported(*answer) for field, answer in zip(names, answers, strict=True)
+    }
+    features = CriuFeatures(
+        uffd=found["uffd"],
+        uffd_noncoop=found["uffd_noncoop"],
+        lazy_pages=found["uffd"] and found["uffd_noncoop"],
+        dirty_page_tracking=found["dirty_page_tracking"],
+        pidfd_store=found["pidfd_store"],
+        time_namespace=found["time_namespace"],
+    )
+    return CriuInfo(version=parse_criu_version(text), features=features)
+
+
+def cgroup_version(mountinfo: str) -> CgroupVersion:
+    types = {
+        line.partition(" - ")[2].split()[0]
+        for line in mountinfo.splitlines()
+        if " - cgroup" in line
+    }
+    if types == {"cgroup2"}:
+        return CgroupVersion.V2
+    return CgroupVersion.HYBRID if "cgroup2" in types else CgroupVersion.V1
+
+
+def cpu_info(cpuinfo: str) -> CpuInfo:
+    model = flags = None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model is None:
+            model = value.strip()
+        elif key.strip() == "flags" and flags is None:
+            flags = tuple(sorted(value.split()))
+    return CpuInfo(model=model, flags=flags or ())
+
+
+async def probe(driver: PodmanDriver) -> NodeHelperStatus:
+    runtimes: list[RuntimeInfo] = []
+    try:
+        info = await driver.runtime_info()
+        runtimes.append(
+            RuntimeInfo(
+                name=RuntimeName.PODMAN,
+                version=info.version,
+                oci_runtime=info.oci_runtime,
+                oci_runtime_version=info.oci_runtime_version,
+            )
+        )
+    except (PodmanError, OSError):
+        pass
+    return NodeHelperStatus(
+        runtimes=tuple(runtimes),
+        criu=await criu_info(),
+        kernel=platform.release(),
+        cgroup_version=cgroup_version(
+            await asyncio.to_thread(Path("/proc/self/mountinfo").read_text)
+        ),
+        cpu=cpu_info(await asyncio.to_thread(Path("/proc/cpuinfo").read_text)),
+    )

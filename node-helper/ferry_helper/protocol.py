@@ -1,0 +1,153 @@
+"""The wire protocol between the operator and the node-helpers, over SSH exec.
+
+One SSH ``exec`` request is one operation: the command is the operation's name,
+standard input starts with one line of JSON (the request), and for the
+receiving operations the raw bytes of an archive follow that line. Standard
+output is JSON lines: any number of ``progress`` events, then exactly one
+``result`` or ``error``. The exit status is 0 for a result, 1 for an error.
+
+Two SSH users exist, and the key decides which one a client may be:
+``operator`` (the operator's key) may run every operation but the receiving
+ones; ``peer`` (the helpers' shared key, used node to node) may only send an
+archive or an image into a node. A peer can therefore not checkpoint, restore
+or remove anything.
+
+Every operation that changes a node is keyed by the migration's UID and is
+idempotent: repeating it (after an operator restart) returns the recorded
+result instead of freezing the container a second time.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+OPERATOR_USER = "operator"
+PEER_USER = "peer"
+
+
+class Operation(StrEnum):
+    PROBE = "probe"
+    INSPECT = "inspect"
+    IMAGE_HAS = "image-has"
+    IMAGE_SEND = "image-send"
+    IMAGE_RECEIVE = "image-receive"
+    CHECKPOINT = "checkpoint"
+    SEND = "send"
+    RECEIVE = "receive"
+    RESTORE = "restore"
+    ROLLBACK = "rollback"
+    FINISH_SOURCE = "finish-source"
+    CLEANUP = "cleanup"
+
+
+PEER_OPERATIONS = frozenset({Operation.RECEIVE, Operation.IMAGE_RECEIVE})
+
+
+def allowed(user: str, operation: Operation) -> bool:
+    if user == PEER_USER:
+        return operation in PEER_OPERATIONS
+    return user == OPERATOR_USER and operation not in PEER_OPERATIONS
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Peer(Model):
+    """Where and how to reach another node's helper (host key pinned)."""
+
+    node: str
+    address: str
+    port: int
+    host_key: str
+
+
+class InspectRequest(Model):
+    container: str
+
+
+class ImageRequest(Model):
+    image_id: str
+    image_name: str = ""
+
+
+class ImageSendRequest(Model):
+    image_id: str
+    image_name: str
+    target: Peer
+
+
+class CheckpointRequest(Model):
+    uid: str
+    container: str
+    leave_running: bool = False
+    tcp_established: bool = False
+    file_locks: bool = False
+    compression: Literal["zstd", "gzip", "none"] = "zstd"
+
+
+class SendRequest(Model):
+    uid: str
+    target: Peer
+
+
+class ReceiveRequest(Model):
+    uid: str
+    size_bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class RestoreRequest(Model):
+    uid: str
+    name: str
+    tcp_established: bool = False
+    file_locks: bool = False
+
+
+class RollbackRequest(Model):
+    uid: str
+    container: str
+
+
+class FinishSourceRequest(Model):
+    uid: str
+    container: str
+    remove_container: bool
+    keep_checkpoint: bool
+
+
+class CleanupRequest(Model):
+    """Undo a migration's traces on a node: the archive, and the container this
+    migration restored there (never any other container, whatever its name)."""
+
+    uid: str
+    remove_restored: bool = False
+    keep_checkpoint: bool = False
+
+
+class Event(Model):
+    type: Literal["progress", "result", "error"]
+    data: dict[str, Any] = Field(default_factory=dict)
+    reason: str = ""
+    message: str = ""
+
+
+def encode(event: Event) -> str:
+    return json.dumps(event.model_dump(mode="json"), separators=(",", ":")) + "\n"
+
+
+def decode(line: str) -> Event:
+    return Event.model_validate_json(line)
+
+
+class RemoteError(Exception):
+    """An operation ended with an ``error`` event: ``reason`` is one CamelCase word."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message

@@ -1,0 +1,84 @@
+"""The heartbeat: publish this node's capabilities in its NodeHelper status.
+
+The NodeHelper is cluster-scoped and named after the node. The helper creates
+it when missing and then only patches its status subresource, so its RBAC
+can be: get/create nodehelpers, patch nodehelpers/status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from typing import Any
+
+from ferry_api import constants
+from ferry_api.base import to_wire
+from ferry_api.conditions import Condition, ConditionStatus, set_condition
+from ferry_api.nodehelper import NodeHelperStatus
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger(__name__)
+HTTP_NOT_FOUND = 404
+HTTP_CONFLICT = 409
+
+
+class Publisher:
+    def __init__(self, api: client.ApiClient, *, node: str) -> None:
+        self.custom = client.CustomObjectsApi(api)
+        self.node = node
+        self._conditions: tuple[Condition, ...] = ()
+
+    def _ensure(self) -> None:
+        try:
+            self.custom.get_cluster_custom_object(
+                constants.GROUP, constants.VERSION, constants.NODE_HELPER_PLURAL, self.node
+            )
+        except ApiException as error:
+            if error.status != HTTP_NOT_FOUND:
+                raise
+            body = {
+                "apiVersion": constants.API_VERSION,
+                "kind": constants.NODE_HELPER_KIND,
+                "metadata": {"name": self.node},
+            }
+            try:
+                self.custom.create_cluster_custom_object(
+                    constants.GROUP, constants.VERSION, constants.NODE_HELPER_PLURAL, body
+                )
+            except ApiException as create_error:
+                if create_error.status != HTTP_CONFLICT:
+                    raise
+
+    def _patch(self, status: dict[str, Any]) -> None:
+        self.custom.patch_cluster_custom_object_status(
+            constants.GROUP,
+            constants.VERSION,
+            constants.NODE_HELPER_PLURAL,
+            self.node,
+            {"status": status},
+        )
+
+    def status_body(self, status: NodeHelperStatus, *, now: datetime.datetime) -> dict[str, Any]:
+        self._conditions = set_condition(
+            self._conditions,
+            Condition(
+                type=constants.CONDITION_READY,
+                status=ConditionStatus.TRUE,
+                reason="HelperRunning",
+                message="the helper's SSH server is serving",
+            ),
+            now=now,
+        )
+        published = status.model_copy(
+            update={"heartbeat_time": now, "conditions": self._conditions}
+        )
+        return to_wire(published)
+
+    async def publish(self, status: NodeHelperStatus) -> None:
+        body = self.status_body(
+            status, now=datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        )
+        await asyncio.to_thread(self._ensure)
+        await asyncio.to_thread(self._patch, body)

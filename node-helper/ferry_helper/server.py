@@ -1,0 +1,122 @@
+"""The helper's SSH server: pinned host key, two kinds of client key, JSON lines out.
+
+asyncssh serves the SSH protocol in-process, so a node needs no OpenSSH. Only
+public-key authentication exists; a client authenticates as ``operator`` or
+``peer`` with a key listed for that user, and may then run only the operations
+:func:`ferry_helper.protocol.allowed` grants that user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import asyncssh
+
+from .operations import Operations
+from .protocol import OPERATOR_USER, PEER_USER, Event, Operation, RemoteError, allowed, encode
+
+log = logging.getLogger(__name__)
+
+
+class _Server(asyncssh.SSHServer):
+    def __init__(self, keys: dict[str, set[str]]) -> None:
+        self._keys = keys
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        fingerprint = key.get_fingerprint()
+        return fingerprint in self._keys.get(username, set())
+
+
+def _fingerprints(keys: list[asyncssh.SSHKey]) -> set[str]:
+    return {key.get_fingerprint() for key in keys}
+
+
+class HelperServer:
+    def __init__(
+        self,
+        *,
+        operations: Operations,
+        host_key: asyncssh.SSHKey,
+        operator_keys: list[asyncssh.SSHKey],
+        peer_keys: list[asyncssh.SSHKey],
+    ) -> None:
+        self.operations = operations
+        self.host_key = host_key
+        self.keys = {
+            OPERATOR_USER: _fingerprints(operator_keys),
+            PEER_USER: _fingerprints(peer_keys),
+        }
+
+    async def start(self, host: str, port: int) -> asyncssh.SSHAcceptor:
+        return await asyncssh.create_server(
+            lambda: _Server(self.keys),
+            host,
+            port,
+            server_host_keys=[self.host_key],
+            process_factory=self.handle,
+            encoding=None,
+            allow_scp=False,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            line_editor=False,
+        )
+
+    async def handle(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        user = str(process.get_extra_info("username"))
+        command = (process.command or "").strip()
+
+        async def emit(data: dict[str, Any]) -> None:
+            process.stdout.write(encode(Event(type="progress", data=data)).encode())
+            await process.stdout.drain()
+
+        try:
+            try:
+                operation = Operation(command)
+            except ValueError:
+                raise RemoteError("UnknownOperation", f"no operation {command!r}") from None
+            if not allowed(user, operation):
+                raise RemoteError("Forbidden", f"user {user!r} may not run {command!r}")
+            header = await process.stdin.readline()
+            try:
+                request = json.loads(header or b"{}")
+            except ValueError:
+                raise RemoteError("BadRequest", "the first line must be a JSON object") from None
+            if not isinstance(request, dict):
+                raise RemoteError("BadRequest", "the first line must be a JSON object")
+            log.info("%s: %s by %s", operation.value, request.get("uid", "-"), user)
+            result = await self.operations.run(operation, request, emit, process.stdin)
+            process.stdout.write(encode(Event(type="result", data=result)).encode())
+            process.exit(0)
+        except RemoteError as error:
+            log.warning("%s failed: %s: %s", command, error.reason, error.message)
+            process.stdout.write(
+                encode(Event(type="error", reason=error.reason, message=error.message)).encode()
+            )
+            process.exit(1)
+        except (asyncio.CancelledError, asyncssh.BreakReceived, asyncssh.TerminalSizeChanged):
+            process.exit(1)
+            raise
+        except Exception as error:
+            log.exception("%s failed unexpectedly", command)
+            process.stdout.write(
+                encode(
+                    Event(
+                        type="error",
+                        reason="HelperError",
+                        message=f"{type(error).__name__}: {error}",
+                    )
+                ).encode()
+            )
+            process.exit(1)

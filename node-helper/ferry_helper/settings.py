@@ -1,0 +1,59 @@
+"""The helper's settings, read once from its environment (the DaemonSet sets them)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _first_address() -> str:
+    """The address other nodes reach this one by: the one its default route leaves from."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        # No packet is sent: connect() on UDP only chooses the source address.
+        probe.connect(("192.0.2.1", 9))
+        return str(probe.getsockname()[0])
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    node_name: str
+    address: str
+    ssh_port: int
+    state_dir: Path
+    ssh_dir: Path
+    heartbeat_seconds: float
+
+    @property
+    def host_key(self) -> Path:
+        return self.state_dir / "ssh_host_ed25519_key"
+
+    @property
+    def operator_keys(self) -> Path:
+        """Public keys of the operator (one OpenSSH line each), from the SSH Secret."""
+        return self.ssh_dir / "operator.pub"
+
+    @property
+    def peer_key(self) -> Path:
+        """The helpers' shared private key, used to stream node to node."""
+        return self.ssh_dir / "peer"
+
+    @property
+    def peer_public_key(self) -> Path:
+        return self.ssh_dir / "peer.pub"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ) if env is None else env
+        node = env.get("FERRY_NODE_NAME", "")
+        if not node:
+            raise ValueError("FERRY_NODE_NAME is not set (the DaemonSet passes spec.nodeName)")
+        return cls(
+            node_name=node,
+            address=env.get("FERRY_ADDRESS") or _first_address(),
+            ssh_port=int(env.get("FERRY_SSH_PORT", "7022")),
+            state_dir=Path(env.get("FERRY_STATE_DIR", "/var/lib/ferry-helper")),
+            ssh_dir=Path(env.get("FERRY_SSH_DIR", "/etc/ferry/ssh")),
+            heartbeat_seconds=float(env.get("FERRY_HEARTBEAT_SECONDS", "30")),
+        )

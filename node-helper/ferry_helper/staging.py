@@ -1,0 +1,79 @@
+"""The helper's staging area: one private directory per migration, and its journal.
+
+A migration's directory is named by the migration's UID and nothing else, so
+no name a user chooses ever becomes a path. Directories are 0700 and archives
+0600: a checkpoint holds a process's whole memory. The journal records each
+finished step's result, which is what makes the steps idempotent: the operator
+may ask again after a restart and get the same answer without a second freeze.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+UID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+ARCHIVE = "checkpoint.tar"
+IMAGE = "image.tar"
+
+
+class Staging:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        root.chmod(0o700)
+
+    def directory(self, uid: str) -> Path:
+        if not UID_PATTERN.match(uid):
+            raise ValueError(f"not a migration UID: {uid!r}")
+        path = self.root / uid
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
+
+    def archive(self, uid: str) -> Path:
+        return self.directory(uid) / ARCHIVE
+
+    def image_archive(self, image_id: str) -> Path:
+        if not re.fullmatch(r"[0-9a-f]{64}", image_id):
+            raise ValueError(f"not an image ID: {image_id!r}")
+        images = self.root / "images"
+        images.mkdir(mode=0o700, exist_ok=True)
+        return images / f"{image_id}.tar"
+
+    def recorded(self, uid: str, step: str) -> dict[str, Any] | None:
+        journal = self._journal(uid)
+        result = journal.get(step)
+        return result if isinstance(result, dict) else None
+
+    def record(self, uid: str, step: str, result: dict[str, Any]) -> None:
+        journal = self._journal(uid)
+        journal[step] = result
+        path = self.directory(uid) / "journal.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(journal))
+        tmp.replace(path)
+
+    def forget(self, uid: str, step: str) -> None:
+        journal = self._journal(uid)
+        if journal.pop(step, None) is not None:
+            (self.directory(uid) / "journal.json").write_text(json.dumps(journal))
+
+    def remove(self, uid: str, *, keep_archive: bool = False) -> None:
+        path = self.directory(uid)
+        if keep_archive:
+            for entry in path.iterdir():
+                if entry.name not in (ARCHIVE, "journal.json"):
+                    entry.unlink()
+            return
+        shutil.rmtree(path, ignore_errors=True)
+
+    def _journal(self, uid: str) -> dict[str, Any]:
+        path = self.directory(uid) / "journal.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}

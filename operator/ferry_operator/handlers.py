@@ -1,0 +1,70 @@
+"""kopf handlers: one daemon per ContainerMigration drives its state machine.
+
+A daemon (not a create handler) because deleting the resource must reach a
+migration in flight: kopf stops the daemon, the machine's cancellation path
+rolls back and keeps the source running, and only then does the finalizer go.
+Finished migrations return at once, so a resync or an operator restart never
+repeats one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncssh
+import kopf
+from ferry_api import constants
+from ferry_api.migration import parse_container_migration
+from kubernetes import client
+from kubernetes import config as kube_config
+from prometheus_client import start_http_server
+
+from .helperclient import HelperClient
+from .kube import Kube
+from .machine import Migration
+from .settings import Settings
+
+RESOURCE = (constants.GROUP, constants.VERSION, constants.CONTAINER_MIGRATION_PLURAL)
+
+
+def _api_client() -> client.ApiClient:
+    try:
+        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kube_config.ConfigException:
+        kube_config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    own = Settings.from_env()
+    settings.persistence.finalizer = constants.MIGRATION_FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=constants.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=constants.GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    memo.settings = own
+    memo.kube = Kube(_api_client())
+    memo.helpers = HelperClient(asyncssh.read_private_key(own.ssh_key))
+    if own.metrics_port:
+        start_http_server(own.metrics_port)
+
+
+@kopf.daemon(*RESOURCE, cancellation_timeout=0.0)
+async def migrate(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    try:
+        resource = parse_container_migration(body)
+    except ValueError as error:
+        raise kopf.PermanentError(str(error)) from None
+    await Migration(
+        resource=resource, body=body, kube=memo.kube, helpers=memo.helpers, settings=memo.settings
+    ).run()
+
+
+@kopf.on.delete(*RESOURCE)
+async def deleted(body: kopf.Body, **_: Any) -> None:
+    """Holds the finalizer until the daemon, which rolls back, has stopped."""
+    phase = (body.get("status") or {}).get("phase")
+    kopf.info(body, reason="Deleted", message=f"deleted in phase {phase}")

@@ -1,0 +1,56 @@
+"""The operator's reads and writes of the Kubernetes API (the only module that talks to it).
+
+The official client is synchronous; each call runs in a worker thread so the
+kopf event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ferry_api import constants
+from ferry_api.nodehelper import NodeHelper, parse_node_helper
+from kubernetes import client
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    async def node_names(self) -> list[str]:
+        nodes = await asyncio.to_thread(self.core.list_node)
+        return [n.metadata.name for n in nodes.items if n.metadata and n.metadata.name]
+
+    async def node_helpers(self) -> dict[str, NodeHelper]:
+        listed = await asyncio.to_thread(
+            self.custom.list_cluster_custom_object,
+            constants.GROUP,
+            constants.VERSION,
+            constants.NODE_HELPER_PLURAL,
+        )
+        if not isinstance(listed, dict):
+            return {}
+        helpers = {}
+        for item in listed.get("items", []):
+            try:
+                helper = parse_node_helper(item)
+            except ValueError:
+                continue  # a helper publishing garbage is as good as none
+            if helper.metadata.name:
+                helpers[helper.metadata.name] = helper
+        return helpers
+
+    async def patch_migration_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        await asyncio.to_thread(
+            self.custom.patch_namespaced_custom_object_status,
+            constants.GROUP,
+            constants.VERSION,
+            namespace,
+            constants.CONTAINER_MIGRATION_PLURAL,
+            name,
+            {"status": status},
+        )

@@ -1,0 +1,461 @@
+"""One migration's state machine, in the style of KubeVirt's migration controller.
+
+The phase in status says where the migration is; each step does one thing on
+the nodes, observes the helpers' answer, and only then moves to the next phase.
+Every step is idempotent on the helpers' side (keyed by the migration's UID),
+so after an operator restart the machine resumes from the recorded phase.
+
+The rule that never bends: the source container is removed only after the
+target reports its restored copy running. A failure after the freeze (or a
+timeout, or the resource's deletion) rolls back: the target's copy and archive
+are removed, and the source is restored from the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import kopf
+from ferry_api.base import to_wire
+from ferry_api.conditions import Condition, ConditionStatus, set_condition
+from ferry_api.migration import (
+    Archive,
+    ContainerMigration,
+    CriuStatistics,
+    Phase,
+    PhaseTransition,
+    Progress,
+    Timings,
+)
+from ferry_api.nodehelper import NodeHelper
+from ferry_helper.protocol import Operation, Peer, RemoteError
+
+from . import metrics, validation
+from .helperclient import HelperClient
+from .kube import Kube
+from .settings import Settings
+from .validation import Refusal
+
+log = logging.getLogger(__name__)
+
+FINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
+#: Phases in which the source may be frozen or gone: failures here roll back.
+AFTER_FREEZE = frozenset(
+    {Phase.CHECKPOINTING, Phase.TRANSFERRING, Phase.RESTORING, Phase.VERIFYING, Phase.ROLLING_BACK}
+)
+PROGRESS_WRITE_INTERVAL = 1.0
+
+COND_VALIDATED = "Validated"
+COND_CHECKPOINTED = "Checkpointed"
+COND_TRANSFERRED = "Transferred"
+COND_RESTORED = "Restored"
+COND_SUCCEEDED = "Succeeded"
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def peer_of(helper: NodeHelper) -> Peer:
+    status = helper.status
+    if not (status.address and status.ssh_port and status.ssh_host_key):
+        raise Refusal(
+            reason="HelperNotReady",
+            message=f"the helper on {helper.metadata.name} published no address",
+        )
+    return Peer(
+        node=helper.metadata.name or "",
+        address=status.address,
+        port=status.ssh_port,
+        host_key=status.ssh_host_key,
+    )
+
+
+class Migration:
+    def __init__(
+        self,
+        *,
+        resource: ContainerMigration,
+        body: kopf.Body,
+        kube: Kube,
+        helpers: HelperClient,
+        settings: Settings,
+    ) -> None:
+        self.resource = resource
+        self.body = body
+        self.kube = kube
+        self.helpers = helpers
+        self.settings = settings
+        self.status = resource.status
+        self.spec = resource.spec
+        self.uid = resource.metadata.uid or ""
+        self.namespace = resource.metadata.namespace or ""
+        self.name = resource.metadata.name or ""
+        self.started = time.monotonic()
+        self.frozen_at: float | None = None
+        self._last_progress_write = 0.0
+
+    # -- status ---------------------------------------------------------------
+
+    async def _write(self) -> None:
+        await self.kube.patch_migration_status(self.namespace, self.name, to_wire(self.status))
+
+    def _update(self, **changes: Any) -> None:
+        self.status = self.status.model_copy(update=changes)
+
+    def _condition(
+        self, type_: str, status: ConditionStatus, reason: str, message: str = ""
+    ) -> None:
+        generation = self.resource.metadata.generation
+        conditions = set_condition(
+            self.status.conditions,
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                observed_generation=generation,
+            ),
+            now=_now(),
+        )
+        self._update(conditions=conditions)
+
+    async def _enter(self, phase: Phase, message: str) -> None:
+        transitions = (*self.status.phase_transitions, PhaseTransition(phase=phase, time=_now()))
+        self._update(
+            phase=phase,
+            message=message,
+            phase_transitions=transitions,
+            observed_generation=self.resource.metadata.generation,
+        )
+        await self._write()
+        kopf.info(self.body, reason=phase.value, message=message)
+        log.info("%s/%s: %s: %s", self.namespace, self.name, phase.value, message)
+
+    def _timings(self, **changes: float) -> None:
+        current = self.status.timings or Timings()
+        self._update(timings=current.model_copy(update=changes))
+
+    # -- the machine ----------------------------------------------------------
+
+    async def run(self) -> None:
+        if self.status.phase in FINAL:
+            return
+        if self.status.phase is None:
+            for type_ in (
+                COND_VALIDATED,
+                COND_CHECKPOINTED,
+                COND_TRANSFERRED,
+                COND_RESTORED,
+                COND_SUCCEEDED,
+            ):
+                self._condition(type_, ConditionStatus.UNKNOWN, "Pending")
+            self._update(
+                start_time=_now().replace(microsecond=0), source_node=self.spec.source.node
+            )
+            await self._enter(Phase.PENDING, "accepted")
+        try:
+            async with asyncio.timeout(self.spec.timeout_seconds):
+                await self._advance()
+        except Refusal as refusal:
+            await self._fail(refusal.reason, refusal.message)
+        except TimeoutError:
+            await self._fail_after_error(
+                "Timeout",
+                f"the migration did not finish within {self.spec.timeout_seconds}s "
+                "(spec.timeoutSeconds)",
+            )
+        except RemoteError as error:
+            await self._fail_after_error(error.reason, error.message)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._cancel())
+            raise
+
+    async def _advance(self) -> None:
+        steps: dict[Phase, Callable[[], Awaitable[Phase]]] = {
+            Phase.PENDING: self._validate,
+            Phase.VALIDATING: self._validate,
+            Phase.IMAGE_STAGING: self._stage_image,
+            Phase.CHECKPOINTING: self._checkpoint,
+            Phase.TRANSFERRING: self._transfer,
+            Phase.RESTORING: self._restore,
+            Phase.VERIFYING: self._verify,
+            Phase.ROLLING_BACK: self._resume_rollback,
+        }
+        while (phase := self.status.phase) is not None and phase not in FINAL:
+            next_phase = await steps[phase]()
+            if next_phase in FINAL:
+                return
+
+    async def _peers(self) -> tuple[Peer, Peer, NodeHelper, NodeHelper]:
+        helpers = await self.kube.node_helpers()
+        target = self.status.target_node or ""
+        source_helper, target_helper = helpers.get(self.spec.source.node), helpers.get(target)
+        if source_helper is None or target_helper is None:
+            raise RemoteError("HelperGone", "a node-helper of this migration disappeared")
+        return peer_of(source_helper), peer_of(target_helper), source_helper, target_helper
+
+    async def _validate(self) -> Phase:
+        await self._enter(Phase.VALIDATING, "checking nodes, helpers and the container")
+        nodes = await self.kube.node_names()
+        helpers = await self.kube.node_helpers()
+        now = _now()
+        stale = self.settings.helper_stale_seconds
+        validation.check_source(
+            self.spec, nodes=nodes, helpers=helpers, now=now, stale_seconds=stale
+        )
+        target = validation.choose_target(
+            self.spec, nodes=nodes, helpers=helpers, now=now, stale_seconds=stale
+        )
+        validation.check_compatible(helpers[self.spec.source.node], helpers[target])
+        source_peer = peer_of(helpers[self.spec.source.node])
+        try:
+            info: dict[str, Any] | None = await self.helpers.call(
+                source_peer, Operation.INSPECT, {"container": self.spec.source.container}
+            )
+        except RemoteError as error:
+            if error.reason != "ContainerNotFound":
+                raise
+            info = None
+        validation.check_container(
+            self.spec,
+            info,
+            namespace=self.namespace,
+            allow_any_namespace=self.settings.allow_any_namespace,
+        )
+        assert info is not None  # noqa: S101 - check_container refused None
+        self._image = (str(info["image_id"]), str(info["image_name"]))
+        self._update(target_node=target)
+        self._condition(
+            COND_VALIDATED,
+            ConditionStatus.TRUE,
+            "Validated",
+            f"{self.spec.source.container} on {self.spec.source.node} -> {target}",
+        )
+        await self._enter(Phase.IMAGE_STAGING, f"making sure {target} has the image")
+        return Phase.IMAGE_STAGING
+
+    async def _stage_image(self) -> Phase:
+        source, target, _, _ = await self._peers()
+        if not hasattr(self, "_image"):
+            info = await self.helpers.call(
+                source, Operation.INSPECT, {"container": self.spec.source.container}
+            )
+            self._image = (str(info["image_id"]), str(info["image_name"]))
+        image_id, image_name = self._image
+        present = await self.helpers.call(target, Operation.IMAGE_HAS, {"image_id": image_id})
+        if not present.get("present"):
+            kopf.info(
+                self.body,
+                reason="ImageStaging",
+                message=f"shipping image {image_name} to {target.node} before the freeze",
+            )
+            await self.helpers.call(
+                source,
+                Operation.IMAGE_SEND,
+                {
+                    "image_id": image_id,
+                    "image_name": image_name,
+                    "target": target.model_dump(),
+                },
+            )
+        await self._enter(
+            Phase.CHECKPOINTING, f"checkpointing {self.spec.source.container} on {source.node}"
+        )
+        return Phase.CHECKPOINTING
+
+    async def _checkpoint(self) -> Phase:
+        source, _, _, _ = await self._peers()
+        self.frozen_at = time.monotonic()
+        result = await self.helpers.call(
+            source,
+            Operation.CHECKPOINT,
+            {
+                "uid": self.uid,
+                "container": self.spec.source.container,
+                "leave_running": self.spec.leave_running,
+                "tcp_established": self.spec.tcp_established,
+                "file_locks": self.spec.file_locks,
+                "compression": self.spec.compression.value,
+            },
+        )
+        self._timings(checkpoint_seconds=round(float(result["seconds"]), 3))
+        self._update(
+            archive=Archive(
+                bytes=int(result["sizeBytes"]),
+                sha256=str(result["sha256"]),
+                compression=self.spec.compression,
+            ),
+            criu_statistics=CriuStatistics.model_validate(result.get("statistics") or {}),
+            progress=Progress(bytes_sent=0, bytes_total=int(result["sizeBytes"])),
+        )
+        self._condition(
+            COND_CHECKPOINTED,
+            ConditionStatus.TRUE,
+            "Checkpointed",
+            f"archive of {result['sizeBytes']} bytes",
+        )
+        await self._enter(Phase.TRANSFERRING, "streaming the checkpoint to the target")
+        return Phase.TRANSFERRING
+
+    async def _on_progress(self, data: dict[str, Any]) -> None:
+        self._update(
+            progress=Progress(
+                bytes_sent=int(data.get("bytesSent", 0)), bytes_total=int(data.get("bytesTotal", 0))
+            )
+        )
+        now = time.monotonic()
+        if now - self._last_progress_write >= PROGRESS_WRITE_INTERVAL:
+            self._last_progress_write = now
+            await self._write()
+
+    async def _transfer(self) -> Phase:
+        source, target, _, _ = await self._peers()
+        result = await self.helpers.call(
+            source,
+            Operation.SEND,
+            {"uid": self.uid, "target": target.model_dump()},
+            on_progress=self._on_progress,
+        )
+        sent = int(result.get("bytes", 0))
+        metrics.BYTES.inc(sent)
+        self._timings(transfer_seconds=round(float(result["seconds"]), 3))
+        self._update(progress=Progress(bytes_sent=sent, bytes_total=sent))
+        self._condition(
+            COND_TRANSFERRED,
+            ConditionStatus.TRUE,
+            "ChecksumVerified",
+            f"{sent} bytes received by {target.node}, sha256 verified",
+        )
+        await self._enter(Phase.RESTORING, f"restoring on {target.node}")
+        return Phase.RESTORING
+
+    async def _restore(self) -> Phase:
+        _, target, _, _ = await self._peers()
+        result = await self.helpers.call(
+            target,
+            Operation.RESTORE,
+            {
+                "uid": self.uid,
+                "name": self.spec.source.container,
+                "tcp_established": self.spec.tcp_established,
+                "file_locks": self.spec.file_locks,
+            },
+        )
+        self._timings(restore_seconds=round(float(result["seconds"]), 3))
+        if self.frozen_at is not None and not self.spec.leave_running:
+            downtime = time.monotonic() - self.frozen_at
+            self._timings(downtime_seconds=round(downtime, 3))
+            metrics.DOWNTIME.observe(downtime)
+        self._condition(
+            COND_RESTORED,
+            ConditionStatus.TRUE,
+            "Restored",
+            f"running on {target.node} as {result['containerId'][:12]}",
+        )
+        await self._enter(Phase.VERIFYING, f"checking the container runs on {target.node}")
+        return Phase.VERIFYING
+
+    async def _verify(self) -> Phase:
+        source, target, _, _ = await self._peers()
+        info = await self.helpers.call(
+            target, Operation.INSPECT, {"container": self.spec.source.container}
+        )
+        if not info.get("running"):
+            raise RemoteError(
+                "TargetNotRunning",
+                f"the restored container on {target.node} is {info.get('state')}",
+            )
+        # Only now, with the copy running on the target, may the source go.
+        await self.helpers.call(
+            source,
+            Operation.FINISH_SOURCE,
+            {
+                "uid": self.uid,
+                "container": self.spec.source.container,
+                "remove_container": not self.spec.leave_running,
+                "keep_checkpoint": self.spec.keep_checkpoint,
+            },
+        )
+        await self.helpers.call(target, Operation.CLEANUP, {"uid": self.uid})
+        total = time.monotonic() - self.started
+        self._timings(total_seconds=round(total, 3))
+        self._condition(
+            COND_SUCCEEDED,
+            ConditionStatus.TRUE,
+            "Succeeded",
+            f"{self.spec.source.container} runs on {target.node}",
+        )
+        self._update(completion_time=_now().replace(microsecond=0))
+        metrics.MIGRATIONS.labels("succeeded", "Succeeded").inc()
+        metrics.DURATION.observe(total)
+        downtime = self.status.timings.downtime_seconds if self.status.timings else None
+        summary = f"{self.spec.source.container} moved {source.node} -> {target.node}"
+        if downtime is not None:
+            summary += f", downtime {downtime:.2f}s"
+        await self._enter(Phase.SUCCEEDED, summary)
+        return Phase.SUCCEEDED
+
+    # -- failure, rollback and cancellation -------------------------------------
+
+    async def _fail(self, reason: str, message: str) -> None:
+        self._condition(COND_SUCCEEDED, ConditionStatus.FALSE, reason, message)
+        if self.status.phase in (Phase.PENDING, Phase.VALIDATING):
+            self._condition(COND_VALIDATED, ConditionStatus.FALSE, reason, message)
+        self._update(completion_time=_now().replace(microsecond=0))
+        metrics.MIGRATIONS.labels("failed", reason).inc()
+        kopf.warn(self.body, reason=reason, message=message)
+        await self._enter(Phase.FAILED, f"{reason}: {message}")
+
+    async def _fail_after_error(self, reason: str, message: str) -> None:
+        if self.status.phase in AFTER_FREEZE:
+            try:
+                await self._rollback(reason, message)
+            except RemoteError as error:
+                message = f"{message}; the rollback failed too: {error.reason}: {error.message}"
+        await self._fail(reason, message)
+
+    async def _rollback(self, reason: str, message: str) -> None:
+        kopf.warn(self.body, reason="RollingBack", message=f"{reason}: {message}")
+        await self._enter(Phase.ROLLING_BACK, f"{reason}: {message}; restoring the source")
+        source, target, _, _ = await self._peers()
+        try:
+            await self.helpers.call(
+                target, Operation.CLEANUP, {"uid": self.uid, "remove_restored": True}
+            )
+        except RemoteError as error:
+            kopf.warn(self.body, reason="TargetCleanupFailed", message=error.message)
+        await self.helpers.call(
+            source, Operation.ROLLBACK, {"uid": self.uid, "container": self.spec.source.container}
+        )
+        await self.helpers.call(
+            source,
+            Operation.CLEANUP,
+            {"uid": self.uid, "keep_checkpoint": self.spec.keep_checkpoint},
+        )
+
+    async def _resume_rollback(self) -> Phase:
+        message = self.status.message or "a rollback was under way when the operator restarted"
+        await self._fail_after_error("RolledBack", message)
+        return Phase.FAILED
+
+    async def _cancel(self) -> None:
+        try:
+            if self.status.phase in AFTER_FREEZE:
+                await self._rollback("Cancelled", "the ContainerMigration was deleted")
+            if self.status.phase not in FINAL:
+                self._condition(
+                    COND_SUCCEEDED,
+                    ConditionStatus.FALSE,
+                    "Cancelled",
+                    "the ContainerMigration was deleted",
+                )
+                metrics.MIGRATIONS.labels("cancelled", "Cancelled").inc()
+                await self._enter(Phase.CANCELLED, "deleted before it finished; source kept")
+        except Exception:
+            log.exception("%s/%s: cancelling failed", self.namespace, self.name)

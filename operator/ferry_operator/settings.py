@@ -1,0 +1,30 @@
+"""The operator's settings, read once from its environment (the Deployment sets them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    #: The operator's SSH private key; helpers list its public half as ``operator``.
+    ssh_key: Path
+    #: Let any namespace migrate any container (off: a container must carry the
+    #: ``ferry.dev/namespace`` label naming the migration's namespace).
+    allow_any_namespace: bool
+    #: A helper whose heartbeat is older than this is not trusted with a migration.
+    helper_stale_seconds: float
+    #: Port of the Prometheus metrics endpoint (0: off).
+    metrics_port: int
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ) if env is None else env
+        return cls(
+            ssh_key=Path(env.get("FERRY_SSH_KEY", "/etc/ferry/ssh/operator")),
+            allow_any_namespace=env.get("FERRY_ALLOW_ANY_NAMESPACE", "false").lower() == "true",
+            helper_stale_seconds=float(env.get("FERRY_HELPER_STALE_SECONDS", "120")),
+            metrics_port=int(env.get("FERRY_METRICS_PORT", "8080")),
+        )

@@ -1,0 +1,189 @@
+"""Validation before anything on a node is touched: pure decisions over observed facts.
+
+The operator gathers facts (Node objects, NodeHelpers, the container as the
+source helper sees it) and these functions decide. Each refusal carries a
+CamelCase reason and a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ferry_api import constants
+from ferry_api.conditions import ConditionStatus, find_condition
+from ferry_api.migration import ContainerMigrationSpec
+from ferry_api.nodehelper import NodeHelper, RuntimeName
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refusal(Exception):
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+def _version(text: str | None) -> tuple[int, ...]:
+    parts = []
+    for piece in (text or "").split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def helper_problem(
+    helper: NodeHelper | None,
+    *,
+    node: str,
+    runtime: RuntimeName,
+    now: datetime.datetime,
+    stale_seconds: float,
+) -> str | None:
+    """Why ``helper`` cannot take part in a migration now, or None when it can."""
+    if helper is None:
+        return f"no node-helper runs on node {node} (no NodeHelper {node!r})"
+    status = helper.status
+    ready = find_condition(status.conditions, constants.CONDITION_READY)
+    if ready is None or ready.status != ConditionStatus.TRUE:
+        return f"the node-helper on {node} is not Ready"
+    if status.heartbeat_time is None or (
+        (now - status.heartbeat_time).total_seconds() > stale_seconds
+    ):
+        return f"the node-helper on {node} has not reported for over {stale_seconds:.0f}s"
+    if not (status.address and status.ssh_port and status.ssh_host_key):
+        return f"the node-helper on {node} has not published its address and host key"
+    if runtime not in {r.name for r in status.runtimes}:
+        return f"node {node} has no {runtime.value} runtime"
+    if status.criu is None or not status.criu.version:
+        return f"node {node} has no CRIU"
+    return None
+
+
+def choose_target(
+    spec: ContainerMigrationSpec,
+    *,
+    nodes: Sequence[str],
+    helpers: Mapping[str, NodeHelper],
+    now: datetime.datetime,
+    stale_seconds: float,
+) -> str:
+    """The target node: the one asked for, checked; or the first eligible by name."""
+    runtime = RuntimeName(spec.runtime.value)
+    source = spec.source.node
+    asked = spec.target.node if spec.target else None
+    if asked:
+        if asked == source:
+            raise Refusal(
+                reason="SameNode",
+                message=(
+                    f"target.node {asked} is the source node: name another node or leave it empty"
+                ),
+            )
+        if asked not in nodes:
+            raise Refusal(
+                reason="TargetNodeNotFound",
+                message=(f"there is no node {asked!r}; nodes: {', '.join(sorted(nodes))}"),
+            )
+        problem = helper_problem(
+            helpers.get(asked), node=asked, runtime=runtime, now=now, stale_seconds=stale_seconds
+        )
+        if problem:
+            raise Refusal(reason="TargetNotReady", message=problem)
+        return asked
+    eligible = [
+        n
+        for n in sorted(nodes)
+        if n != source
+        and helper_problem(
+            helpers.get(n), node=n, runtime=runtime, now=now, stale_seconds=stale_seconds
+        )
+        is None
+    ]
+    if not eligible:
+        raise Refusal(
+            reason="NoEligibleTarget",
+            message=(
+                "no other node has a ready node-helper with "
+                f"{runtime.value} and CRIU; see `kubectl get nodehelpers`"
+            ),
+        )
+    return eligible[0]
+
+
+def check_source(
+    spec: ContainerMigrationSpec,
+    *,
+    nodes: Sequence[str],
+    helpers: Mapping[str, NodeHelper],
+    now: datetime.datetime,
+    stale_seconds: float,
+) -> None:
+    source = spec.source.node
+    if source not in nodes:
+        raise Refusal(
+            reason="SourceNodeNotFound",
+            message=(f"there is no node {source!r}; nodes: {', '.join(sorted(nodes))}"),
+        )
+    problem = helper_problem(
+        helpers.get(source),
+        node=source,
+        runtime=RuntimeName(spec.runtime.value),
+        now=now,
+        stale_seconds=stale_seconds,
+    )
+    if problem:
+        raise Refusal(reason="SourceNotReady", message=problem)
+
+
+def check_compatible(source: NodeHelper, target: NodeHelper) -> None:
+    """The target must restore what the source dumps: CRIU no older than the source's."""
+    source_criu = source.status.criu.version if source.status.criu else None
+    target_criu = target.status.criu.version if target.status.criu else None
+    if _version(target_criu) < _version(source_criu):
+        raise Refusal(
+            reason="IncompatibleCriu",
+            message=(
+                f"node {target.metadata.name} has CRIU {target_criu}, older than the source's "
+                f"{source_criu}; upgrade CRIU there or pick another target"
+            ),
+        )
+
+
+def check_container(
+    spec: ContainerMigrationSpec,
+    info: Mapping[str, object] | None,
+    *,
+    namespace: str,
+    allow_any_namespace: bool,
+) -> None:
+    container = spec.source.container
+    if info is None:
+        raise Refusal(
+            reason="ContainerNotFound",
+            message=(
+                f"node {spec.source.node} has no container {container!r}; check source.container"
+            ),
+        )
+    labels = info.get("labels")
+    label_map = labels if isinstance(labels, Mapping) else {}
+    if not allow_any_namespace and label_map.get(constants.NAMESPACE_LABEL) != namespace:
+        raise Refusal(
+            reason="NamespaceNotPermitted",
+            message=(
+                f"container {container!r} may not be migrated from namespace {namespace!r}: "
+                f"it must carry the label {constants.NAMESPACE_LABEL}={namespace}"
+            ),
+        )
+    if not info.get("running"):
+        raise Refusal(
+            reason="ContainerNotRunning",
+            message=(
+                f"container {container!r} on {spec.source.node} is {info.get('state')}, "
+                "not running; only a running container can be migrated"
+            ),
+        )

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ferry_helper.protocol import (
+    OPERATOR_USER,
+    PEER_USER,
+    Event,
+    Operation,
+    allowed,
+    decode,
+    encode,
+)
+from ferry_helper.staging import Staging
+
+UID = "0b6f7b8e-2f3c-4f7e-9a51-3c2d1e0f9a8b"
+
+
+def test_a_peer_may_only_send_archives_in() -> None:
+    assert allowed(PEER_USER, Operation.RECEIVE)
+    assert allowed(PEER_USER, Operation.IMAGE_RECEIVE)
+    for operation in (
+        Operation.CHECKPOINT,
+        Operation.RESTORE,
+        Operation.ROLLBACK,
+        Operation.CLEANUP,
+        Operation.FINISH_SOURCE,
+        Operation.SEND,
+    ):
+        assert not allowed(PEER_USER, operation)
+
+
+def test_the_operator_may_not_push_archives_and_strangers_nothing() -> None:
+    assert allowed(OPERATOR_USER, Operation.CHECKPOINT)
+    assert not allowed(OPERATOR_USER, Operation.RECEIVE)
+    assert not allowed("root", Operation.PROBE)
+
+
+def test_events_round_trip_as_json_lines() -> None:
+    event = Event(type="progress", data={"bytesSent": 3})
+    line = encode(event)
+    assert line.endswith("\n")
+    assert decode(line) == event
+
+
+@pytest.mark.parametrize("uid", ["../etc", "x", "0b6f7b8e/../../root", ""])
+def test_staging_refuses_anything_but_a_uid(tmp_path: Path, uid: str) -> None:
+    staging = Staging(tmp_path / "staging")
+    with pytest.raises(ValueError, match="UID"):
+        staging.archive(uid)
+
+
+def test_staging_is_private_and_journals_steps(tmp_path: Path) -> None:
+    staging = Staging(tmp_path / "staging")
+    directory = staging.directory(UID)
+    assert directory.stat().st_mode & 0o777 == 0o700
+    assert staging.recorded(UID, "checkpoint") is None
+    staging.record(UID, "checkpoint", {"sha256": "x"})
+    assert staging.recorded(UID, "checkpoint") == {"sha256": "x"}
+    staging.remove(UID)
+    assert not directory.exists()

@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+from ferry_api.migration import ContainerMigrationSpec
+from ferry_api.nodehelper import parse_node_helper
+from ferry_operator.validation import (
+    Refusal,
+    check_compatible,
+    check_container,
+    check_source,
+    choose_target,
+)
+
+NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVp helper"
+
+
+def helper(
+    name: str, *, criu: str = "4.2.1", age: float = 1, ready: str = "True", runtime: str = "podman"
+) -> Any:
+    beat = (NOW - datetime.timedelta(seconds=age)).isoformat()
+    return parse_node_helper(
+        {
+            "metadata": {"name": name},
+            "status": {
+                "nodeName": name,
+                "address": "10.0.0.1",
+                "sshPort": 7022,
+                "sshHostKey": HOST_KEY,
+                "heartbeatTime": beat,
+                "runtimes": [{"name": runtime, "version": "5.4.2"}],
+                "criu": {"version": criu},
+                "conditions": [{"type": "Ready", "status": ready, "reason": "HelperRunning"}],
+            },
+        }
+    )
+
+
+def spec(**fields: Any) -> ContainerMigrationSpec:
+    body = {"source": {"node": "node-a", "container": "web"}, **fields}
+    return ContainerMigrationSpec.model_validate(body)
+
+
+NODES = ["node-a", "node-b", "node-c"]
+
+
+def helpers(**overrides: Any) -> dict[str, Any]:
+    found = {n: helper(n) for n in NODES}
+    found.update(overrides)
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def test_an_empty_target_picks_the_first_eligible_other_node() -> None:
+    assert (
+        choose_target(spec(), nodes=NODES, helpers=helpers(), now=NOW, stale_seconds=60) == "node-b"
+    )
+
+
+def test_a_stale_or_unready_helper_is_skipped() -> None:
+    chosen = choose_target(
+        spec(),
+        nodes=NODES,
+        now=NOW,
+        stale_seconds=60,
+        helpers=helpers(**{"node-b": helper("node-b", age=600)}),
+    )
+    assert chosen == "node-c"
+    chosen = choose_target(
+        spec(),
+        nodes=NODES,
+        now=NOW,
+        stale_seconds=60,
+        helpers=helpers(**{"node-b": helper("node-b", ready="False")}),
+    )
+    assert chosen == "node-c"
+
+
+@pytest.mark.parametrize(
+    ("target", "found", "reason"),
+    [
+        ("node-z", {}, "TargetNodeNotFound"),
+        ("node-b", {"node-b": None}, "TargetNotReady"),
+        ("node-b", {"node-b": helper("node-b", runtime="docker")}, "TargetNotReady"),
+    ],
+)
+def test_an_asked_target_that_cannot_restore_is_refused(
+    target: str, found: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(Refusal) as refused:
+        choose_target(
+            spec(target={"node": target}),
+            nodes=NODES,
+            helpers=helpers(**found),
+            now=NOW,
+            stale_seconds=60,
+        )
+    assert refused.value.reason == reason
+    assert refused.value.message
+
+
+def test_no_eligible_target_is_refused_with_a_pointer() -> None:
+    with pytest.raises(Refusal, match="nodehelpers") as refused:
+        choose_target(
+            spec(),
+            nodes=["node-a", "node-b"],
+            now=NOW,
+            stale_seconds=60,
+            helpers=helpers(**{"node-b": None}),
+        )
+    assert refused.value.reason == "NoEligibleTarget"
+
+
+def test_an_unknown_source_node_is_refused() -> None:
+    with pytest.raises(Refusal) as refused:
+        check_source(
+            spec(source={"node": "node-q", "container": "web"}),
+            nodes=NODES,
+            helpers=helpers(),
+            now=NOW,
+            stale_seconds=60,
+        )
+    assert refused.value.reason == "SourceNodeNotFound"
+
+
+def test_an_older_criu_on_the_target_is_refused() -> None:
+    with pytest.raises(Refusal) as refused:
+        check_compatible(helper("node-a", criu="4.2.1"), helper("node-b", criu="4.1.1"))
+    assert refused.value.reason == "IncompatibleCriu"
+    check_compatible(helper("node-a", criu="4.1.1"), helper("node-b", criu="4.2.1"))
+
+
+@pytest.mark.parametrize(
+    ("info", "allow_any", "reason"),
+    [
+        (None, False, "ContainerNotFound"),
+        ({"labels": {}, "running": True}, False, "NamespaceNotPermitted"),
+        (
+            {"labels": {"ferry.dev/namespace": "other"}, "running": True},
+            False,
+            "NamespaceNotPermitted",
+        ),
+        (
+            {"labels": {"ferry.dev/namespace": "team-a"}, "running": False, "state": "exited"},
+            False,
+            "ContainerNotRunning",
+        ),
+    ],
+)
+def test_container_checks(info: dict[str, Any] | None, allow_any: bool, reason: str) -> None:
+    with pytest.raises(Refusal) as refused:
+        check_container(spec(), info, namespace="team-a", allow_any_namespace=allow_any)
+    assert refused.value.reason == reason
+
+
+def test_a_labelled_running_container_passes_and_the_label_can_be_waived() -> None:
+    check_container(
+        spec(),
+        {"labels": {"ferry.dev/namespace": "team-a"}, "running": True},
+        namespace="team-a",
+        allow_any_namespace=False,
+    )
+    check_container(
+        spec(), {"labels": {}, "running": True}, namespace="team-a", allow_any_namespace=True
+    )
