@@ -76,6 +76,10 @@ e2e: prepare ## End-to-end tests on the simulated nodes (root).
 demo: prepare ## Local cluster, two nodes, a running container moved between them (root).
 	$(BIN)/python -m ferry_cluster.demo
 
+.PHONY: bench
+bench: prepare ## Benchmark: ContainerMigration vs the manual export/scp/import, tiny and 256 MiB (root).
+	$(BIN)/python -m ferry_cluster.bench --output bench-results.json
+
 .PHONY: cluster-up
 cluster-up: prepare ## Start the local cluster (root).
 	$(BIN)/ferry-cluster up

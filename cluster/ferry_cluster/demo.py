@@ -22,7 +22,11 @@ from .config import ClusterConfig, NodeSpec
 CONTAINER = "demo-counter"
 NAMESPACE = "default"
 MIGRATION = "move-demo-counter"
-COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; echo $i; sleep 0.2; done"
+# The count is written to a new file and renamed, so a reader never sees it empty.
+COUNTER = (
+    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; "
+    "echo $i; sleep 0.2; done"
+)
 MANIFEST = f"""\
 apiVersion: {constants.API_VERSION}
 kind: {constants.CONTAINER_MIGRATION_KIND}
@@ -118,7 +122,7 @@ def main() -> int:
         capture_output=True,
     )
     for node in (node_a, node_b):
-        sh(node, f"podman rm -f -i {CONTAINER}")
+        sh(node, f"podman rm -f -t 0 -i {CONTAINER}")
     say(f"starting a counter on {node_a.name} (labelled for namespace {NAMESPACE})")
     sh(
         node_a,

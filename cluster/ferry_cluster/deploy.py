@@ -150,7 +150,8 @@ def start_helper(
 def stop_helper(node: NodeSpec) -> None:
     pid = procs.read_pid(helper_pid_file(node), "ferry_helper")
     if pid is not None:
-        procs.stop(pid)
+        # nsenter forks the helper and does not forward signals: stop the group.
+        procs.stop(pid, group=True)
 
 
 def operator_marker(config: ClusterConfig) -> str:

@@ -116,18 +116,37 @@ def alive(pid: int) -> bool:
     return False
 
 
-def stop(pid: int, *, grace: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; returns once it is gone."""
+def stop(pid: int, *, grace: float = 10.0, group: bool = False) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; returns once it is gone.
+
+    ``group``: signal the whole process group ``pid`` leads (a daemon from
+    :func:`start` leads its own), for wrappers such as ``nsenter`` that fork
+    the real process and do not pass signals on.
+    """
+    send = os.killpg if group else os.kill
+    running = _group_alive if group else alive
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+        send(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while alive(pid) and time.monotonic() < deadline:
+    while running(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if alive(pid):
+    if running(pid):
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        while alive(pid):
+            send(pid, signal.SIGKILL)
+        while running(pid):
             time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a process (not a zombie) of group ``pgid`` remains."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
 
 
 def processes_with(marker: str) -> list[int]:

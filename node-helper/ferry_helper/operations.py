@@ -9,6 +9,8 @@ one did instead of acting twice.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
@@ -40,6 +42,15 @@ from .staging import Staging
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 PROGRESS_INTERVAL = 0.5
+#: Steps that only make sense while a migration is under way on this node.
+STEPS_OF_AN_OPEN_MIGRATION = frozenset(
+    {
+        Operation.CHECKPOINT,
+        Operation.SEND,
+        Operation.RECEIVE,
+        Operation.RESTORE,
+    }
+)
 
 
 def _podman_failure(reason: str, error: PodmanError) -> RemoteError:
@@ -62,6 +73,10 @@ class Operations:
         self.driver = driver
         self.staging = staging
         self.peer_key = peer_key
+        # One step at a time per migration: a rollback must wait for a checkpoint
+        # still in flight (its client may have gone), or it would see the source
+        # running, do nothing, and then watch the checkpoint stop it.
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def run(
         self,
@@ -82,16 +97,25 @@ class Operations:
             Operation.FINISH_SOURCE: (FinishSourceRequest, self.finish_source),
             Operation.CLEANUP: (CleanupRequest, self.cleanup),
         }
-        if operation == Operation.RECEIVE:
-            return await self.receive(self._parse(ReceiveRequest, request), stdin)
         if operation == Operation.IMAGE_RECEIVE:
             return await self.image_receive(self._parse(ImageRequest, request), request, stdin)
-        model, handler = handlers[operation]
-        if model is None:
-            result: dict[str, Any] = await handler()
-            return result
-        handled: dict[str, Any] = await handler(self._parse(model, request), emit)
-        return handled
+        uid = request.get("uid")
+        lock = self._locks.setdefault(uid, asyncio.Lock()) if isinstance(uid, str) else None
+        async with lock or contextlib.nullcontext():
+            if (
+                isinstance(uid, str)
+                and operation in STEPS_OF_AN_OPEN_MIGRATION
+                and self.staging.is_closed(uid)
+            ):
+                raise RemoteError("MigrationClosed", f"migration {uid} has ended on {self.node}")
+            if operation == Operation.RECEIVE:
+                return await self.receive(self._parse(ReceiveRequest, request), stdin)
+            model, handler = handlers[operation]
+            if model is None:
+                result: dict[str, Any] = await handler()
+                return result
+            handled: dict[str, Any] = await handler(self._parse(model, request), emit)
+            return handled
 
     @staticmethod
     def _parse(model: type[Any], request: dict[str, Any]) -> Any:
@@ -263,16 +287,19 @@ class Operations:
         return data
 
     async def rollback(self, request: RollbackRequest, _: Emit) -> dict[str, Any]:
+        # Closed first: a checkpoint request still on its way must not freeze
+        # the source again after it is back.
+        self.staging.close(request.uid)
         info = await self.driver.inspect(request.container)
         if info is not None and info.running:
             return {"containerId": info.id, "alreadyRunning": True}
+        # In place first (the container keeps its own checkpoint images); the
+        # archive, when there is one, is the driver's fallback.
         archive = self.staging.archive(request.uid)
-        if not archive.exists():
-            raise RemoteError(
-                "NoCheckpoint", f"no checkpoint of migration {request.uid} to roll back from"
-            )
         try:
-            result = await self.driver.rollback(request.container, archive)
+            result = await self.driver.rollback(
+                request.container, archive, file_locks=request.file_locks
+            )
         except PodmanError as error:
             raise _podman_failure("RollbackFailed", error) from None
         return {"containerId": result.container_id, "seconds": result.seconds}
@@ -280,6 +307,7 @@ class Operations:
     async def finish_source(self, request: FinishSourceRequest, _: Emit) -> dict[str, Any]:
         if request.remove_container:
             await self.driver.remove(request.container)
+        self.staging.close(request.uid)
         self.staging.remove(request.uid, keep_archive=request.keep_checkpoint)
         return {"removedContainer": request.remove_container}
 
@@ -289,6 +317,7 @@ class Operations:
         if request.remove_restored and restored is not None:
             removed = str(restored["containerId"])
             await self.driver.remove(removed)
+        self.staging.close(request.uid)
         self.staging.remove(request.uid, keep_archive=request.keep_checkpoint)
         return {"removedContainer": removed}
 

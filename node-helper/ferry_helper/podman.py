@@ -22,7 +22,15 @@ nodes, and what the driver therefore does:
   with children). After a failed restore the driver removes both, so the
   restore can be retried; CRIU's error lines are kept in the error first.
 * A checkpoint made with ``--tcp-established`` must be restored with it (CRIU:
-  ``inet: Connected TCP socket in image``), in place and from an archive.
+  ``inet: Connected TCP socket in image``), in place and from an archive; the
+  rollback reads it from CRIU's images when not told.
+* Not the driver's to fix, but worth knowing: a long ``sleep`` in a container
+  returns early (exit 0) after a checkpoint, even a failed one: CRIU cannot
+  bring back the kernel's restart state of an interrupted ``nanosleep``.
+  Workloads see an early wake-up, not a lost one.
+* With ``--leave-running`` podman exports the container's log after the dump,
+  while the source still writes it: the restored copy's log runs past the
+  point its process resumes from.
 * ``restore --import`` of an archive whose image is missing tries to *pull*
   the image by name (three retries, about 3 s, then a registry error): ship the
   image first (:meth:`PodmanDriver.image_exists`, ``save_image``, ``load_image``).
@@ -55,14 +63,15 @@ logger = logging.getLogger(__name__)
 
 Compression = Literal["zstd", "gzip", "none"]
 
-#: Seconds allowed to the quick commands (inspect, exists, info, rm, cgroup cleanup).
+#: Seconds allowed to the quick commands (inspect, image exists, info, rm).
 QUICK_TIMEOUT = 60.0
 #: Bytes read at a time when hashing an archive.
 HASH_CHUNK = 1 << 20
 #: Where the cgroup hierarchies are mounted.
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
-_CONTAINER_DIR_ID = re.compile(r"/overlay-containers/(?P<id>[0-9a-f]{64})/userdata/")
+# The container storage directory is named after the graph driver (overlay, vfs, ...).
+_CONTAINER_DIR_ID = re.compile(r"/[a-z0-9]+-containers/(?P<id>[0-9a-f]{64})/userdata/")
 _LOADED = re.compile(r"^Loaded image\(?s?\)?:\s*(?P<refs>.+)$")
 _VERSION_WORD = re.compile(r"\bversion\s+(?P<version>\S+)")
 _FULL_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -85,6 +94,8 @@ class ContainerInfo(_Record):
     pid: int
     #: Stopped by a checkpoint (and not restored since): an in-place restore may work.
     checkpointed: bool = False
+    #: podman's directory for the container (``userdata``, holding ``checkpoint/``).
+    static_dir: str = ""
 
 
 class CheckpointOptions(_Record):
@@ -147,6 +158,7 @@ def parse_container_inspect(text: str) -> ContainerInfo | None:
         # NB: podman keeps the last pid after the container stopped.
         pid=int(state.get("Pid") or 0) if running else 0,
         checkpointed=bool(state.get("Checkpointed")),
+        static_dir=data.get("StaticDir") or "",
     )
 
 
@@ -268,6 +280,18 @@ def _subdirs(directory: Path) -> list[Path]:
         return [p for p in directory.iterdir() if p.is_dir() and not p.is_symlink()]
     except OSError:
         return []
+
+
+def holds_tcp_streams(checkpoint_dir: Path) -> bool:
+    """Whether CRIU's images hold established TCP connections (``tcp-stream-*.img``).
+
+    CRIU writes those only for a dump with ``--tcp-established``, and such a dump
+    restores only with it too.
+    """
+    try:
+        return any(checkpoint_dir.glob("tcp-stream-*.img"))
+    except OSError:
+        return False
 
 
 def file_digest(path: Path) -> tuple[int, str]:
@@ -522,7 +546,7 @@ class PodmanDriver:
         container: str,
         archive: Path,
         *,
-        tcp_established: bool = False,
+        tcp_established: bool | None = None,
         file_locks: bool = False,
     ) -> RestoreResult:
         """Bring the source container back after a failed migration, from its checkpoint.
@@ -533,11 +557,16 @@ class PodmanDriver:
         (``checkpoint/``), so an in-place ``podman container restore <container>``
         works and resumes the process where it was frozen (a successful restore
         then deletes those images). That is tried first: it keeps the container,
-        its ID and its writable layer as they are. The options must be those of
-        the checkpoint: a ``--tcp-established`` dump refuses to restore without it
-        (``inet: Connected TCP socket in image``). A failed in-place restore
-        breaks the next one (``crun: write file `devices.deny`: Invalid
-        argument``) unless the cgroups it left are removed, which is done first.
+        its ID and its writable layer as they are.
+
+        The options must be those of the checkpoint: a ``--tcp-established`` dump
+        refuses to restore without it (``inet: Connected TCP socket in image``).
+        With ``tcp_established`` left None it is read from the container's CRIU
+        images (``tcp-stream-*.img`` exist only for such a dump), and taken as
+        False when the container is gone. ``file_locks`` cannot be read back:
+        pass what the checkpoint used. A failed in-place restore breaks the next
+        one (``crun: write file `devices.deny`: Invalid argument``) unless the
+        cgroups it left are removed, which is done first.
 
         When it cannot work (the container is not checkpointed: it was started
         again, or exited on its own) or fails, the container is removed,
@@ -554,6 +583,11 @@ class PodmanDriver:
             return RestoreResult(
                 container_id=info.id, name=info.name, seconds=0.0, statistics=CriuStatistics()
             )
+        if tcp_established is None:
+            tcp_established = False
+            if info is not None and info.static_dir:
+                images = Path(info.static_dir, "checkpoint")
+                tcp_established = await asyncio.to_thread(holds_tcp_streams, images)
         flags = restore_flags(tcp_established=tcp_established, file_locks=file_locks)
         if info is not None and info.checkpointed:
             # An earlier failed restore of this container may have left its cgroups.

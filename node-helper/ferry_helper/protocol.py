@@ -111,6 +111,7 @@ class RestoreRequest(Model):
 class RollbackRequest(Model):
     uid: str
     container: str
+    file_locks: bool = False
 
 
 class FinishSourceRequest(Model):

@@ -96,7 +96,11 @@ class HelperServer:
             if not isinstance(request, dict):
                 raise RemoteError("BadRequest", "the first line must be a JSON object")
             log.info("%s: %s by %s", operation.value, request.get("uid", "-"), user)
-            result = await self.operations.run(operation, request, emit, process.stdin)
+            # Shielded: a client that goes away (an operator cancelling a
+            # migration) must not kill podman halfway through a dump.
+            result = await asyncio.shield(
+                self.operations.run(operation, request, emit, process.stdin)
+            )
             process.stdout.write(encode(Event(type="result", data=result)).encode())
             process.exit(0)
         except RemoteError as error:

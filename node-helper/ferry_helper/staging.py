@@ -61,6 +61,22 @@ class Staging:
         if journal.pop(step, None) is not None:
             (self.directory(uid) / "journal.json").write_text(json.dumps(journal))
 
+    def close(self, uid: str) -> None:
+        """Mark the migration finished here: later steps for it are refused.
+
+        The operator may give up on a step whose request is still on its way
+        (a cancelled migration); when it arrives after the rollback, the
+        mark stops it from freezing the source a second time.
+        """
+        closed = self.root / ".closed"
+        closed.mkdir(mode=0o700, exist_ok=True)
+        self.directory(uid)  # validates the UID
+        (closed / uid).touch()
+
+    def is_closed(self, uid: str) -> bool:
+        self.directory(uid)
+        return (self.root / ".closed" / uid).exists()
+
     def remove(self, uid: str, *, keep_archive: bool = False) -> None:
         path = self.directory(uid)
         if keep_archive:

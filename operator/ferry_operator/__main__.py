@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 
 import kopf
@@ -12,6 +13,7 @@ from . import handlers  # noqa: F401 - imported for its kopf registrations
 
 def main() -> int:
     kopf.configure(log_format=kopf.LogFormat.PLAIN)
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
     asyncio.run(kopf.operator(clusterwide=True, standalone=True))
     return 0
 

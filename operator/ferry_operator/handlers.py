@@ -1,8 +1,10 @@
 """kopf handlers: one daemon per ContainerMigration drives its state machine.
 
 A daemon (not a create handler) because deleting the resource must reach a
-migration in flight: kopf stops the daemon, the machine's cancellation path
-rolls back and keeps the source running, and only then does the finalizer go.
+migration in flight: kopf raises the daemon's ``stopped`` flag, the machine
+rolls back and keeps the source running, and kopf removes the finalizer only
+once the daemon has returned. No cancellation timeout: a rollback is never cut
+short.
 Finished migrations return at once, so a resync or an operator restart never
 repeats one.
 """
@@ -52,15 +54,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         start_http_server(own.metrics_port)
 
 
-@kopf.daemon(*RESOURCE, cancellation_timeout=0.0)
-async def migrate(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+# cancellation_polling: how soon kopf notices the daemon has returned after a
+# deletion, and so how long the finalizer outlives the rollback (default 60 s).
+@kopf.daemon(*RESOURCE, cancellation_polling=0.5)
+async def migrate(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
     try:
         resource = parse_container_migration(body)
     except ValueError as error:
         raise kopf.PermanentError(str(error)) from None
     await Migration(
         resource=resource, body=body, kube=memo.kube, helpers=memo.helpers, settings=memo.settings
-    ).run()
+    ).run(stopped)
 
 
 @kopf.on.delete(*RESOURCE)

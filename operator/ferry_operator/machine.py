@@ -14,6 +14,7 @@ are removed, and the source is restored from the same checkpoint.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import time
@@ -143,7 +144,14 @@ class Migration:
 
     # -- the machine ----------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self, stopped: kopf.DaemonStopped) -> None:
+        """Drive the migration to a final phase, or until kopf stops this daemon.
+
+        Deletion of the resource stops the daemon: the step in flight is
+        abandoned (the helpers finish it, shielded), then the migration rolls
+        back and ends Cancelled while the finalizer still holds the resource.
+        An operator shutdown just returns: the next operator resumes.
+        """
         if self.status.phase in FINAL:
             return
         if self.status.phase is None:
@@ -159,6 +167,28 @@ class Migration:
                 start_time=_now().replace(microsecond=0), source_node=self.spec.source.node
             )
             await self._enter(Phase.PENDING, "accepted")
+        work = asyncio.create_task(self._run_steps(), name=f"migration {self.uid}")
+        stop = asyncio.create_task(self._stopped(stopped), name=f"stopper {self.uid}")
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if work.done():
+            work.result()
+            return
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+        if stopped.reason is not None and kopf.DaemonStoppingReason.RESOURCE_DELETED in (
+            stopped.reason
+        ):
+            await self._cancel()
+
+    @staticmethod
+    async def _stopped(stopped: kopf.DaemonStopped) -> None:
+        await stopped.wait()
+
+    async def _run_steps(self) -> None:
         try:
             async with asyncio.timeout(self.spec.timeout_seconds):
                 await self._advance()
@@ -172,9 +202,6 @@ class Migration:
             )
         except RemoteError as error:
             await self._fail_after_error(error.reason, error.message)
-        except asyncio.CancelledError:
-            await asyncio.shield(self._cancel())
-            raise
 
     async def _advance(self) -> None:
         steps: dict[Phase, Callable[[], Awaitable[Phase]]] = {
@@ -431,7 +458,13 @@ class Migration:
         except RemoteError as error:
             kopf.warn(self.body, reason="TargetCleanupFailed", message=error.message)
         await self.helpers.call(
-            source, Operation.ROLLBACK, {"uid": self.uid, "container": self.spec.source.container}
+            source,
+            Operation.ROLLBACK,
+            {
+                "uid": self.uid,
+                "container": self.spec.source.container,
+                "file_locks": self.spec.file_locks,
+            },
         )
         await self.helpers.call(
             source,

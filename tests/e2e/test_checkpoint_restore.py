@@ -18,7 +18,11 @@ from ferry_cluster.config import ClusterConfig, NodeSpec
 
 pytestmark = pytest.mark.e2e
 
-COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; echo $i; sleep 0.1; done"
+# The count is written to a new file and renamed, so a reader never sees it empty.
+COUNTER = (
+    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; "
+    "echo $i; sleep 0.1; done"
+)
 PORT = 18080
 # A plain TCP copy between the nodes' addresses, with the nodes' own Python.
 RECEIVE = (
@@ -53,7 +57,7 @@ def test_counter_moves_between_nodes_and_keeps_counting(local_cluster: ClusterCo
     node_a, node_b = local_cluster.node_specs()[:2]
     name = "counter-e2e"
     for node in (node_a, node_b):
-        sh(node, f"podman rm -f -i {name}; rm -f /tmp/{name}.tar.gz")
+        sh(node, f"podman rm -f -t 0 -i {name}; rm -f /tmp/{name}.tar.gz")
     # Same image ID on both nodes: a restore needs the very image the dump was made on.
     ids = {
         sh(n, f"podman image inspect --format '{{{{.Id}}}}' {images.BUSYBOX_IMAGE}")
@@ -104,4 +108,4 @@ def test_counter_moves_between_nodes_and_keeps_counting(local_cluster: ClusterCo
     assert logged[-1] > at_checkpoint
 
     for node in (node_a, node_b):
-        sh(node, f"podman rm -f -i {name}; rm -f /tmp/{name}.tar.gz")
+        sh(node, f"podman rm -f -t 0 -i {name}; rm -f /tmp/{name}.tar.gz")

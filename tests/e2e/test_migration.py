@@ -21,7 +21,11 @@ from kubernetes.client.exceptions import ApiException
 
 pytestmark = pytest.mark.e2e
 
-COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; echo $i; sleep 0.1; done"
+# The count is written to a new file and renamed, so a reader never sees it empty.
+COUNTER = (
+    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; "
+    "echo $i; sleep 0.1; done"
+)
 FINAL = {"Succeeded", "Failed", "Cancelled"}
 
 
@@ -54,14 +58,15 @@ def start_counter(node: NodeSpec, name: str, namespace: str | None) -> None:
     label = f"--label {constants.NAMESPACE_LABEL}={namespace}" if namespace else ""
     sh(
         node,
-        f"podman rm -f -i {name}; podman run -d --name {name} {label} "
+        f"podman rm -f -t 0 -i {name}; podman run -d --name {name} {label} "
         f"{images.BUSYBOX_IMAGE} sh -c '{COUNTER}'",
     )
     wait_counting(node, name, above=5)
 
 
 def count(node: NodeSpec, name: str) -> int:
-    return int(sh(node, f"podman exec {name} cat /tmp/count"))
+    # 0 until the counter has written its first value.
+    return int(sh(node, f"podman exec {name} sh -c 'cat /tmp/count 2>/dev/null || echo 0'"))
 
 
 def wait_counting(node: NodeSpec, name: str, *, above: int, timeout: float = 20) -> int:
@@ -102,6 +107,16 @@ def get(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str,
     return body
 
 
+def gone(custom: client.CustomObjectsApi, namespace: str, name: str) -> bool:
+    try:
+        get(custom, namespace, name)
+    except ApiException as error:
+        if error.status == 404:
+            return True
+        raise
+    return False
+
+
 def wait_final(
     custom: client.CustomObjectsApi, namespace: str, name: str, *, timeout: float
 ) -> dict[str, Any]:
@@ -125,7 +140,7 @@ def test_a_counter_moves_to_another_node_and_keeps_counting(
 ) -> None:
     node_a, node_b = ferry.node_specs()[:2]
     start_counter(node_a, "web", namespace)
-    sh(node_b, "podman rm -f -i web")
+    sh(node_b, "podman rm -f -t 0 -i web")
 
     body = migrate(
         custom,
@@ -169,7 +184,7 @@ def test_leave_running_keeps_the_source_and_a_move_back_works(
 ) -> None:
     node_a, node_b = ferry.node_specs()[:2]
     start_counter(node_a, "twin", namespace)
-    sh(node_b, "podman rm -f -i twin")
+    sh(node_b, "podman rm -f -t 0 -i twin")
     body = migrate(
         custom,
         namespace,
@@ -184,7 +199,7 @@ def test_leave_running_keeps_the_source_and_a_move_back_works(
     wait_counting(node_a, "twin", above=count(node_a, "twin"))
     wait_counting(node_b, "twin", above=count(node_b, "twin"))
 
-    sh(node_a, "podman rm -f twin")
+    sh(node_a, "podman rm -f -t 0 twin")
     back = migrate(
         custom,
         namespace,
@@ -220,7 +235,7 @@ def test_bad_input_fails_with_a_reason_and_touches_nothing(
     start_counter(node_a, "victim", namespace)
     start_counter(node_a, "foreign", "someone-else")
     start_counter(node_a, "stopped", namespace)
-    sh(node_a, "podman stop -t 1 stopped")
+    sh(node_a, "podman stop -t 0 stopped")
     before = count(node_a, "victim")
 
     body = migrate(custom, namespace, spec)
@@ -257,7 +272,7 @@ def test_a_failed_restore_rolls_back_to_a_running_source(
     # A different container already holds the name on the target: restore fails there.
     sh(
         node_b,
-        f"podman rm -f -i clash; podman run -d --name clash {images.BUSYBOX_IMAGE} sleep 1000",
+        f"podman rm -f -t 0 -i clash; podman run -d --name clash {images.BUSYBOX_IMAGE} sleep 1000",
     )
     occupant = sh(node_b, "podman inspect --format '{{.Id}}' clash")
 
@@ -276,4 +291,59 @@ def test_a_failed_restore_rolls_back_to_a_running_source(
     wait_counting(node_a, "clash", above=logged[-1])
     # The target's own container was not touched.
     assert sh(node_b, "podman inspect --format '{{.Id}}' clash") == occupant
-    sh(node_b, "podman rm -f clash")
+    sh(node_b, "podman rm -f -t 0 clash")
+
+
+def test_deleting_a_migration_in_flight_cancels_it_and_keeps_the_source(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node_a, node_b = ferry.node_specs()[:2]
+    # 256 MiB of random data in a tmpfs: the dump takes seconds, long enough to delete
+    # the resource while the source is frozen.
+    sh(
+        node_a,
+        "podman rm -f -t 0 -i heavy; podman run -d --name heavy "
+        f"--label {constants.NAMESPACE_LABEL}={namespace} --tmpfs /data:size=400m "
+        f"{images.BUSYBOX_IMAGE} sh -c 'head -c 268435456 /dev/urandom > /data/blob; "
+        f"{COUNTER}'",
+    )
+    wait_counting(node_a, "heavy", above=5, timeout=60)
+    sh(node_b, "podman rm -f -t 0 -i heavy")
+    name = f"m-{uuid.uuid4().hex[:6]}"
+    custom.create_namespaced_custom_object(
+        constants.GROUP,
+        constants.VERSION,
+        namespace,
+        constants.CONTAINER_MIGRATION_PLURAL,
+        {
+            "apiVersion": constants.API_VERSION,
+            "kind": constants.CONTAINER_MIGRATION_KIND,
+            "metadata": {"name": name},
+            "spec": {"source": {"node": "node-a", "container": "heavy"}, "compression": "none"},
+        },
+    )
+    deadline = time.monotonic() + 60
+    while (phase := get(custom, namespace, name).get("status", {}).get("phase")) not in (
+        "Checkpointing",
+        "Transferring",
+    ):
+        assert phase not in FINAL, f"finished ({phase}) before it could be deleted"
+        assert time.monotonic() < deadline, f"never reached the freeze: {phase}"
+        time.sleep(0.05)
+    uid = get(custom, namespace, name)["metadata"]["uid"]
+    custom.delete_namespaced_custom_object(
+        constants.GROUP, constants.VERSION, namespace, constants.CONTAINER_MIGRATION_PLURAL, name
+    )
+
+    deadline = time.monotonic() + 120
+    while not gone(custom, namespace, name):
+        assert time.monotonic() < deadline, "the finalizer never let the resource go"
+        time.sleep(0.2)
+    # The source runs, counting on from where it was frozen; nothing is left on node-b.
+    logged = [int(v) for v in sh(node_a, "podman logs heavy").split()]
+    assert logged == list(range(1, len(logged) + 1))
+    wait_counting(node_a, "heavy", above=logged[-1])
+    assert not exists(node_b, "heavy")
+    for node in (node_a, node_b):
+        assert sh(node, f"ls /var/lib/ferry-helper/staging/{uid} 2>/dev/null || true") == ""
+    sh(node_a, "podman rm -f -t 0 heavy")

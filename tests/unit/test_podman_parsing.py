@@ -236,6 +236,7 @@ def test_stopped_container_has_no_pid_nor_labels() -> None:
     assert info is not None
     assert (info.running, info.state, info.pid, info.labels) == (False, "exited", 0, {})
     assert info.checkpointed is True
+    assert info.static_dir == USERDATA
 
 
 def test_inspect_of_nothing() -> None:
@@ -448,6 +449,13 @@ def test_stale_cgroup_dirs_children_first(tmp_path: Path) -> None:
         path.rmdir()
     with pytest.raises(ValueError, match="full container ID"):
         podman.stale_cgroup_dirs(tmp_path, "../../etc")
+
+
+def test_tcp_streams_in_criu_images(tmp_path: Path) -> None:
+    assert not podman.holds_tcp_streams(tmp_path)
+    assert not podman.holds_tcp_streams(tmp_path / "missing")
+    (tmp_path / "tcp-stream-3b77e.img").write_bytes(b"")
+    assert podman.holds_tcp_streams(tmp_path)
 
 
 # --- the driver's process handling, with a stand-in for podman
