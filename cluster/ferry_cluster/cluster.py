@@ -35,6 +35,9 @@ from .config import MAX_NODES, ClusterConfig, NodeSpec
 from .pki import Pki, ensure_pki
 
 Progress = Callable[[str], None]
+#: Bumped whenever a cluster built by older code cannot serve newer code (the
+#: node layers, the certificates' extensions): ``up`` then rebuilds it.
+LAYOUT = 2
 
 
 def _quiet(_: str) -> None:
@@ -47,6 +50,14 @@ def _script(name: str) -> Path:
 
 def state_file(config: ClusterConfig) -> Path:
     return config.state_dir / "cluster.json"
+
+
+def _same_layout(config: ClusterConfig) -> bool:
+    """Whether the running cluster was built the way this code builds one."""
+    try:
+        return bool(json.loads(state_file(config).read_text()).get("layout") == LAYOUT)
+    except (OSError, ValueError):
+        return False
 
 
 def recorded(config: ClusterConfig) -> ClusterConfig:
@@ -143,7 +154,7 @@ def _start_node(
 
 def up(config: ClusterConfig, progress: Progress = _quiet) -> Status:
     current = status(config)
-    if current.healthy and recorded(config).nodes == config.nodes:
+    if current.healthy and recorded(config).nodes == config.nodes and _same_layout(config):
         progress(f"cluster {config.name} is already up")
         return current
     if state_file(config).exists() or leftovers(config):
@@ -160,7 +171,7 @@ def up(config: ClusterConfig, progress: Progress = _quiet) -> Status:
 
     config.state_dir.mkdir(parents=True, exist_ok=True)
     config.state_dir.chmod(0o700)
-    state_file(config).write_text(json.dumps({"nodes": config.nodes}))
+    state_file(config).write_text(json.dumps({"nodes": config.nodes, "layout": LAYOUT}))
     network.ensure_bridge(config)
 
     progress(f"etcd and kube-apiserver on {config.server_url}")

@@ -10,7 +10,8 @@ MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SUITE=trixie
 PACKAGES=(podman crun conmon catatonit netavark aardvark-dns containers-storage uidmap fuse-overlayfs
   iproute2 iputils-ping nftables iptables busybox-static procps psmisc zstd gzip tar ca-certificates
-  python3 python3-venv python3-pip util-linux dbus-user-session)
+  python3 python3-venv python3-pip util-linux dbus-user-session
+  openssh-client openssh-server)
 SID_PACKAGES=(criu libcriu2 libcompel1)
 KEY="$(printf '%s\n' "$SUITE" "${PACKAGES[@]}" -- "${SID_PACKAGES[@]}" rev2 | sha256sum | cut -c1-12)"
 OUT="$CACHE/rootfs-$SUITE-$KEY"
@@ -51,6 +52,9 @@ PIN
 # The registry's copy of sid can lag its Valid-Until date; it is still signed.
 echo 'Acquire::Check-Valid-Until "false";' >"$TMP/etc/apt/apt.conf.d/99no-valid-until"
 cp /etc/resolv.conf "$TMP/etc/resolv.conf" 2>/dev/null || true
+# Nothing starts services inside the build chroot.
+printf '#!/bin/sh\nexit 101\n' >"$TMP/usr/sbin/policy-rc.d"
+chmod +x "$TMP/usr/sbin/policy-rc.d"
 in_root() { chroot "$TMP" env DEBIAN_FRONTEND=noninteractive LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 log "installing ${PACKAGES[*]}"
 in_root apt-get update -q >/dev/null
@@ -60,6 +64,9 @@ log "installing ${SID_PACKAGES[*]} from sid"
 in_root apt-get install -y -q --no-install-recommends -t sid "${SID_PACKAGES[@]}" >>"$CACHE/apt-$KEY.log" 2>&1 ||
   { tail -20 "$CACHE/apt-$KEY.log" >&2; exit 1; }
 in_root apt-get clean
+rm -f "$TMP/usr/sbin/policy-rc.d"
+# Host keys are made per node at first use (ssh-keygen -A), not shared by all nodes.
+rm -f "$TMP"/etc/ssh/ssh_host_*
 # Containers in the nodes run with cgroupfs (no systemd in a node) and host networking
 # by default; images come from local tarballs only.
 mkdir -p "$TMP/etc/containers"
