@@ -28,6 +28,7 @@ from .protocol import (
     CheckpointRequest,
     CleanupRequest,
     FinishSourceRequest,
+    ImageReceiveRequest,
     ImageRequest,
     ImageSendRequest,
     InspectRequest,
@@ -98,7 +99,7 @@ class Operations:
             Operation.CLEANUP: (CleanupRequest, self.cleanup),
         }
         if operation == Operation.IMAGE_RECEIVE:
-            return await self.image_receive(self._parse(ImageRequest, request), request, stdin)
+            return await self.image_receive(self._parse(ImageReceiveRequest, request), stdin)
         uid = request.get("uid")
         lock = self._locks.setdefault(uid, asyncio.Lock()) if isinstance(uid, str) else None
         async with lock or contextlib.nullcontext():
@@ -139,7 +140,7 @@ class Operations:
         return {"present": await self.driver.image_exists(request.image_id)}
 
     async def image_send(self, request: ImageSendRequest, emit: Emit) -> dict[str, Any]:
-        archive = self.staging.image_archive(request.image_id)
+        archive = self.staging.image_archive(request.image_id.removeprefix("sha256:"))
         try:
             await self.driver.save_image(request.image_name or request.image_id, archive)
             started = time.monotonic()
@@ -167,29 +168,22 @@ class Operations:
         return {**result, "seconds": time.monotonic() - started}
 
     async def image_receive(
-        self, request: ImageRequest, raw: dict[str, Any], stdin: asyncssh.SSHReader[bytes]
+        self, request: ImageReceiveRequest, stdin: asyncssh.SSHReader[bytes]
     ) -> dict[str, Any]:
-        header = self._parse(
-            ReceiveRequest,
-            {
-                "uid": "00000000-0000-0000-0000-000000000000",
-                "size_bytes": raw.get("size_bytes", 0),
-                "sha256": raw.get("sha256", ""),
-            },
-        )
-        archive = self.staging.image_archive(request.image_id)
+        image_id = request.image_id.removeprefix("sha256:")
+        archive = self.staging.image_archive(image_id)
         try:
             await transfer.receive_file(
-                stdin, archive, size=header.size_bytes, sha256=header.sha256
+                stdin, archive, size=request.size_bytes, sha256=request.sha256
             )
             loaded = await self.driver.load_image(archive)
         except PodmanError as error:
             raise _podman_failure("ImageLoadFailed", error) from None
         finally:
             archive.unlink(missing_ok=True)
-        if loaded.removeprefix("sha256:") != request.image_id:
+        if loaded.removeprefix("sha256:") != image_id:
             raise RemoteError(
-                "ImageIdMismatch", f"loaded image {loaded} is not the source's {request.image_id}"
+                "ImageIdMismatch", f"loaded image {loaded} is not the source's {image_id}"
             )
         return {"imageId": loaded}
 

@@ -75,6 +75,15 @@ class ImageRequest(Model):
     image_name: str = ""
 
 
+class ImageReceiveRequest(Model):
+    """The header of an image archive streamed in by a peer."""
+
+    image_id: str = Field(pattern=r"^(sha256:)?[0-9a-f]{64}$")
+    image_name: str = ""
+    size_bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class ImageSendRequest(Model):
     image_id: str
     image_name: str

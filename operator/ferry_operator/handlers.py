@@ -46,6 +46,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=constants.GROUP, key="last-handled-configuration"
     )
+    # kopf's own log lines ("Handler ... succeeded") stay out of Events; the
+    # machine posts its own, with kopf.event, which this level does not gate.
     settings.posting.level = logging.WARNING
     memo.settings = own
     memo.kube = Kube(_api_client())
@@ -71,4 +73,4 @@ async def migrate(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped,
 async def deleted(body: kopf.Body, **_: Any) -> None:
     """Holds the finalizer until the daemon, which rolls back, has stopped."""
     phase = (body.get("status") or {}).get("phase")
-    kopf.info(body, reason="Deleted", message=f"deleted in phase {phase}")
+    kopf.event(body, type="Normal", reason="Deleted", message=f"deleted in phase {phase}")

@@ -135,7 +135,7 @@ class Migration:
             observed_generation=self.resource.metadata.generation,
         )
         await self._write()
-        kopf.info(self.body, reason=phase.value, message=message)
+        kopf.event(self.body, type="Normal", reason=phase.value, message=message)
         log.info("%s/%s: %s: %s", self.namespace, self.name, phase.value, message)
 
     def _timings(self, **changes: float) -> None:
@@ -277,8 +277,9 @@ class Migration:
         image_id, image_name = self._image
         present = await self.helpers.call(target, Operation.IMAGE_HAS, {"image_id": image_id})
         if not present.get("present"):
-            kopf.info(
+            kopf.event(
                 self.body,
+                type="Normal",
                 reason="ImageStaging",
                 message=f"shipping image {image_name} to {target.node} before the freeze",
             )

@@ -9,6 +9,7 @@ move, the source is gone (or still runs when it must), the status says why.
 from __future__ import annotations
 
 import time
+import urllib.request
 import uuid
 from typing import Any
 
@@ -178,6 +179,19 @@ def test_a_counter_moves_to_another_node_and_keeps_counting(
     assert logged == list(range(1, len(logged) + 1)), "the process started over"
     wait_counting(node_b, "web", above=logged[-1])
 
+    # What `kubectl describe` shows, and what Prometheus scrapes.
+    name = body["metadata"]["name"]
+    events = client.CoreV1Api(custom.api_client).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}"
+    )
+    reasons = {e.reason for e in events.items}
+    assert {"Checkpointing", "Transferring", "Restoring", "Succeeded"} <= reasons, reasons
+    port = 9090 + ferry.index
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert 'ferry_migrations_total{outcome="succeeded",reason="Succeeded"}' in metrics
+    assert "ferry_migration_downtime_seconds_count" in metrics
+
 
 def test_leave_running_keeps_the_source_and_a_move_back_works(
     ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
@@ -209,6 +223,39 @@ def test_leave_running_keeps_the_source_and_a_move_back_works(
     assert back["status"]["targetNode"] == "node-a", "the only other node is node-a"
     assert not exists(node_b, "twin")
     wait_counting(node_a, "twin", above=count(node_a, "twin"))
+
+
+def test_an_image_the_target_lacks_is_shipped_before_the_freeze(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node_a, node_b = ferry.node_specs()[:2]
+    image = f"localhost/ferry/only-on-a:{uuid.uuid4().hex[:6]}"
+    sh(
+        node_a,
+        f"podman rm -f -t 0 -i build; podman run --name build {images.BUSYBOX_IMAGE} "
+        "sh -c 'echo made on node-a > /etc/origin' && podman commit -q build "
+        f"{image} >/dev/null && podman rm build",
+    )
+    image_id = sh(node_a, f"podman image inspect --format '{{{{.Id}}}}' {image}")
+    assert sh(node_b, f"podman image exists {image} && echo yes || echo no") == "no"
+    label = f"--label {constants.NAMESPACE_LABEL}={namespace}"
+    sh(
+        node_a,
+        f"podman rm -f -t 0 -i shipped; podman run -d --name shipped {label} {image} "
+        f"sh -c '{COUNTER}'",
+    )
+    wait_counting(node_a, "shipped", above=5)
+
+    body = migrate(
+        custom,
+        namespace,
+        {"source": {"node": "node-a", "container": "shipped"}, "target": {"node": "node-b"}},
+    )
+    assert body["status"]["phase"] == "Succeeded", body["status"]
+    assert sh(node_b, f"podman image inspect --format '{{{{.Id}}}}' {image}") == image_id
+    assert sh(node_b, "podman exec shipped cat /etc/origin") == "made on node-a"
+    wait_counting(node_b, "shipped", above=count(node_b, "shipped"))
+    sh(node_b, "podman rm -f -t 0 shipped")
 
 
 @pytest.mark.parametrize(
