@@ -223,7 +223,7 @@ def down(config: ClusterConfig, progress: Progress = _quiet) -> None:
             progress(f"stopping node {node.name}")
             nodes.stop(config, node)
     # The operator of a deployed Ferry runs on the host (see deploy.py).
-    for pid in procs.processes_with(f"--ferry-cluster={config.name}"):
+    for pid in procs.processes_with(f"--instance=ferry-cluster-{config.name}"):
         procs.stop(pid)
     progress("stopping kube-apiserver and etcd")
     controlplane.stop(config)
@@ -247,7 +247,8 @@ def leftovers(config: ClusterConfig) -> list[str]:
     state = str(config.state_dir)
     found += [f"process {pid}: {procs.cmdline(pid)}" for pid in procs.processes_with(state)]
     found += [
-        f"operator process {pid}" for pid in procs.processes_with(f"--ferry-cluster={config.name}")
+        f"operator process {pid}"
+        for pid in procs.processes_with(f"--instance=ferry-cluster-{config.name}")
     ]
     found += [
         f"process {pid} in the nodes' cgroups" for pid in cgroups.procs_below(config.cgroup_name)

@@ -155,8 +155,8 @@ def stop_helper(node: NodeSpec) -> None:
 
 
 def operator_marker(config: ClusterConfig) -> str:
-    """An argument the operator ignores, naming its cluster in its command line."""
-    return f"--ferry-cluster={config.name}"
+    """The operator's ``--instance``: names its cluster in its command line."""
+    return f"--instance=ferry-cluster-{config.name}"
 
 
 def operator_pid_file(config: ClusterConfig) -> Path:

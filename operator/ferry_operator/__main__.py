@@ -1,21 +1,91 @@
-"""``ferry-operator``: run the kopf operator for all namespaces."""
+"""``ferry-operator``: run the operator (default), or one of its install-time jobs.
+
+ferry-operator [run] [--instance NAME]     the kopf operator, all namespaces
+ferry-operator keygen --namespace NS ...   make the SSH Secrets if missing
+ferry-operator uninstall-cleanup           before a Helm uninstall
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
+import os
 import sys
 
-import kopf
+from kubernetes import client
+from kubernetes import config as kube_config
 
-from . import handlers  # noqa: F401 - imported for its kopf registrations
+
+def _api_client() -> client.ApiClient:
+    if os.environ.get("KUBECONFIG"):
+        kube_config.load_kube_config()  # type: ignore[no-untyped-call]
+    else:
+        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
 
 
-def main() -> int:
+def run(_: argparse.Namespace) -> int:
+    import kopf  # noqa: PLC0415 - only the operator needs kopf's import-time setup
+
+    from . import handlers  # noqa: F401, PLC0415 - imported for its kopf registrations
+
     kopf.configure(log_format=kopf.LogFormat.PLAIN)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     asyncio.run(kopf.operator(clusterwide=True, standalone=True))
     return 0
+
+
+def keygen(args: argparse.Namespace) -> int:
+    from .keygen import ensure_ssh_secrets  # noqa: PLC0415
+
+    with _api_client() as api:
+        done = ensure_ssh_secrets(
+            client.CoreV1Api(api),
+            namespace=args.namespace,
+            operator_secret=args.operator_secret,
+            node_helper_secret=args.node_helper_secret,
+        )
+    print("\n".join(done) or "both SSH Secrets exist; nothing to do")
+    return 0
+
+
+def uninstall_cleanup(args: argparse.Namespace) -> int:
+    from .cleanup import cleanup  # noqa: PLC0415
+
+    with _api_client() as api:
+        done = cleanup(client.CustomObjectsApi(api), timeout=args.timeout)
+    print("\n".join(done) or "no ContainerMigrations left")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="ferry-operator",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--instance", default="", help="a name for this operator in process lists")
+    top.set_defaults(func=run)
+    sub = top.add_subparsers(dest="command")
+    sub.add_parser("run", help="run the operator (the default)").set_defaults(func=run)
+    kg = sub.add_parser("keygen", help="create the SSH Secrets if missing")
+    kg.add_argument("--namespace", required=True)
+    kg.add_argument("--operator-secret", required=True)
+    kg.add_argument("--node-helper-secret", required=True)
+    kg.set_defaults(func=keygen)
+    cl = sub.add_parser(
+        "uninstall-cleanup", help="delete all ContainerMigrations, clear finalizers left behind"
+    )
+    cl.add_argument("--timeout", type=float, default=120)
+    cl.set_defaults(func=uninstall_cleanup)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
 
 
 if __name__ == "__main__":

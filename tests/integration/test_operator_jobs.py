@@ -1,0 +1,91 @@
+"""The operator's install-time jobs against the real API server."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncssh
+import pytest
+from ferry_api import constants
+from ferry_cluster import deploy
+from ferry_cluster.config import ClusterConfig
+from ferry_operator.cleanup import cleanup
+from ferry_operator.keygen import ensure_ssh_secrets
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def namespace(admin_api: client.ApiClient) -> str:
+    name = f"jobs-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(admin_api).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
+    )
+    return name
+
+
+def _data(core: client.CoreV1Api, namespace: str, name: str) -> dict[str, bytes]:
+    import base64  # noqa: PLC0415
+
+    secret = core.read_namespaced_secret(name, namespace)
+    return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+
+def test_keygen_makes_both_secrets_once_and_keeps_them(
+    admin_api: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(admin_api)
+    names = {"operator_secret": "op-ssh", "node_helper_secret": "nh-ssh"}
+    first = ensure_ssh_secrets(core, namespace=namespace, **names)
+    assert len(first) == 2
+    operator, helper = _data(core, namespace, "op-ssh"), _data(core, namespace, "nh-ssh")
+    assert set(operator) == {"operator"}, "the helpers' Secret must not hold the operator key"
+    assert set(helper) == {"peer", "peer.pub", "operator.pub"}
+    derived = asyncssh.import_private_key(operator["operator"]).export_public_key()
+    assert helper["operator.pub"] == derived
+
+    assert ensure_ssh_secrets(core, namespace=namespace, **names) == []
+    assert _data(core, namespace, "op-ssh") == operator
+
+    # Rotation of the operator's key: delete its Secret, run again.
+    core.delete_namespaced_secret("op-ssh", namespace)
+    ensure_ssh_secrets(core, namespace=namespace, **names)
+    rotated = _data(core, namespace, "op-ssh")["operator"]
+    assert rotated != operator["operator"]
+    assert (
+        _data(core, namespace, "nh-ssh")["operator.pub"]
+        == asyncssh.import_private_key(rotated).export_public_key()
+    )
+    assert _data(core, namespace, "nh-ssh")["peer"] == helper["peer"]
+
+
+def test_uninstall_cleanup_leaves_no_migration_stuck(
+    local_cluster: ClusterConfig, admin_api: client.ApiClient, namespace: str
+) -> None:
+    deploy.apply_manifests(local_cluster)  # the CRDs; idempotent
+    custom = client.CustomObjectsApi(admin_api)
+    custom.create_namespaced_custom_object(
+        constants.GROUP,
+        constants.VERSION,
+        namespace,
+        constants.CONTAINER_MIGRATION_PLURAL,
+        {
+            "apiVersion": constants.API_VERSION,
+            "kind": constants.CONTAINER_MIGRATION_KIND,
+            "metadata": {"name": "stuck", "finalizers": [constants.MIGRATION_FINALIZER]},
+            "spec": {"source": {"node": "node-a", "container": "web"}},
+        },
+    )
+    done = cleanup(custom, timeout=2)
+    assert any("finalizer" in line for line in done)
+    with pytest.raises(ApiException) as gone:
+        custom.get_namespaced_custom_object(
+            constants.GROUP,
+            constants.VERSION,
+            namespace,
+            constants.CONTAINER_MIGRATION_PLURAL,
+            "stuck",
+        )
+    assert gone.value.status == 404
