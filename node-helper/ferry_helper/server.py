@@ -9,6 +9,7 @@ public-key authentication exists; a client authenticates as ``operator`` or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -41,6 +42,15 @@ class _Server(asyncssh.SSHServer):
 
 def _fingerprints(keys: list[asyncssh.SSHKey]) -> set[str]:
     return {key.get_fingerprint() for key in keys}
+
+
+def _reply(process: asyncssh.SSHServerProcess[bytes], event: Event, code: int) -> None:
+    """Send the final event and exit status, unless the client has already gone."""
+    try:
+        process.stdout.write(encode(event).encode())
+        process.exit(code)
+    except (BrokenPipeError, ConnectionError, asyncssh.Error):
+        log.info("the client left before the %s of %s", event.type, process.command)
 
 
 class HelperServer:
@@ -78,8 +88,10 @@ class HelperServer:
         command = (process.command or "").strip()
 
         async def emit(data: dict[str, Any]) -> None:
-            process.stdout.write(encode(Event(type="progress", data=data)).encode())
-            await process.stdout.drain()
+            # A client that left does not stop the operation; it just hears nothing.
+            with contextlib.suppress(BrokenPipeError, ConnectionError, asyncssh.Error):
+                process.stdout.write(encode(Event(type="progress", data=data)).encode())
+                await process.stdout.drain()
 
         try:
             try:
@@ -101,26 +113,14 @@ class HelperServer:
             result = await asyncio.shield(
                 self.operations.run(operation, request, emit, process.stdin)
             )
-            process.stdout.write(encode(Event(type="result", data=result)).encode())
-            process.exit(0)
+            _reply(process, Event(type="result", data=result), 0)
         except RemoteError as error:
             log.warning("%s failed: %s: %s", command, error.reason, error.message)
-            process.stdout.write(
-                encode(Event(type="error", reason=error.reason, message=error.message)).encode()
-            )
-            process.exit(1)
+            _reply(process, Event(type="error", reason=error.reason, message=error.message), 1)
         except (asyncio.CancelledError, asyncssh.BreakReceived, asyncssh.TerminalSizeChanged):
             process.exit(1)
             raise
         except Exception as error:
             log.exception("%s failed unexpectedly", command)
-            process.stdout.write(
-                encode(
-                    Event(
-                        type="error",
-                        reason="HelperError",
-                        message=f"{type(error).__name__}: {error}",
-                    )
-                ).encode()
-            )
-            process.exit(1)
+            message = f"{type(error).__name__}: {error}"
+            _reply(process, Event(type="error", reason="HelperError", message=message), 1)

@@ -378,6 +378,9 @@ def test_deleting_a_migration_in_flight_cancels_it_and_keeps_the_source(
         assert time.monotonic() < deadline, f"never reached the freeze: {phase}"
         time.sleep(0.05)
     uid = get(custom, namespace, name)["metadata"]["uid"]
+    # Let CRIU get well into the dump (it takes seconds here) before deleting.
+    time.sleep(1.5)
+    frozen = sh(node_a, "podman inspect --format '{{.State.Status}}' heavy")
     custom.delete_namespaced_custom_object(
         constants.GROUP, constants.VERSION, namespace, constants.CONTAINER_MIGRATION_PLURAL, name
     )
@@ -386,6 +389,7 @@ def test_deleting_a_migration_in_flight_cancels_it_and_keeps_the_source(
     while not gone(custom, namespace, name):
         assert time.monotonic() < deadline, "the finalizer never let the resource go"
         time.sleep(0.2)
+    assert frozen in ("paused", "running", "exited"), frozen
     # The source runs, counting on from where it was frozen; nothing is left on node-b.
     logged = [int(v) for v in sh(node_a, "podman logs heavy").split()]
     assert logged == list(range(1, len(logged) + 1))

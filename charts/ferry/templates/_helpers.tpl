@@ -20,10 +20,71 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
+{{/*
+Selector labels of one component: never change them, a Deployment's and a
+DaemonSet's selector is immutable. Call with (dict "context" $ "component" "operator").
+*/}}
+{{- define "ferry.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ferry.name" .context }}
+app.kubernetes.io/instance: {{ .context.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
 {{- define "ferry.operator.serviceAccountName" -}}
 {{- default (printf "%s-operator" (include "ferry.fullname" .)) .Values.operator.serviceAccount.name -}}
 {{- end -}}
 
 {{- define "ferry.nodeHelper.serviceAccountName" -}}
 {{- default (printf "%s-node-helper" (include "ferry.fullname" .)) .Values.nodeHelper.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "ferry.ssh.operatorSecretName" -}}
+{{- default (printf "%s-operator-ssh" (include "ferry.fullname" .)) .Values.ssh.operatorSecretName -}}
+{{- end -}}
+
+{{- define "ferry.ssh.nodeHelperSecretName" -}}
+{{- default (printf "%s-node-helper-ssh" (include "ferry.fullname" .)) .Values.ssh.nodeHelperSecretName -}}
+{{- end -}}
+
+{{/* Image references: the tag defaults to the chart's appVersion. */}}
+{{- define "ferry.operator.image" -}}
+{{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) -}}
+{{- end -}}
+
+{{- define "ferry.nodeHelper.image" -}}
+{{- printf "%s:%s" .Values.nodeHelper.image.repository (default .Chart.AppVersion .Values.nodeHelper.image.tag) -}}
+{{- end -}}
+
+{{/*
+The pod and container securityContext of every pod that runs the operator image
+(the operator and the hook Jobs): what the `restricted` Pod Security Standard
+asks for. The image's user is 65532; fsGroup lets that user read the mounted
+SSH key (Secret files are root's otherwise, and 0400 would lock it out).
+*/}}
+{{- define "ferry.restricted.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "ferry.restricted.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Hook annotations: (dict "hook" "pre-install,pre-upgrade" "weight" "-5"). */}}
+{{- define "ferry.hookAnnotations" -}}
+helm.sh/hook: {{ .hook }}
+helm.sh/hook-weight: {{ .weight | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
 {{- end -}}
