@@ -99,6 +99,8 @@ class Migration:
         self.name = resource.metadata.name or ""
         self.started = time.monotonic()
         self.frozen_at: float | None = None
+        #: The container's image (ID, name), learnt at validation.
+        self._image: tuple[str, str] | None = None
         self._last_progress_write = 0.0
 
     # -- status ---------------------------------------------------------------
@@ -249,14 +251,13 @@ class Migration:
             if error.reason != "ContainerNotFound":
                 raise
             info = None
-        validation.check_container(
+        checked = validation.check_container(
             self.spec,
             info,
             namespace=self.namespace,
             allow_any_namespace=self.settings.allow_any_namespace,
         )
-        assert info is not None  # noqa: S101 - check_container refused None
-        self._image = (str(info["image_id"]), str(info["image_name"]))
+        self._image = (str(checked["image_id"]), str(checked["image_name"]))
         self._update(target_node=target)
         self._condition(
             COND_VALIDATED,
@@ -269,7 +270,7 @@ class Migration:
 
     async def _stage_image(self) -> Phase:
         source, target, _, _ = await self._peers()
-        if not hasattr(self, "_image"):
+        if self._image is None:  # resumed after a restart: ask again
             info = await self.helpers.call(
                 source, Operation.INSPECT, {"container": self.spec.source.container}
             )

@@ -160,7 +160,7 @@ def check_container(
     *,
     namespace: str,
     allow_any_namespace: bool,
-) -> None:
+) -> Mapping[str, object]:
     container = spec.source.container
     if info is None:
         raise Refusal(
@@ -187,3 +187,4 @@ def check_container(
                 "not running; only a running container can be migrated"
             ),
         )
+    return info
