@@ -7,6 +7,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+HELM ?= $(or $(FERRY_CACHE),/var/cache/ferry)/bin/helm
 PYTEST_ARGS ?=
 
 ##@ General
@@ -38,10 +39,13 @@ lint: dev ## ruff (lint and format check), mypy --strict, CRDs in step with the 
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m ferry_api.crdgen --check --out crds
+	diff -r crds charts/ferry/crds-src
+	@if [ -x $(HELM) ]; then $(HELM) lint --strict charts/ferry; else echo "helm not built yet: make prepare"; fi
 
 .PHONY: crds
-crds: dev ## Regenerate crds/ from the API models in api/ferry_api.
+crds: dev ## Regenerate crds/ from the API models (and the chart's copy in charts/ferry/crds-src).
 	$(BIN)/python -m ferry_api.crdgen --out crds
+	cp crds/*.yaml charts/ferry/crds-src/
 
 .PHONY: format
 format: dev ## Apply ruff's fixes and formatting.
@@ -59,7 +63,7 @@ test: prepare ## Everything, from a fresh machine: unit, integration and e2e (ro
 	$(BIN)/pytest tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
 
 .PHONY: unit
-unit: dev ## Unit tests only (no root).
+unit: prepare ## Unit tests only (the chart's need helm, which prepare builds).
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: integration

@@ -1,0 +1,752 @@
+"""The Helm chart, rendered with the real helm: what it grants, runs and refuses.
+
+Every test renders ``charts/ferry`` with ``helm template`` (the same binary the
+local cluster uses) and reads the objects back, so the checks hold for what a
+cluster admin would install, not for the template text. A missing helm fails
+the tests: run ``make prepare``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ferry_cluster.config import ClusterConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "ferry"
+CRDS = ROOT / "crds"
+CHART_CRDS = CHART / "crds-src"
+VALUES_DOC = ROOT / "docs" / "chart-values.md"
+HELM = ClusterConfig().bin_dir / "helm"
+RELEASE = "ferry"
+NAMESPACE = "ferry-system"
+KUBE_VERSION = "1.34.4"
+
+LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/component",
+    "helm.sh/chart",
+)
+HOOK_DELETE_POLICY = "before-hook-creation,hook-succeeded"
+#: Volume types the `restricted` Pod Security Standard allows.
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+OPERATOR_ENV = [
+    {"name": "FERRY_SSH_KEY", "value": "/etc/ferry/ssh/operator"},
+    {"name": "FERRY_ALLOW_ANY_NAMESPACE", "value": "false"},
+    {"name": "FERRY_HELPER_STALE_SECONDS", "value": "120"},
+    {"name": "FERRY_METRICS_PORT", "value": "8080"},
+]
+HELPER_ENV = [
+    {"name": "FERRY_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+    {"name": "FERRY_ADDRESS", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+    {"name": "FERRY_SSH_PORT", "value": "7022"},
+    {"name": "FERRY_SSH_DIR", "value": "/etc/ferry/ssh"},
+    {"name": "FERRY_STATE_DIR", "value": "/var/lib/ferry-helper"},
+    {"name": "FERRY_HEARTBEAT_SECONDS", "value": "30"},
+]
+#: Value sets that switch templates on and off: every check on all objects runs on each.
+VARIANTS = {
+    "defaults": (),
+    "everything-off": ("crds.enabled=false", "ssh.create=false", "operator.metrics.port=0"),
+    "overrides": (
+        "fullnameOverride=ship",
+        "operator.serviceAccount.create=false",
+        "nodeHelper.serviceAccount.create=false",
+        "ssh.operatorSecretName=op-keys",
+        "ssh.nodeHelperSecretName=helper-keys",
+    ),
+}
+
+
+def _helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    if not HELM.exists():
+        pytest.fail(f"helm is missing at {HELM}: run `make prepare` (builds and caches it)")
+    result = subprocess.run([str(HELM), *args], capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        pytest.fail(f"helm {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def _template(*values: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    sets = [arg for value in values for arg in ("--set", value)]
+    return _helm(
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        KUBE_VERSION,
+        *sets,
+        check=check,
+    )
+
+
+@functools.cache
+def _render_with_sources(*values: str) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """(template file, object) for every object ``helm template`` renders."""
+    rendered = []
+    for document in _template(*values).stdout.split("\n---\n"):
+        source = re.search(r"^# Source: (\S+)$", document, re.MULTILINE)
+        loaded = yaml.safe_load(document)
+        if loaded:
+            assert source, document
+            rendered.append((source.group(1), loaded))
+    return tuple(rendered)
+
+
+def _render(*values: str) -> list[dict[str, Any]]:
+    return [obj for _, obj in _render_with_sources(*values)]
+
+
+def _one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"])]
+    assert len(found) == 1, f"{kind} {name}: {len(found)} rendered"
+    return found[0]
+
+
+def _names(objects: list[dict[str, Any]], kind: str) -> set[str]:
+    return {o["metadata"]["name"] for o in objects if o["kind"] == kind}
+
+
+def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = obj["spec"]["template"]["spec"]
+    return spec
+
+
+def _workloads(objects: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    return (o for o in objects if o["kind"] in {"Deployment", "DaemonSet", "Job"})
+
+
+def _container(obj: dict[str, Any]) -> dict[str, Any]:
+    containers = _pod_spec(obj)["containers"]
+    assert len(containers) == 1
+    container: dict[str, Any] = containers[0]
+    return container
+
+
+def _hooks(obj: dict[str, Any]) -> str | None:
+    hook: str | None = obj["metadata"].get("annotations", {}).get("helm.sh/hook")
+    return hook
+
+
+# --- the binary and the linter ---------------------------------------------------
+
+
+def test_a_missing_helm_fails_and_says_what_to_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "HELM", Path("/nonexistent/helm"))
+    with pytest.raises(pytest.fail.Exception, match=r"make prepare"):
+        _helm("version")
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_helm_lint_passes(strict: bool, variant: str) -> None:
+    sets = [arg for value in VARIANTS[variant] for arg in ("--set", value)]
+    result = _helm("lint", str(CHART), *(["--strict"] if strict else []), *sets, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+# --- every object ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_object_and_pod_carries_the_labels(variant: str) -> None:
+    for obj in _render(*VARIANTS[variant]):
+        where = f"{obj['kind']} {obj['metadata']['name']}"
+        labels = obj["metadata"].get("labels", {})
+        assert [k for k in LABELS if k not in labels] == [], where
+        assert labels["app.kubernetes.io/instance"] == RELEASE, where
+        assert labels["app.kubernetes.io/managed-by"] == "Helm", where
+        if obj["kind"] in {"Deployment", "DaemonSet", "Job"}:
+            pod_labels = obj["spec"]["template"]["metadata"]["labels"]
+            assert [k for k in LABELS if k not in pod_labels] == [], f"pods of {where}"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_one_resource_per_template_file(variant: str) -> None:
+    sources = [source for source, _ in _render_with_sources(*VARIANTS[variant])]
+    assert sorted(s for s in set(sources) if sources.count(s) > 1) == []
+
+
+def test_namespaced_objects_live_in_the_release_namespace() -> None:
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+    for obj in _render():
+        namespace = obj["metadata"].get("namespace")
+        assert namespace == (None if obj["kind"] in cluster_scoped else NAMESPACE), obj["kind"]
+
+
+def test_fullname_override_renames_everything() -> None:
+    for obj in _render("fullnameOverride=ship"):
+        if obj["kind"] != "CustomResourceDefinition":
+            assert obj["metadata"]["name"].startswith("ship-"), obj["metadata"]["name"]
+
+
+# --- the operator ------------------------------------------------------------------
+
+
+def test_operator_deployment() -> None:
+    deployment = _one(_render(), "Deployment", "ferry-operator")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector["app.kubernetes.io/component"] == "operator"
+    assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    pod = _pod_spec(deployment)
+    assert pod["serviceAccountName"] == "ferry-operator"
+    container = _container(deployment)
+    assert container["image"] == "ferry/operator:0.1.0"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert container["command"] == ["ferry-operator"]
+    assert "args" not in container
+    assert container["env"] == OPERATOR_ENV
+    assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["resources"]["requests"] == {"cpu": "50m", "memory": "128Mi"}
+    assert {"name": "ssh", "mountPath": "/etc/ferry/ssh", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    ssh = next(v for v in pod["volumes"] if v["name"] == "ssh")
+    assert ssh["secret"] == {
+        "secretName": "ferry-operator-ssh",
+        "defaultMode": 0o400,
+        "items": [{"key": "operator", "path": "operator", "mode": 0o400}],
+    }
+
+
+def test_operator_values_reach_its_environment() -> None:
+    deployment = _one(
+        _render(
+            "operator.allowAnyNamespace=true",
+            "operator.helperStaleSeconds=300",
+            "operator.metrics.port=9090",
+            "operator.image.tag=dev",
+            "operator.image.repository=registry.example/ferry-op",
+        ),
+        "Deployment",
+    )
+    container = _container(deployment)
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env == {
+        "FERRY_SSH_KEY": "/etc/ferry/ssh/operator",
+        "FERRY_ALLOW_ANY_NAMESPACE": "true",
+        "FERRY_HELPER_STALE_SECONDS": "300",
+        "FERRY_METRICS_PORT": "9090",
+    }
+    assert container["ports"][0]["containerPort"] == 9090
+    assert container["image"] == "registry.example/ferry-op:dev"
+
+
+def test_metrics_off_means_no_port_and_no_probe() -> None:
+    container = _container(_one(_render("operator.metrics.port=0"), "Deployment"))
+    assert "ports" not in container
+    assert "livenessProbe" not in container
+    assert {"name": "FERRY_METRICS_PORT", "value": "0"} in container["env"]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_operator_image_pods_pass_the_restricted_pod_security_standard(variant: str) -> None:
+    """The checks of `restricted` that a pod spec shows (the operator and the hook Jobs)."""
+    objects = _render(*VARIANTS[variant])
+    checked = [o for o in _workloads(objects) if o["kind"] != "DaemonSet"]
+    assert "Deployment" in {o["kind"] for o in checked}
+    for obj in checked:
+        where = f"{obj['kind']} {obj['metadata']['name']}"
+        pod = _pod_spec(obj)
+        for host in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not pod.get(host), f"{where}: {host}"
+        volume_types = {k for v in pod.get("volumes", []) for k in v if k != "name"}
+        assert volume_types <= RESTRICTED_VOLUMES, f"{where}: {volume_types}"
+        pod_context = pod["securityContext"]
+        assert pod_context["runAsNonRoot"] is True, where
+        assert pod_context["runAsUser"] != 0, where
+        assert pod_context["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        for container in pod["containers"] + pod.get("initContainers", []):
+            context = container["securityContext"]
+            assert context.get("privileged", False) is False, where
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["capabilities"] == {"drop": ["ALL"]}, where
+            assert context["runAsNonRoot"] is True, where
+            assert context.get("runAsUser", pod_context["runAsUser"]) != 0, where
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}, where
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert not [p for p in container.get("ports", []) if "hostPort" in p], where
+
+
+# --- the node-helper ---------------------------------------------------------------
+
+
+def test_daemonset_environment_is_exactly_what_the_helper_reads() -> None:
+    daemonset = _one(_render(), "DaemonSet", "ferry-node-helper")
+    container = _container(daemonset)
+    assert container["name"] == "node-helper"
+    assert container["command"] == ["ferry-helper"]
+    assert "args" not in container
+    assert container["env"] == HELPER_ENV
+    assert container["image"] == "ferry/node-helper:0.1.0"
+
+
+def test_daemonset_values_reach_its_environment() -> None:
+    daemonset = _one(
+        _render(
+            "nodeHelper.sshPort=2222",
+            "nodeHelper.heartbeatSeconds=10",
+            "nodeHelper.stateDir=/data/ferry",
+        ),
+        "DaemonSet",
+    )
+    container = _container(daemonset)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FERRY_SSH_PORT"] == "2222"
+    assert env["FERRY_HEARTBEAT_SECONDS"] == "10"
+    assert env["FERRY_STATE_DIR"] == "/var/lib/ferry-helper"  # the path inside the container
+    assert container["ports"] == [{"name": "ssh", "containerPort": 2222, "protocol": "TCP"}]
+    state = next(v for v in _pod_spec(daemonset)["volumes"] if v["name"] == "state")
+    assert state["hostPath"] == {"path": "/data/ferry", "type": "DirectoryOrCreate"}
+
+
+def test_daemonset_is_privileged_on_the_host_namespaces() -> None:
+    daemonset = _one(_render(), "DaemonSet")
+    pod = _pod_spec(daemonset)
+    assert pod["hostNetwork"] is True
+    assert pod["hostPID"] is True
+    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert pod["serviceAccountName"] == "ferry-node-helper"
+    assert _container(daemonset)["securityContext"] == {"privileged": True}
+    assert daemonset["spec"]["updateStrategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 1},
+    }
+
+
+def test_daemonset_mounts() -> None:
+    daemonset = _one(_render(), "DaemonSet")
+    pod = _pod_spec(daemonset)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in _container(daemonset)["volumeMounts"]}
+    assert volumes["ssh"]["secret"] == {
+        "secretName": "ferry-node-helper-ssh",
+        "defaultMode": 0o400,
+        "items": [
+            {"key": "peer", "path": "peer", "mode": 0o400},
+            {"key": "peer.pub", "path": "peer.pub", "mode": 0o400},
+            {"key": "operator.pub", "path": "operator.pub", "mode": 0o400},
+        ],
+    }
+    assert mounts["/etc/ferry/ssh"] == {
+        "name": "ssh",
+        "mountPath": "/etc/ferry/ssh",
+        "readOnly": True,
+    }
+    assert volumes[mounts["/var/lib/ferry-helper"]["name"]]["hostPath"] == {
+        "path": "/var/lib/ferry-helper",
+        "type": "DirectoryOrCreate",
+    }
+    storage = mounts["/var/lib/containers"]
+    assert storage["mountPropagation"] == "Bidirectional"
+    assert volumes[storage["name"]]["hostPath"]["path"] == "/var/lib/containers"
+    assert mounts["/etc/containers"]["readOnly"] is True
+    for path in ("/run/containers", "/run/libpod", "/run/crun", "/etc/containers"):
+        assert volumes[mounts[path]["name"]]["hostPath"]["path"] == path
+    # The operator's private key never reaches a node.
+    assert all(
+        v.get("secret", {}).get("secretName") != "ferry-operator-ssh" for v in pod["volumes"]
+    )
+
+
+def test_daemonset_scheduling_defaults_and_values() -> None:
+    pod = _pod_spec(_one(_render(), "DaemonSet"))
+    assert "tolerations" not in pod
+    assert "priorityClassName" not in pod
+    assert "affinity" not in pod
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert "limits" not in _pod_spec(_one(_render(), "DaemonSet"))["containers"][0]["resources"]
+    pod = _pod_spec(
+        _one(
+            _render(
+                "nodeHelper.tolerations[0].operator=Exists",
+                "nodeHelper.priorityClassName=system-node-critical",
+                "nodeHelper.nodeSelector.ferry\\.dev/helper=yes",
+                "nodeHelper.resources.limits.memory=2Gi",
+                "imagePullSecrets[0].name=pull",
+            ),
+            "DaemonSet",
+        )
+    )
+    assert pod["tolerations"] == [{"operator": "Exists"}]
+    assert pod["priorityClassName"] == "system-node-critical"
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux", "ferry.dev/helper": "yes"}
+    assert pod["containers"][0]["resources"]["limits"] == {"memory": "2Gi"}
+    assert pod["imagePullSecrets"] == [{"name": "pull"}]
+
+
+# --- RBAC --------------------------------------------------------------------------
+
+
+def _rules(objects: list[dict[str, Any]], kind: str, name: str) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = _one(objects, kind, name)["rules"]
+    return rules
+
+
+def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_no_wildcards_in_any_role(variant: str) -> None:
+    for obj in _render(*VARIANTS[variant]):
+        for rule in obj.get("rules", []):
+            for field in ("verbs", "resources", "apiGroups", "resourceNames"):
+                assert "*" not in rule.get(field, []), f"{obj['metadata']['name']}: {rule}"
+            assert "nonResourceURLs" not in rule
+
+
+def test_operator_cannot_touch_secrets_or_exec() -> None:
+    grants = _grants(_rules(_render(), "ClusterRole", "ferry-operator"))
+    resources = {resource for _, resource, _ in grants}
+    assert not resources & {"secrets", "pods", "pods/exec", "pods/attach", "configmaps"}
+    # It writes only its own resources, their status and events.
+    writes = {(g, r) for g, r, v in grants if v not in {"get", "list", "watch"}}
+    assert writes == {
+        ("ferry.dev", "containermigrations"),
+        ("ferry.dev", "containermigrations/status"),
+        ("", "events"),
+        ("events.k8s.io", "events"),
+    }
+
+
+def test_node_helper_only_describes_its_node() -> None:
+    grants = _grants(_rules(_render(), "ClusterRole", "ferry-node-helper"))
+    assert grants == {
+        ("ferry.dev", "nodehelpers", "get"),
+        ("ferry.dev", "nodehelpers", "create"),
+        ("ferry.dev", "nodehelpers/status", "get"),
+        ("ferry.dev", "nodehelpers/status", "patch"),
+    }
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_bindings_name_existing_roles_and_their_own_accounts(variant: str) -> None:
+    objects = _render(*VARIANTS[variant])
+    roles = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    for binding in (o for o in objects if o["kind"] in {"ClusterRoleBinding", "RoleBinding"}):
+        ref = binding["roleRef"]
+        assert (ref["kind"], ref["name"]) in roles
+        assert ref["name"] == binding["metadata"]["name"]
+        assert _hooks(binding) == _hooks(_one(objects, ref["kind"], ref["name"]))
+        for subject in binding["subjects"]:
+            assert subject["kind"] == "ServiceAccount"
+            assert subject["namespace"] == NAMESPACE
+
+
+def test_each_pod_runs_as_its_own_service_account() -> None:
+    objects = _render()
+    accounts = {
+        _pod_spec(o)["serviceAccountName"]: o["metadata"]["name"] for o in _workloads(objects)
+    }
+    assert accounts == {
+        "ferry-operator": "ferry-operator",
+        "ferry-node-helper": "ferry-node-helper",
+        "ferry-ssh-keygen": "ferry-ssh-keygen",
+        "ferry-uninstall-cleanup": "ferry-uninstall-cleanup",
+    }
+    assert set(accounts) == _names(objects, "ServiceAccount")
+
+
+def test_service_accounts_can_be_brought() -> None:
+    objects = _render(*VARIANTS["overrides"])
+    assert _names(objects, "ServiceAccount") == {"ship-ssh-keygen", "ship-uninstall-cleanup"}
+    assert _pod_spec(_one(objects, "Deployment"))["serviceAccountName"] == "ship-operator"
+    binding = _one(objects, "ClusterRoleBinding", "ship-node-helper")
+    assert binding["subjects"][0]["name"] == "ship-node-helper"
+
+
+# --- SSH identities and the keygen hook --------------------------------------------
+
+
+def test_keygen_job_makes_both_secrets_before_install_and_upgrade() -> None:
+    objects = _render()
+    job = _one(objects, "Job", "ferry-ssh-keygen")
+    assert _container(job)["command"] == [
+        "ferry-operator",
+        "keygen",
+        "--namespace",
+        NAMESPACE,
+        "--operator-secret",
+        "ferry-operator-ssh",
+        "--node-helper-secret",
+        "ferry-node-helper-ssh",
+    ]
+    assert _container(job)["image"] == "ferry/operator:0.1.0"
+    assert _pod_spec(job)["restartPolicy"] == "Never"
+    # The chart makes no Secret: Helm cannot derive an OpenSSH public key.
+    assert _names(objects, "Secret") == set()
+    rbac = [o for o in objects if o["metadata"]["name"] == "ferry-ssh-keygen"]
+    assert sorted(o["kind"] for o in rbac) == ["Job", "Role", "RoleBinding", "ServiceAccount"]
+    for obj in rbac:
+        annotations = obj["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+        assert annotations["helm.sh/hook-delete-policy"] == HOOK_DELETE_POLICY
+        # The account and its grant exist before the Job starts.
+        weight = int(annotations["helm.sh/hook-weight"])
+        assert (weight == 0) if obj["kind"] == "Job" else (weight < 0), obj["kind"]
+
+
+def test_keygen_role_reaches_only_the_two_secrets() -> None:
+    rules = _rules(_render(), "Role", "ferry-ssh-keygen")
+    assert rules == [
+        # Create cannot be limited by name; it stands alone.
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["ferry-operator-ssh", "ferry-node-helper-ssh"],
+            "verbs": ["get", "patch"],
+        },
+    ]
+
+
+def test_secret_names_follow_the_values() -> None:
+    objects = _render(*VARIANTS["overrides"])
+    command = _container(_one(objects, "Job", "ship-ssh-keygen"))["command"]
+    assert command[-4:] == ["--operator-secret", "op-keys", "--node-helper-secret", "helper-keys"]
+    assert _rules(objects, "Role", "ship-ssh-keygen")[1]["resourceNames"] == [
+        "op-keys",
+        "helper-keys",
+    ]
+    operator_volumes = _pod_spec(_one(objects, "Deployment"))["volumes"]
+    helper_volumes = _pod_spec(_one(objects, "DaemonSet"))["volumes"]
+    assert {v.get("secret", {}).get("secretName") for v in operator_volumes} >= {"op-keys"}
+    assert {v.get("secret", {}).get("secretName") for v in helper_volumes} >= {"helper-keys"}
+
+
+def test_ssh_create_off_renders_no_keygen() -> None:
+    objects = _render("ssh.create=false")
+    assert [o for o in objects if "keygen" in o["metadata"]["name"]] == []
+    assert _one(objects, "Deployment")  # the workloads still mount the Secrets
+
+
+# --- uninstall ---------------------------------------------------------------------
+
+
+def test_pre_delete_hook_clears_migrations_with_its_own_narrow_role() -> None:
+    objects = _render()
+    job = _one(objects, "Job", "ferry-uninstall-cleanup")
+    assert _container(job)["command"] == ["ferry-operator", "uninstall-cleanup"]
+    assert _grants(_rules(objects, "ClusterRole", "ferry-uninstall-cleanup")) == {
+        ("ferry.dev", "containermigrations", verb) for verb in ("get", "list", "delete", "patch")
+    }
+    hooked = [o for o in objects if o["metadata"]["name"] == "ferry-uninstall-cleanup"]
+    assert sorted(o["kind"] for o in hooked) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Job",
+        "ServiceAccount",
+    ]
+    for obj in hooked:
+        annotations = obj["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-delete"
+        assert annotations["helm.sh/hook-delete-policy"] == HOOK_DELETE_POLICY
+        weight = int(annotations["helm.sh/hook-weight"])
+        assert (weight == 0) if obj["kind"] == "Job" else (weight < 0), obj["kind"]
+
+
+def test_only_the_hooks_are_hooks() -> None:
+    for obj in _render():
+        name = obj["metadata"]["name"]
+        hooked = name.endswith(("-ssh-keygen", "-uninstall-cleanup"))
+        assert (_hooks(obj) is not None) == hooked, f"{obj['kind']} {name}"
+
+
+# --- values and their schema -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("operator.allowAnyNamespace=maybe", "got string, want boolean"),
+        ("operator.replicas=two", "additional properties 'replicas' not allowed"),
+        ("surprise=1", "additional properties 'surprise' not allowed"),
+        ("nodeHelper.image.surprise=1", "additional properties 'surprise' not allowed"),
+        ("operator.metrics.port=70000", "maximum"),
+        ("nodeHelper.sshPort=0", "minimum"),
+        ("nodeHelper.heartbeatSeconds=fast", "want integer"),
+        ("nodeHelper.stateDir=relative", "does not match pattern"),
+        ("operator.image.pullPolicy=Sometimes", "value must be one of"),
+        ("operator.resources.limits.memory=lots", "does not match pattern"),
+        ("nodeHelper.tolerations[0].operater=Exists", "additional properties 'operater'"),
+    ],
+)
+def test_schema_refuses(value: str, words: str) -> None:
+    result = _template(value, check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert words in result.stderr
+
+
+def test_a_stale_limit_below_the_heartbeat_is_refused() -> None:
+    result = _template("operator.helperStaleSeconds=30", check=False)
+    assert result.returncode != 0
+    assert "must exceed nodeHelper.heartbeatSeconds" in result.stderr
+
+
+def _schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text())
+    return loaded
+
+
+def _resolve(node: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in node:
+        resolved: dict[str, Any] = _schema()["definitions"][node["$ref"].rsplit("/", 1)[1]]
+        return resolved
+    return node
+
+
+def _walk_schema(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    node = _resolve(node)
+    yield path, node
+    for name, sub in node.get("properties", {}).items():
+        yield from _walk_schema(sub, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        yield from _walk_schema(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _walk_schema(node["additionalProperties"], f"{path}{{}}")
+
+
+def test_schema_closes_every_object() -> None:
+    schema = _schema()
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    for path, node in _walk_schema(schema):
+        if node.get("type") == "object" and "properties" in node:
+            assert node.get("additionalProperties") is False, path or "(top)"
+
+
+def _leaves(
+    schema: dict[str, Any], values: dict[str, Any], prefix: str = ""
+) -> Iterator[tuple[str, Any]]:
+    """(path, default) of every value: a group is an inline object schema with properties."""
+    properties = schema["properties"]
+    assert set(values) <= set(properties), f"{prefix or '(top)'}: values outside the schema"
+    for name, sub in properties.items():
+        if name == "global":  # Helm's own, for parent charts
+            continue
+        path = f"{prefix}{name}"
+        assert name in values, f"{path} is in the schema but not in values.yaml"
+        if "$ref" not in sub and sub.get("type") == "object" and "properties" in sub:
+            yield from _leaves(sub, values[name], f"{path}.")
+        else:
+            yield path, values[name]
+
+
+def _values() -> list[tuple[str, Any]]:
+    return list(_leaves(_schema(), yaml.safe_load((CHART / "values.yaml").read_text())))
+
+
+def test_every_value_has_a_comment_starting_with_its_name() -> None:
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    documented: dict[str, int] = {}
+    stack: list[tuple[int, str]] = []
+    for number, line in enumerate(lines):
+        key = re.match(r"^(\s*)([A-Za-z][A-Za-z0-9]*):", line)
+        if not key:
+            continue
+        indent = len(key.group(1))
+        stack = [(i, k) for i, k in stack if i < indent]
+        stack.append((indent, key.group(2)))
+        path = ".".join(k for _, k in stack)
+        above = number - 1
+        while above >= 0 and lines[above].strip().startswith("#"):
+            above -= 1
+        block = lines[above + 1 : number]
+        if block and block[0].strip().startswith(f"# {path} -- "):
+            documented[path] = number
+    missing = [path for path, _ in _values() if path not in documented]
+    assert missing == []
+
+
+def _doc_rows() -> dict[str, str]:
+    rows = re.findall(r"^\| `([^`]+)` \| `(.*?)` \|", VALUES_DOC.read_text(), re.MULTILINE)
+    return dict(rows)
+
+
+def test_values_table_lists_every_value_with_its_default() -> None:
+    expected = {path: json.dumps(default, separators=(", ", ": ")) for path, default in _values()}
+    assert _doc_rows() == expected, f"{VALUES_DOC} is out of step with charts/ferry/values.yaml"
+
+
+# --- CRDs --------------------------------------------------------------------------
+
+
+def test_chart_crds_are_a_copy_of_the_generated_ones() -> None:
+    generated = {p.name: p.read_text() for p in sorted(CRDS.glob("*.yaml"))}
+    copied = {p.name: p.read_text() for p in sorted(CHART_CRDS.glob("*.yaml"))}
+    assert generated, CRDS
+    assert copied == generated, (
+        "charts/ferry/crds-src/ differs from crds/: run `cp crds/*.yaml charts/ferry/crds-src/`"
+    )
+
+
+def _without_chart_metadata(crd: dict[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in crd["metadata"].items() if k not in {"labels", "annotations"}}
+    return {**crd, "metadata": meta}
+
+
+def test_templated_crds_are_the_generated_ones_kept_on_uninstall() -> None:
+    rendered = [o for o in _render() if o["kind"] == "CustomResourceDefinition"]
+    generated = [yaml.safe_load(p.read_text()) for p in sorted(CRDS.glob("*.yaml"))]
+    by_name = {o["metadata"]["name"]: o for o in rendered}
+    assert sorted(by_name) == sorted(c["metadata"]["name"] for c in generated)
+    for crd in generated:
+        templated = by_name[crd["metadata"]["name"]]
+        assert _without_chart_metadata(templated) == crd
+        assert templated["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert templated["metadata"]["labels"]["app.kubernetes.io/component"] == "crds"
+
+
+def test_crds_keep_off_drops_the_policy() -> None:
+    for crd in (o for o in _render("crds.keep=false") if o["kind"] == "CustomResourceDefinition"):
+        assert "helm.sh/resource-policy" not in crd["metadata"].get("annotations", {})
+
+
+def test_crds_disabled_renders_no_crd() -> None:
+    assert _names(_render("crds.enabled=false"), "CustomResourceDefinition") == set()
+    # Nor does the chart ship any in crds/, which Helm would install regardless.
+    assert not (CHART / "crds").exists()
+
+
+# --- notes -------------------------------------------------------------------------
+
+
+def test_notes_say_how_to_check_and_migrate() -> None:
+    notes = (CHART / "templates" / "NOTES.txt").read_text()
+    assert "kubectl get nodehelpers" in notes
+    assert "kubectl apply -f examples/containermigration.yaml" in notes
+    assert "ferry.dev/namespace=" in notes
+    assert "pod-security.kubernetes.io/enforce=privileged" in notes
