@@ -147,6 +147,13 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_undeploy(args: argparse.Namespace) -> int:
+    config = _config(args)
+    _progress(f"uninstalling Ferry from cluster {config.name} (pre-delete hook, helm uninstall)")
+    print(deploy.undeploy(config))
+    return 0
+
+
 def cmd_exec(args: argparse.Namespace) -> int:
     config = _config(args)
     specs = {n.name: n for n in config.node_specs()}
@@ -227,6 +234,11 @@ def parser() -> argparse.ArgumentParser:
         help="let any namespace migrate any container (no label needed)",
     )
     dep.set_defaults(func=cmd_deploy)
+
+    undep = sub.add_parser(
+        "undeploy", help="uninstall Ferry as helm uninstall would, hooks included"
+    )
+    undep.set_defaults(func=cmd_undeploy)
 
     ex = sub.add_parser("exec", help="run a command inside a node (default: a shell)")
     ex.add_argument("node")

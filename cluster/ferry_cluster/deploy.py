@@ -1,89 +1,115 @@
-"""Ferry itself on the local cluster: CRDs, the chart's RBAC, helpers and operator.
+"""Ferry itself on the local cluster, installed the way a cluster admin would: with Helm.
 
-The chart's ServiceAccounts and ClusterRoles are rendered with ``helm template``
-and applied, and each component runs with a token of its own ServiceAccount,
-so RBAC is enforced exactly as the chart grants it. There is no kubelet: the
-harness plays it, starting one node-helper inside each node and the operator
-as a host process. SSH identities are generated once per cluster: the
-operator's key, and the helpers' shared peer key for node-to-node streaming.
+``helm upgrade --install`` of ``charts/ferry`` creates the ServiceAccounts,
+RBAC, the operator's Deployment and the helpers' DaemonSet. There is no
+kubelet, so the harness plays it (see kubelet.py): it runs the chart's hook
+Jobs, starts one node-helper inside each node from the DaemonSet's pod template
+and the operator on the host from the Deployment's, each with a token of its
+own ServiceAccount. Chart and harness therefore cannot drift: change the
+chart's command, environment or RBAC and the tests run with the change.
+
+Hooks are run by the harness (``--no-hooks`` for Helm), since Helm would wait
+for Jobs no kubelet runs: their ServiceAccounts and roles are applied from the
+rendered chart, the Job's command runs with that account's token, and the
+hook's resources are deleted afterwards, as their delete policy says.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-import asyncssh
+import yaml
 from kubernetes import client
 
-from . import cluster, helperlayer, kubeconfig, nodes, procs
+from . import cluster, helperlayer, kubeconfig, kubelet, nodes, procs
 from .config import ClusterConfig, NodeSpec
 from .pki import Pki
 
 NAMESPACE = "ferry-system"
 RELEASE = "ferry"
-OPERATOR_SA = f"{RELEASE}-operator"
-HELPER_SA = f"{RELEASE}-node-helper"
-HELPER_SSH_PORT = 7022
+KUBE_VERSION = "1.34.4"
 TOKEN_SECONDS = 24 * 3600
 READY_TIMEOUT = 60.0
-NODE_CONFIG_DIR = "/run/ferry"
+KEYGEN_HOOK = (
+    "ssh-keygen-serviceaccount",
+    "ssh-keygen-role",
+    "ssh-keygen-rolebinding",
+    "ssh-keygen-job",
+)
+PRE_DELETE_HOOK = (
+    "pre-delete-serviceaccount",
+    "pre-delete-clusterrole",
+    "pre-delete-clusterrolebinding",
+    "pre-delete-job",
+)
 
 
 def _kubectl(config: ClusterConfig) -> list[str]:
     return [str(config.bin_dir / "kubectl"), f"--kubeconfig={config.admin_kubeconfig}"]
 
 
+def _helm(config: ClusterConfig) -> list[str]:
+    return [str(config.bin_dir / "helm"), f"--kubeconfig={config.admin_kubeconfig}"]
+
+
 def deploy_dir(config: ClusterConfig) -> Path:
     return config.state_dir / "ferry"
 
 
-def _ssh_keys(config: ClusterConfig) -> Path:
-    directory = deploy_dir(config) / "ssh"
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for name in ("operator", "peer"):
-        private = directory / name
-        if not private.exists():
-            key = asyncssh.generate_private_key("ssh-ed25519", comment=f"ferry-{name}")
-            key.write_private_key(private)
-            private.chmod(0o600)
-            key.write_public_key(directory / f"{name}.pub")
-    return directory
+def chart_dir() -> Path:
+    return helperlayer.source_root() / "charts" / "ferry"
 
 
-def apply_manifests(config: ClusterConfig) -> None:
-    """CRDs from crds/, then the namespace and the chart's RBAC."""
-    root = helperlayer.source_root()
-    kubectl = _kubectl(config)
-    procs.run([*kubectl, "apply", "--server-side", "--force-conflicts", "-f", root / "crds"])
-    procs.run(
-        [*kubectl, "wait", "--for=condition=Established", "--timeout=60s", "-f", root / "crds"]
-    )
-    namespace = procs.run(
-        [*kubectl, "create", "namespace", NAMESPACE, "--dry-run=client", "-o", "yaml"]
-    ).stdout
-    procs.run([*kubectl, "apply", "-f", "-"], input_text=namespace)
-    rendered = procs.run(
-        [
-            str(config.bin_dir / "helm"),
-            "template",
-            RELEASE,
-            str(root / "charts" / "ferry"),
-            "--namespace",
-            NAMESPACE,
-            "--kube-version",
-            "1.34.4",
-        ]
-    ).stdout
-    procs.run([*kubectl, "apply", "-f", "-"], input_text=rendered)
+def values(config: ClusterConfig, *, allow_any_namespace: bool) -> list[str]:
+    """Helm ``--set`` flags for the local cluster: faster heartbeats, a free metrics port."""
+    settings = {
+        # CRDs come from crds/ (kubectl), so the tests' own CRD applies never fight Helm.
+        "crds.enabled": "false",
+        "nodeHelper.heartbeatSeconds": "5",
+        "operator.helperStaleSeconds": "30",
+        "operator.metrics.port": str(metrics_port(config)),
+        "operator.allowAnyNamespace": "true" if allow_any_namespace else "false",
+    }
+    return [flag for key, value in settings.items() for flag in ("--set", f"{key}={value}")]
 
 
-def _service_account_kubeconfig(config: ClusterConfig, name: str, out: Path) -> Path:
+def metrics_port(config: ClusterConfig) -> int:
+    return 9090 + config.index
+
+
+def _render(
+    config: ClusterConfig, templates: tuple[str, ...], sets: list[str]
+) -> list[dict[str, Any]]:
+    args = [
+        *_helm(config),
+        "template",
+        RELEASE,
+        str(chart_dir()),
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        KUBE_VERSION,
+        *sets,
+    ]
+    for template in templates:
+        args += ["--show-only", f"templates/{template}.yaml"]
+    return [doc for doc in yaml.safe_load_all(procs.run(args).stdout) if doc]
+
+
+def _apply(config: ClusterConfig, objects: list[dict[str, Any]]) -> None:
+    procs.run([*_kubectl(config), "apply", "-f", "-"], input_text=yaml.safe_dump_all(objects))
+
+
+def _token_kubeconfig(config: ClusterConfig, account: str, out: Path) -> Path:
     with cluster.api_client(config) as api:
         token = kubeconfig.mint_service_account_token(
-            client.CoreV1Api(api), namespace=NAMESPACE, name=name, seconds=TOKEN_SECONDS
+            client.CoreV1Api(api), namespace=NAMESPACE, name=account, seconds=TOKEN_SECONDS
         )
     kubeconfig.write(
         out,
@@ -98,6 +124,86 @@ def _service_account_kubeconfig(config: ClusterConfig, name: str, out: Path) -> 
     return out
 
 
+def apply_crds(config: ClusterConfig) -> None:
+    """The CRDs from crds/, server-side (idempotent), once Established."""
+    crds = helperlayer.source_root() / "crds"
+    kubectl = _kubectl(config)
+    procs.run([*kubectl, "apply", "--server-side", "--force-conflicts", "-f", crds])
+    procs.run([*kubectl, "wait", "--for=condition=Established", "--timeout=60s", "-f", crds])
+
+
+def install(config: ClusterConfig, *, allow_any_namespace: bool = False) -> None:
+    """CRDs from crds/, the namespace, ``helm upgrade --install``, then the keygen hook."""
+    apply_crds(config)
+    # The DaemonSet is privileged: the namespace must allow it (charts/ferry/README.md).
+    _apply(
+        config,
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": NAMESPACE,
+                    "labels": {"pod-security.kubernetes.io/enforce": "privileged"},
+                },
+            }
+        ],
+    )
+    sets = values(config, allow_any_namespace=allow_any_namespace)
+    procs.run(
+        [
+            *_helm(config),
+            "upgrade",
+            "--install",
+            RELEASE,
+            str(chart_dir()),
+            "--namespace",
+            NAMESPACE,
+            "--no-hooks",
+            *sets,
+        ],
+        timeout=300,
+    )
+    run_hook(config, KEYGEN_HOOK, sets)
+
+
+def run_hook(config: ClusterConfig, templates: tuple[str, ...], sets: list[str]) -> str:
+    """Run a hook Job of the chart as its ServiceAccount; then delete its objects."""
+    objects = _render(config, templates, sets)
+    job = next(o for o in objects if o["kind"] == "Job")
+    support = [o for o in objects if o["kind"] != "Job"]
+    _apply(config, support)
+    with cluster.api_client(config) as api:
+        container = kubelet.container_for(
+            client.CoreV1Api(api),
+            {**job, "metadata": {**job["metadata"], "namespace": NAMESPACE}},
+            name=None,
+            fields={},
+            python=sys.executable,
+            source_root=helperlayer.source_root(),
+        )
+    kube = _token_kubeconfig(
+        config,
+        container.service_account,
+        deploy_dir(config) / f"{job['metadata']['name']}.kubeconfig",
+    )
+    try:
+        output = procs.run(["env", f"KUBECONFIG={kube}", *container.argv], timeout=300).stdout
+    finally:
+        kube.unlink(missing_ok=True)
+        procs.run(
+            [*_kubectl(config), "delete", "--ignore-not-found", "-f", "-"],
+            input_text=yaml.safe_dump_all(support),
+        )
+    return output
+
+
+def _workload(config: ClusterConfig, kind: str, name: str) -> dict[str, Any]:
+    out = procs.run([*_kubectl(config), "get", kind, name, "-n", NAMESPACE, "-o", "json"]).stdout
+    workload: dict[str, Any] = json.loads(out)
+    return workload
+
+
 def helper_pid_file(node: NodeSpec) -> Path:
     return node.state_dir / "helper.pid"
 
@@ -106,44 +212,34 @@ def helper_log(node: NodeSpec) -> Path:
     return node.state_dir / "helper.log"
 
 
-def helper_env(node: NodeSpec) -> list[str]:
-    """The environment the DaemonSet gives a helper, as the harness passes it."""
-    return [
-        f"FERRY_NODE_NAME={node.name}",
-        f"FERRY_ADDRESS={node.address}",
-        f"FERRY_SSH_PORT={HELPER_SSH_PORT}",
-        f"FERRY_SSH_DIR={NODE_CONFIG_DIR}/ssh",
-        "FERRY_STATE_DIR=/var/lib/ferry-helper",
-        "FERRY_HEARTBEAT_SECONDS=5",
-        f"KUBECONFIG={NODE_CONFIG_DIR}/kubeconfig",
-        f"PYTHONPATH={helperlayer.helper_pythonpath()}",
-        "PYTHONUNBUFFERED=1",
-    ]
-
-
-def start_helper(
-    config: ClusterConfig, node: NodeSpec, ssh_dir: Path, kubeconfig_file: Path
-) -> None:
-    """(Re)start the node-helper inside ``node``, with its Secret's files in place."""
+def start_helper(config: ClusterConfig, node: NodeSpec, daemonset: Mapping[str, Any]) -> None:
+    """(Re)start the node-helper inside ``node`` as the DaemonSet's pod would run."""
     stop_helper(node)
-    inside = nodes.host_path(node, NODE_CONFIG_DIR)
-    (inside / "ssh").mkdir(parents=True, exist_ok=True, mode=0o700)
-    for name in ("operator.pub", "peer", "peer.pub"):
-        target = inside / "ssh" / name
-        target.write_bytes((ssh_dir / name).read_bytes())
-        target.chmod(0o600)
-    (inside / "kubeconfig").write_bytes(kubeconfig_file.read_bytes())
-    (inside / "kubeconfig").chmod(0o600)
-    command = nodes.exec_args(
-        node,
-        [
-            "env",
-            *helper_env(node),
-            f"{helperlayer.VENV}/bin/python",
-            "-m",
-            "ferry_helper",
-        ],
+    with cluster.api_client(config) as api:
+        container = kubelet.container_for(
+            client.CoreV1Api(api),
+            daemonset,
+            name="node-helper",
+            fields={"spec.nodeName": node.name, "status.hostIP": str(node.address)},
+            python=f"{helperlayer.VENV}/bin/python",
+            source_root=helperlayer.source_root(),
+        )
+    kubelet.write_files(nodes.host_path(node, "/"), container.secret_files)
+    kube = _token_kubeconfig(
+        config, container.service_account, deploy_dir(config) / f"helper-{node.name}.kubeconfig"
     )
+    inside = "/run/ferry/kubeconfig"  # the node's tmpfs: what in-cluster config would be
+    target = nodes.host_path(node, inside)
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target.write_bytes(kube.read_bytes())
+    target.chmod(0o600)
+    env = {
+        **container.env,
+        "KUBECONFIG": inside,
+        "PYTHONPATH": helperlayer.helper_pythonpath(),
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = nodes.exec_args(node, ["env", *(f"{k}={v}" for k, v in env.items()), *container.argv])
     procs.start(command, pid_file=helper_pid_file(node), log_file=helper_log(node))
 
 
@@ -167,28 +263,33 @@ def operator_log(config: ClusterConfig) -> Path:
     return deploy_dir(config) / "operator.log"
 
 
-def start_operator(
-    config: ClusterConfig,
-    ssh_dir: Path,
-    kubeconfig_file: Path,
-    *,
-    allow_any_namespace: bool = False,
-) -> None:
+def start_operator(config: ClusterConfig, deployment: Mapping[str, Any]) -> None:
+    """(Re)start the operator on the host as the Deployment's pod would run."""
     stop_operator(config)
+    with cluster.api_client(config) as api:
+        container = kubelet.container_for(
+            client.CoreV1Api(api),
+            deployment,
+            name="operator",
+            fields={"metadata.namespace": NAMESPACE},
+            python=sys.executable,
+            source_root=helperlayer.source_root(),
+        )
+    # The pod's filesystem, for its Secret volumes: paths in env are mapped into it.
+    pod_root = deploy_dir(config) / "operator-root"
+    kubelet.write_files(pod_root, container.secret_files)
+    env = {
+        k: str(pod_root / v.lstrip("/"))
+        if any(v.startswith(m) for m in container.secret_files)
+        else v
+        for k, v in container.env.items()
+    }
+    kube = _token_kubeconfig(
+        config, container.service_account, deploy_dir(config) / "operator.kubeconfig"
+    )
+    env |= {"KUBECONFIG": str(kube), "PYTHONUNBUFFERED": "1"}
     procs.start(
-        [
-            "env",
-            f"KUBECONFIG={kubeconfig_file}",
-            f"FERRY_SSH_KEY={ssh_dir / 'operator'}",
-            f"FERRY_ALLOW_ANY_NAMESPACE={'true' if allow_any_namespace else 'false'}",
-            "FERRY_HELPER_STALE_SECONDS=30",
-            f"FERRY_METRICS_PORT={9090 + config.index}",
-            "PYTHONUNBUFFERED=1",
-            sys.executable,
-            "-m",
-            "ferry_operator",
-            operator_marker(config),
-        ],
+        ["env", *(f"{k}={v}" for k, v in env.items()), *container.argv, operator_marker(config)],
         pid_file=operator_pid_file(config),
         log_file=operator_log(config),
     )
@@ -201,7 +302,7 @@ def stop_operator(config: ClusterConfig) -> None:
 
 
 def wait_for_helpers(config: ClusterConfig) -> None:
-    """Until every node's NodeHelper reports Ready with a host key."""
+    """Until every node's NodeHelper has published its host key."""
     deadline = time.monotonic() + READY_TIMEOUT
     wanted = {n.name for n in config.node_specs()}
     while True:
@@ -231,16 +332,25 @@ def wait_for_helpers(config: ClusterConfig) -> None:
 
 
 def deploy(config: ClusterConfig, *, allow_any_namespace: bool = False) -> None:
-    """Install and (re)start Ferry on the running local cluster; idempotent."""
-    apply_manifests(config)
-    ssh_dir = _ssh_keys(config)
-    helper_kubeconfig = _service_account_kubeconfig(
-        config, HELPER_SA, deploy_dir(config) / "node-helper.kubeconfig"
-    )
-    operator_kubeconfig = _service_account_kubeconfig(
-        config, OPERATOR_SA, deploy_dir(config) / "operator.kubeconfig"
-    )
+    """Install (or upgrade) Ferry and (re)start its processes; idempotent."""
+    deploy_dir(config).mkdir(parents=True, exist_ok=True, mode=0o700)
+    install(config, allow_any_namespace=allow_any_namespace)
+    daemonset = _workload(config, "daemonset", f"{RELEASE}-node-helper")
     for node in config.node_specs():
-        start_helper(config, node, ssh_dir, helper_kubeconfig)
+        start_helper(config, node, daemonset)
     wait_for_helpers(config)
-    start_operator(config, ssh_dir, operator_kubeconfig, allow_any_namespace=allow_any_namespace)
+    start_operator(config, _workload(config, "deployment", f"{RELEASE}-operator"))
+
+
+def undeploy(config: ClusterConfig) -> str:
+    """What ``helm uninstall`` does, hooks included: no stuck finalizer is left."""
+    sets = values(config, allow_any_namespace=False)
+    output = run_hook(config, PRE_DELETE_HOOK, sets)
+    stop_operator(config)
+    for node in config.node_specs():
+        stop_helper(node)
+    procs.run(
+        [*_helm(config), "uninstall", RELEASE, "--namespace", NAMESPACE, "--no-hooks", "--wait"],
+        timeout=300,
+    )
+    return output

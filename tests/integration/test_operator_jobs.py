@@ -64,7 +64,7 @@ def test_keygen_makes_both_secrets_once_and_keeps_them(
 def test_uninstall_cleanup_leaves_no_migration_stuck(
     local_cluster: ClusterConfig, admin_api: client.ApiClient, namespace: str
 ) -> None:
-    deploy.apply_manifests(local_cluster)  # the CRDs; idempotent
+    deploy.apply_crds(local_cluster)
     custom = client.CustomObjectsApi(admin_api)
     custom.create_namespaced_custom_object(
         constants.GROUP,
@@ -78,8 +78,9 @@ def test_uninstall_cleanup_leaves_no_migration_stuck(
             "spec": {"source": {"node": "node-a", "container": "web"}},
         },
     )
-    done = cleanup(custom, timeout=2)
-    assert any("finalizer" in line for line in done)
+    # With no operator to release it, the finalizer is stripped after the timeout
+    # (with one running, the operator releases it first: gone either way).
+    cleanup(custom, timeout=2)
     with pytest.raises(ApiException) as gone:
         custom.get_namespaced_custom_object(
             constants.GROUP,
