@@ -66,15 +66,18 @@ def chart_dir() -> Path:
     return helperlayer.source_root() / "charts" / "ferry"
 
 
-def values(config: ClusterConfig, *, allow_any_namespace: bool) -> list[str]:
+def values(
+    config: ClusterConfig, *, allow_any_namespace: bool, extra: Mapping[str, str] | None = None
+) -> list[str]:
     """Helm ``--set`` flags for the local cluster: faster heartbeats, a free metrics port."""
-    settings = {
+    settings: dict[str, str] = {
         # CRDs come from crds/ (kubectl), so the tests' own CRD applies never fight Helm.
         "crds.enabled": "false",
         "nodeHelper.heartbeatSeconds": "5",
         "operator.helperStaleSeconds": "30",
         "operator.metrics.port": str(metrics_port(config)),
         "operator.allowAnyNamespace": "true" if allow_any_namespace else "false",
+        **(extra or {}),
     }
     return [flag for key, value in settings.items() for flag in ("--set", f"{key}={value}")]
 
@@ -132,7 +135,12 @@ def apply_crds(config: ClusterConfig) -> None:
     procs.run([*kubectl, "wait", "--for=condition=Established", "--timeout=60s", "-f", crds])
 
 
-def install(config: ClusterConfig, *, allow_any_namespace: bool = False) -> None:
+def install(
+    config: ClusterConfig,
+    *,
+    allow_any_namespace: bool = False,
+    extra: Mapping[str, str] | None = None,
+) -> None:
     """CRDs from crds/, the namespace, ``helm upgrade --install``, then the keygen hook."""
     apply_crds(config)
     # The DaemonSet is privileged: the namespace must allow it (charts/ferry/README.md).
@@ -149,7 +157,7 @@ def install(config: ClusterConfig, *, allow_any_namespace: bool = False) -> None
             }
         ],
     )
-    sets = values(config, allow_any_namespace=allow_any_namespace)
+    sets = values(config, allow_any_namespace=allow_any_namespace, extra=extra)
     procs.run(
         [
             *_helm(config),
@@ -331,10 +339,18 @@ def wait_for_helpers(config: ClusterConfig) -> None:
         time.sleep(0.3)
 
 
-def deploy(config: ClusterConfig, *, allow_any_namespace: bool = False) -> None:
-    """Install (or upgrade) Ferry and (re)start its processes; idempotent."""
+def deploy(
+    config: ClusterConfig,
+    *,
+    allow_any_namespace: bool = False,
+    extra: Mapping[str, str] | None = None,
+) -> None:
+    """Install (or upgrade) Ferry and (re)start its processes; idempotent.
+
+    ``extra``: more ``--set`` values for the chart, e.g. {"nodeHelper.sshPort": "7023"}.
+    """
     deploy_dir(config).mkdir(parents=True, exist_ok=True, mode=0o700)
-    install(config, allow_any_namespace=allow_any_namespace)
+    install(config, allow_any_namespace=allow_any_namespace, extra=extra)
     daemonset = _workload(config, "daemonset", f"{RELEASE}-node-helper")
     for node in config.node_specs():
         start_helper(config, node, daemonset)

@@ -1,0 +1,194 @@
+"""The chart as a cluster admin meets it: install, least privilege, upgrade, uninstall.
+
+Installed with ``helm upgrade --install`` into the real API server; the operator
+and helpers then run with tokens of the chart's own ServiceAccounts (see
+ferry_cluster.deploy), so every permission asserted here is the chart's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+
+import pytest
+from ferry_api import constants
+from ferry_cluster import deploy, images, nodes
+from ferry_cluster.config import ClusterConfig
+from kubernetes import client
+
+pytestmark = pytest.mark.e2e
+
+OPERATOR = f"system:serviceaccount:{deploy.NAMESPACE}:{deploy.RELEASE}-operator"
+HELPER = f"system:serviceaccount:{deploy.NAMESPACE}:{deploy.RELEASE}-node-helper"
+
+
+def kubectl(config: ClusterConfig, *args: str, check: bool = True) -> str:
+    result = subprocess.run(
+        [str(config.bin_dir / "kubectl"), f"--kubeconfig={config.admin_kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def can_i(config: ClusterConfig, user: str, *args: str) -> bool:
+    return kubectl(config, "auth", "can-i", f"--as={user}", *args, check=False) == "yes"
+
+
+@pytest.fixture(scope="module")
+def installed(local_cluster: ClusterConfig) -> ClusterConfig:
+    deploy.deploy(local_cluster)
+    return local_cluster
+
+
+@pytest.mark.parametrize(
+    ("user", "verb", "resource", "allowed"),
+    [
+        (OPERATOR, "patch", "containermigrations.ferry.dev:status", True),
+        (OPERATOR, "watch", "containermigrations.ferry.dev", True),
+        (OPERATOR, "list", "nodehelpers.ferry.dev", True),
+        (OPERATOR, "patch", "nodehelpers.ferry.dev", False),
+        (OPERATOR, "get", "secrets", False),
+        (OPERATOR, "create", "pods/exec", False),
+        (OPERATOR, "delete", "nodes", False),
+        (OPERATOR, "create", "deployments.apps", False),
+        (HELPER, "patch", "nodehelpers.ferry.dev:status", True),
+        (HELPER, "patch", "nodehelpers.ferry.dev", False),
+        (HELPER, "create", "nodehelpers.ferry.dev", True),
+        (HELPER, "delete", "nodehelpers.ferry.dev", False),
+        (HELPER, "patch", "containermigrations.ferry.dev", False),
+        (HELPER, "get", "secrets", False),
+    ],
+)
+def test_each_component_may_do_what_it_needs_and_nothing_more(
+    installed: ClusterConfig, user: str, verb: str, resource: str, allowed: bool
+) -> None:
+    name, _, subresource = resource.partition(":")
+    extra = [f"--subresource={subresource}"] if subresource else []
+    assert can_i(installed, user, verb, name, *extra, "--all-namespaces") is allowed
+
+
+def test_upgrade_with_changed_values_reaches_the_running_helpers(
+    installed: ClusterConfig,
+) -> None:
+    deploy.deploy(installed, extra={"nodeHelper.heartbeatSeconds": "7"})
+    history = json.loads(
+        subprocess.run(
+            [
+                str(installed.bin_dir / "helm"),
+                f"--kubeconfig={installed.admin_kubeconfig}",
+                "history",
+                deploy.RELEASE,
+                "-n",
+                deploy.NAMESPACE,
+                "-o",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert len(history) >= 2
+    daemonset = json.loads(
+        kubectl(
+            installed,
+            "get",
+            "ds",
+            f"{deploy.RELEASE}-node-helper",
+            "-n",
+            deploy.NAMESPACE,
+            "-o",
+            "json",
+        )
+    )
+    env = {
+        e["name"]: e.get("value")
+        for e in daemonset["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["FERRY_HEARTBEAT_SECONDS"] == "7"
+    node = installed.node_specs()[0]
+    environ = nodes.run_in(
+        node, ["sh", "-c", "cat /proc/$(pgrep -f ferry_helper | head -1)/environ"]
+    ).stdout
+    assert "FERRY_HEARTBEAT_SECONDS=7" in environ.split("\0")
+
+
+def test_uninstall_mid_migration_leaves_no_stuck_finalizer_and_the_source_running(
+    installed: ClusterConfig, admin_api: client.ApiClient
+) -> None:
+    namespace = f"chart-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(admin_api).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
+    )
+    node_a = installed.node_specs()[0]
+    nodes.run_in(
+        node_a,
+        [
+            "sh",
+            "-c",
+            "podman rm -f -t 0 -i held; podman run -d --name held "
+            f"--label {constants.NAMESPACE_LABEL}={namespace} --tmpfs /data:size=200m "
+            f"{images.BUSYBOX_IMAGE} sh -c 'head -c 134217728 /dev/urandom > /data/blob; "
+            "while true; do sleep 0.1; done'",
+        ],
+    )
+    time.sleep(3)
+    custom = client.CustomObjectsApi(admin_api)
+    custom.create_namespaced_custom_object(
+        constants.GROUP,
+        constants.VERSION,
+        namespace,
+        constants.CONTAINER_MIGRATION_PLURAL,
+        {
+            "apiVersion": constants.API_VERSION,
+            "kind": constants.CONTAINER_MIGRATION_KIND,
+            "metadata": {"name": "in-flight"},
+            "spec": {"source": {"node": "node-a", "container": "held"}, "compression": "none"},
+        },
+    )
+    time.sleep(1)
+
+    deploy.undeploy(installed)
+
+    assert kubectl(installed, "get", "containermigrations", "-A", "-o", "name") == ""
+    state = nodes.run_in(
+        node_a, ["podman", "inspect", "--format", "{{.State.Status}}", "held"]
+    ).stdout.strip()
+    assert state == "running", "the source must survive an uninstall"
+    left = kubectl(
+        installed,
+        "get",
+        "deployments,daemonsets,serviceaccounts,roles,rolebindings,jobs",
+        "-n",
+        deploy.NAMESPACE,
+        "-l",
+        "app.kubernetes.io/name=ferry",
+        "-o",
+        "name",
+    )
+    assert left == ""
+    cluster_wide = kubectl(
+        installed,
+        "get",
+        "clusterroles,clusterrolebindings",
+        "-l",
+        "app.kubernetes.io/name=ferry",
+        "-o",
+        "name",
+    )
+    assert cluster_wide == ""
+    # Kept on purpose (charts/ferry/README.md): the SSH identities, so a reinstall
+    # keeps the helpers' trust.
+    secrets = kubectl(installed, "get", "secrets", "-n", deploy.NAMESPACE, "-o", "name")
+    assert set(secrets.split()) == {
+        f"secret/{deploy.RELEASE}-operator-ssh",
+        f"secret/{deploy.RELEASE}-node-helper-ssh",
+    }
+    nodes.run_in(node_a, ["podman", "rm", "-f", "-t", "0", "held"])
+    deploy.deploy(installed)  # for the tests after this one
