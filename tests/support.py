@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from ferry_api import constants
+from kubernetes.client import CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 T = TypeVar("T")
@@ -21,3 +23,29 @@ def retry_while_status(call: Callable[[], T], status: int, *, timeout: float = 3
             if error.status != status or time.monotonic() > deadline:
                 raise
         time.sleep(0.2)
+
+
+def create_migration(
+    custom: CustomObjectsApi,
+    namespace: str,
+    name: str,
+    spec: dict[str, Any],
+    *,
+    finalizers: list[str] | None = None,
+) -> None:
+    """Create a ContainerMigration as ``kubectl apply`` would."""
+    metadata: dict[str, Any] = {"name": name}
+    if finalizers:
+        metadata["finalizers"] = finalizers
+    custom.create_namespaced_custom_object(
+        constants.GROUP,
+        constants.VERSION,
+        namespace,
+        constants.CONTAINER_MIGRATION_PLURAL,
+        {
+            "apiVersion": constants.API_VERSION,
+            "kind": constants.CONTAINER_MIGRATION_KIND,
+            "metadata": metadata,
+            "spec": spec,
+        },
+    )

@@ -17,6 +17,7 @@ from ferry_api import constants
 from ferry_cluster import deploy, images, nodes
 from ferry_cluster.config import ClusterConfig
 from kubernetes import client
+from support import create_migration
 
 pytestmark = pytest.mark.e2e
 
@@ -140,17 +141,11 @@ def test_uninstall_mid_migration_leaves_no_stuck_finalizer_and_the_source_runnin
     )
     time.sleep(3)
     custom = client.CustomObjectsApi(admin_api)
-    custom.create_namespaced_custom_object(
-        constants.GROUP,
-        constants.VERSION,
+    create_migration(
+        custom,
         namespace,
-        constants.CONTAINER_MIGRATION_PLURAL,
-        {
-            "apiVersion": constants.API_VERSION,
-            "kind": constants.CONTAINER_MIGRATION_KIND,
-            "metadata": {"name": "in-flight"},
-            "spec": {"source": {"node": "node-a", "container": "held"}, "compression": "none"},
-        },
+        "in-flight",
+        {"source": {"node": "node-a", "container": "held"}, "compression": "none"},
     )
     time.sleep(1)
 

@@ -19,6 +19,7 @@ from ferry_cluster import deploy, images, nodes
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from support import create_migration
 
 pytestmark = pytest.mark.e2e
 
@@ -86,18 +87,7 @@ def migrate(
     custom: client.CustomObjectsApi, namespace: str, spec: dict[str, Any], *, timeout: float = 120
 ) -> dict[str, Any]:
     name = f"m-{uuid.uuid4().hex[:6]}"
-    custom.create_namespaced_custom_object(
-        constants.GROUP,
-        constants.VERSION,
-        namespace,
-        constants.CONTAINER_MIGRATION_PLURAL,
-        {
-            "apiVersion": constants.API_VERSION,
-            "kind": constants.CONTAINER_MIGRATION_KIND,
-            "metadata": {"name": name},
-            "spec": spec,
-        },
-    )
+    create_migration(custom, namespace, name, spec)
     return wait_final(custom, namespace, name, timeout=timeout)
 
 
@@ -357,17 +347,11 @@ def test_deleting_a_migration_in_flight_cancels_it_and_keeps_the_source(
     wait_counting(node_a, "heavy", above=5, timeout=60)
     sh(node_b, "podman rm -f -t 0 -i heavy")
     name = f"m-{uuid.uuid4().hex[:6]}"
-    custom.create_namespaced_custom_object(
-        constants.GROUP,
-        constants.VERSION,
+    create_migration(
+        custom,
         namespace,
-        constants.CONTAINER_MIGRATION_PLURAL,
-        {
-            "apiVersion": constants.API_VERSION,
-            "kind": constants.CONTAINER_MIGRATION_KIND,
-            "metadata": {"name": name},
-            "spec": {"source": {"node": "node-a", "container": "heavy"}, "compression": "none"},
-        },
+        name,
+        {"source": {"node": "node-a", "container": "heavy"}, "compression": "none"},
     )
     deadline = time.monotonic() + 60
     while (phase := get(custom, namespace, name).get("status", {}).get("phase")) not in (

@@ -13,6 +13,7 @@ from ferry_operator.cleanup import cleanup
 from ferry_operator.keygen import ensure_ssh_secrets
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from support import create_migration
 
 pytestmark = pytest.mark.integration
 
@@ -66,17 +67,12 @@ def test_uninstall_cleanup_leaves_no_migration_stuck(
 ) -> None:
     deploy.apply_crds(local_cluster)
     custom = client.CustomObjectsApi(admin_api)
-    custom.create_namespaced_custom_object(
-        constants.GROUP,
-        constants.VERSION,
+    create_migration(
+        custom,
         namespace,
-        constants.CONTAINER_MIGRATION_PLURAL,
-        {
-            "apiVersion": constants.API_VERSION,
-            "kind": constants.CONTAINER_MIGRATION_KIND,
-            "metadata": {"name": "stuck", "finalizers": [constants.MIGRATION_FINALIZER]},
-            "spec": {"source": {"node": "node-a", "container": "web"}},
-        },
+        "stuck",
+        {"source": {"node": "node-a", "container": "web"}},
+        finalizers=[constants.MIGRATION_FINALIZER],
     )
     # With no operator to release it, the finalizer is stripped after the timeout
     # (with one running, the operator releases it first: gone either way).
