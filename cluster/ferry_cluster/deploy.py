@@ -206,7 +206,7 @@ def run_hook(config: ClusterConfig, templates: tuple[str, ...], sets: list[str])
     return output
 
 
-def _workload(config: ClusterConfig, kind: str, name: str) -> dict[str, Any]:
+def workload(config: ClusterConfig, kind: str, name: str) -> dict[str, Any]:
     out = procs.run([*_kubectl(config), "get", kind, name, "-n", NAMESPACE, "-o", "json"]).stdout
     workload: dict[str, Any] = json.loads(out)
     return workload
@@ -351,11 +351,11 @@ def deploy(
     """
     deploy_dir(config).mkdir(parents=True, exist_ok=True, mode=0o700)
     install(config, allow_any_namespace=allow_any_namespace, extra=extra)
-    daemonset = _workload(config, "daemonset", f"{RELEASE}-node-helper")
+    daemonset = workload(config, "daemonset", f"{RELEASE}-node-helper")
     for node in config.node_specs():
         start_helper(config, node, daemonset)
     wait_for_helpers(config)
-    start_operator(config, _workload(config, "deployment", f"{RELEASE}-operator"))
+    start_operator(config, workload(config, "deployment", f"{RELEASE}-operator"))
 
 
 def undeploy(config: ClusterConfig) -> str:

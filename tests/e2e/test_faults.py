@@ -1,0 +1,196 @@
+"""Faults a migration must survive, and strangers the helpers must refuse.
+
+The first steps of issue 5: the operator killed mid-freeze resumes (the
+helpers' journal answers the repeated step) and the container runs in exactly
+one place; a helper refuses a client whose key it does not know, a client
+refuses a helper whose host key is not the published one, and the peers' key
+cannot run anything but an incoming stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+import uuid
+from typing import Any
+
+import asyncssh
+import pytest
+from ferry_api import constants
+from ferry_cluster import deploy, images, nodes, procs
+from ferry_cluster.config import ClusterConfig, NodeSpec
+from ferry_helper.protocol import OPERATOR_USER, PEER_USER, Operation, Peer, RemoteError
+from ferry_operator.helperclient import HelperClient
+from kubernetes import client
+from support import create_migration
+
+pytestmark = pytest.mark.e2e
+
+COUNTER = (
+    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; "
+    "echo $i; sleep 0.1; done"
+)
+
+
+@pytest.fixture(scope="module")
+def ferry(local_cluster: ClusterConfig) -> ClusterConfig:
+    deploy.deploy(local_cluster)
+    return local_cluster
+
+
+def sh(node: NodeSpec, script: str) -> str:
+    return nodes.run_in(node, ["sh", "-c", script], timeout=120).stdout.strip()
+
+
+def running(node: NodeSpec, name: str) -> bool:
+    state = sh(
+        node, f"podman inspect --format '{{{{.State.Status}}}}' {name} 2>/dev/null || echo absent"
+    )
+    return state == "running"
+
+
+def peer(ferry: ClusterConfig, node: NodeSpec) -> Peer:
+    out = nodes.procs.run(
+        [
+            str(ferry.bin_dir / "kubectl"),
+            f"--kubeconfig={ferry.admin_kubeconfig}",
+            "get",
+            "nodehelper",
+            node.name,
+            "-o",
+            "json",
+        ]
+    ).stdout
+    status = json.loads(out)["status"]
+    return Peer(
+        node=node.name,
+        address=status["address"],
+        port=status["sshPort"],
+        host_key=status["sshHostKey"],
+    )
+
+
+def test_the_operator_killed_mid_freeze_resumes_and_one_copy_runs(
+    ferry: ClusterConfig, admin_api: client.ApiClient
+) -> None:
+    namespace = f"fault-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(admin_api).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
+    )
+    node_a, node_b = ferry.node_specs()[:2]
+    sh(node_b, "podman rm -f -t 0 -i survivor")
+    sh(
+        node_a,
+        "podman rm -f -t 0 -i survivor; podman run -d --name survivor "
+        f"--label {constants.NAMESPACE_LABEL}={namespace} --tmpfs /data:size=200m "
+        f"{images.BUSYBOX_IMAGE} sh -c 'head -c 134217728 /dev/urandom > /data/blob; "
+        f"{COUNTER}'",
+    )
+    deadline = time.monotonic() + 60
+    while sh(node_a, "podman exec survivor sh -c 'cat /tmp/count 2>/dev/null || echo 0'") == "0":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    custom = client.CustomObjectsApi(admin_api)
+    create_migration(
+        custom,
+        namespace,
+        "resumed",
+        {
+            "source": {"node": "node-a", "container": "survivor"},
+            "target": {"node": "node-b"},
+            "compression": "none",
+        },
+    )
+
+    def status() -> dict[str, Any]:
+        body = custom.get_namespaced_custom_object(
+            constants.GROUP,
+            constants.VERSION,
+            namespace,
+            constants.CONTAINER_MIGRATION_PLURAL,
+            "resumed",
+        )
+        found: dict[str, Any] = body.get("status") or {}
+        return found
+
+    deadline = time.monotonic() + 60
+    while status().get("phase") != "Checkpointing":
+        assert time.monotonic() < deadline, status()
+        time.sleep(0.05)
+    time.sleep(1)
+    pid = procs.read_pid(deploy.operator_pid_file(ferry), deploy.operator_marker(ferry))
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    deploy.start_operator(ferry, deploy.workload(ferry, "deployment", "ferry-operator"))
+
+    deadline = time.monotonic() + 180
+    while (phase := status().get("phase")) not in ("Succeeded", "Failed"):
+        assert time.monotonic() < deadline, status()
+        time.sleep(0.2)
+    on_a, on_b = running(node_a, "survivor"), running(node_b, "survivor")
+    assert on_a != on_b, f"exactly one copy must run (node-a {on_a}, node-b {on_b})"
+    # The new operator resumed the step in flight (the helper's journal gave it the
+    # dump's result) instead of failing or freezing the source a second time.
+    assert phase == "Succeeded", status()
+    assert on_b
+    logged = [int(v) for v in sh(node_b, "podman logs survivor").split()]
+    assert logged == list(range(1, len(logged) + 1)), "the process started over"
+    for node in (node_a, node_b):
+        sh(node, "podman rm -f -t 0 -i survivor")
+
+
+def _call(
+    peer_: Peer, key: asyncssh.SSHKey, operation: Operation, request: dict[str, Any]
+) -> dict[str, Any]:
+    return asyncio.run(HelperClient(key).call(peer_, operation, request))
+
+
+def test_a_client_key_the_helper_does_not_know_is_refused(ferry: ClusterConfig) -> None:
+    node = ferry.node_specs()[0]
+    stranger = asyncssh.generate_private_key("ssh-ed25519")
+    with pytest.raises(RemoteError) as refused:
+        _call(peer(ferry, node), stranger, Operation.PROBE, {})
+    assert refused.value.reason == "HelperUnreachable"
+    assert "ermission denied" in refused.value.message or "auth" in refused.value.message.lower()
+
+
+def test_a_helper_whose_host_key_is_not_the_published_one_is_refused(
+    ferry: ClusterConfig,
+) -> None:
+    node = ferry.node_specs()[0]
+    key_file = deploy.deploy_dir(ferry) / "operator-root" / "etc" / "ferry" / "ssh" / "operator"
+    operator_key = asyncssh.read_private_key(key_file)
+    impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    wrong = peer(ferry, node).model_copy(update={"host_key": impostor})
+    with pytest.raises(RemoteError) as refused:
+        _call(wrong, operator_key, Operation.PROBE, {})
+    assert "host key" in refused.value.message.lower()
+    # With the published key the same client is let in.
+    assert _call(peer(ferry, node), operator_key, Operation.PROBE, {})["runtimes"]
+
+
+def test_the_peer_key_may_only_stream_in(ferry: ClusterConfig) -> None:
+    node = ferry.node_specs()[0]
+    peer_key = asyncssh.read_private_key(nodes.host_path(node, "/etc/ferry/ssh/peer"))
+    target = peer(ferry, node)
+
+    async def as_peer() -> str:
+        async with asyncssh.connect(
+            target.address,
+            target.port,
+            username=PEER_USER,
+            client_keys=[peer_key],
+            known_hosts=([asyncssh.import_public_key(target.host_key)], [], []),
+        ) as conn:
+            # Refused before its request is read: nothing need be sent.
+            result = await conn.run(Operation.CHECKPOINT.value)
+            return str(result.stdout)
+
+    answer = json.loads(asyncio.run(as_peer()).splitlines()[-1])
+    assert answer["type"] == "error"
+    assert answer["reason"] == "Forbidden"
+    assert OPERATOR_USER != PEER_USER
