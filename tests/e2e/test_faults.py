@@ -194,3 +194,33 @@ def test_the_peer_key_may_only_stream_in(ferry: ClusterConfig) -> None:
     assert answer["type"] == "error"
     assert answer["reason"] == "Forbidden"
     assert OPERATOR_USER != PEER_USER
+
+
+def test_logs_carry_no_keys_or_tokens_and_no_archive_outlives_a_migration(
+    ferry: ClusterConfig,
+) -> None:
+    secrets = [
+        (deploy.deploy_dir(ferry) / "operator-root" / "etc" / "ferry" / "ssh" / "operator")
+        .read_text()
+        .splitlines()[1],  # a line of the operator's private key
+        nodes.host_path(ferry.node_specs()[0], "/etc/ferry/ssh/peer").read_text().splitlines()[1],
+    ]
+    kubeconfig = (deploy.deploy_dir(ferry) / "operator.kubeconfig").read_text()
+    token = next(
+        line.split(":", 1)[1].strip()
+        for line in kubeconfig.splitlines()
+        if line.strip().startswith("token:")
+    )
+    logs = [deploy.operator_log(ferry).read_text(errors="replace")]
+    logs += [deploy.helper_log(n).read_text(errors="replace") for n in ferry.node_specs()]
+    for text in logs:
+        assert "PRIVATE KEY" not in text
+        assert token[:40] not in text
+        for secret in secrets:
+            assert secret not in text
+    # Every migration so far has ended: no archive is left in any staging area.
+    for node in ferry.node_specs():
+        left = sh(node, "find /var/lib/ferry-helper/staging -name 'checkpoint.tar*' | head")
+        assert left == "", f"{node.name} keeps {left}"
+        mode = sh(node, "stat -c %a /var/lib/ferry-helper/staging")
+        assert mode == "700"
