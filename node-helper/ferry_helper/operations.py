@@ -134,7 +134,7 @@ class Operations:
             raise RemoteError(
                 "ContainerNotFound", f"no container {request.container!r} on node {self.node}"
             )
-        return info.model_dump(mode="json")
+        return {**info.model_dump(mode="json"), "migratingBy": self.staging.holder(info.id)}
 
     async def image_has(self, request: ImageRequest, _: Emit) -> dict[str, Any]:
         return {"present": await self.driver.image_exists(request.image_id)}
@@ -190,6 +190,17 @@ class Operations:
     async def checkpoint(self, request: CheckpointRequest, _: Emit) -> dict[str, Any]:
         if (done := self.staging.recorded(request.uid, "checkpoint")) is not None:
             return done
+        info = await self.driver.inspect(request.container)
+        if info is None:
+            raise RemoteError(
+                "ContainerNotFound", f"no container {request.container!r} on node {self.node}"
+            )
+        if (holder := self.staging.claim(info.id, request.uid)) is not None:
+            raise RemoteError(
+                "ContainerBusy",
+                f"container {request.container!r} is being migrated by migration {holder}; "
+                "wait for it to finish",
+            )
         options = CheckpointOptions(
             leave_running=request.leave_running,
             tcp_established=request.tcp_established,
@@ -287,6 +298,10 @@ class Operations:
         info = await self.driver.inspect(request.container)
         if info is not None and info.running:
             return {"containerId": info.id, "alreadyRunning": True}
+        if info is not None and self.staging.holder(info.id) != request.uid:
+            # Not frozen by this migration (another one holds it, or nobody
+            # does): bringing it back is not this rollback's to do.
+            return {"containerId": info.id, "notFrozenByThisMigration": True}
         # In place first (the container keeps its own checkpoint images); the
         # archive, when there is one, is the driver's fallback.
         archive = self.staging.archive(request.uid)
@@ -302,6 +317,7 @@ class Operations:
         if request.remove_container:
             await self.driver.remove(request.container)
         self.staging.close(request.uid)
+        self.staging.release(request.uid)
         self.staging.remove(request.uid, keep_archive=request.keep_checkpoint)
         return {"removedContainer": request.remove_container}
 
@@ -312,6 +328,7 @@ class Operations:
             removed = str(restored["containerId"])
             await self.driver.remove(removed)
         self.staging.close(request.uid)
+        self.staging.release(request.uid)
         self.staging.remove(request.uid, keep_archive=request.keep_checkpoint)
         return {"removedContainer": removed}
 

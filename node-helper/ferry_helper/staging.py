@@ -77,6 +77,41 @@ class Staging:
         self.directory(uid)
         return (self.root / ".closed" / uid).exists()
 
+    def _claims(self) -> Path:
+        claims = self.root / ".claims"
+        claims.mkdir(mode=0o700, exist_ok=True)
+        return claims
+
+    def claim(self, container_id: str, uid: str) -> str | None:
+        """Claim ``container_id`` for migration ``uid``; the other holder's UID if taken.
+
+        One migration at a time per container: a second one would checkpoint a
+        container the first has frozen, and its rollback would then bring back
+        a source the first is already restoring elsewhere. Synchronous on
+        purpose: nothing else runs between the check and the write.
+        """
+        if not re.fullmatch(r"[0-9a-f]{64}", container_id):
+            raise ValueError(f"not a container ID: {container_id!r}")
+        self.directory(uid)  # validates the UID
+        marker = self._claims() / container_id
+        if marker.exists():
+            holder = marker.read_text().strip()
+            if holder != uid:
+                return holder
+            return None
+        marker.write_text(uid)
+        return None
+
+    def holder(self, container_id: str) -> str | None:
+        marker = self._claims() / container_id
+        return marker.read_text().strip() if marker.exists() else None
+
+    def release(self, uid: str) -> None:
+        """Give up every claim of migration ``uid``."""
+        for marker in self._claims().iterdir():
+            if marker.read_text().strip() == uid:
+                marker.unlink(missing_ok=True)
+
     def remove(self, uid: str, *, keep_archive: bool = False) -> None:
         path = self.directory(uid)
         if keep_archive:

@@ -256,6 +256,7 @@ class Migration:
             info,
             namespace=self.namespace,
             allow_any_namespace=self.settings.allow_any_namespace,
+            uid=self.uid,
         )
         self._image = (str(checked["image_id"]), str(checked["image_name"]))
         self._update(target_node=target)

@@ -160,7 +160,13 @@ def check_container(
     *,
     namespace: str,
     allow_any_namespace: bool,
+    uid: str = "",
 ) -> Mapping[str, object]:
+    """The container as the source helper reported it, if this migration may take it.
+
+    ``uid`` is this migration's: the container may already be claimed by it
+    (a resumed migration), never by another.
+    """
     container = spec.source.container
     if info is None:
         raise Refusal(
@@ -177,6 +183,15 @@ def check_container(
             message=(
                 f"container {container!r} may not be migrated from namespace {namespace!r}: "
                 f"it must carry the label {constants.NAMESPACE_LABEL}={namespace}"
+            ),
+        )
+    holder = info.get("migratingBy")
+    if holder and holder != uid:
+        raise Refusal(
+            reason="ContainerBusy",
+            message=(
+                f"container {container!r} is being migrated by another ContainerMigration "
+                f"(uid {holder}); wait for it to finish, then create a new one"
             ),
         )
     if not info.get("running"):

@@ -224,3 +224,61 @@ def test_logs_carry_no_keys_or_tokens_and_no_archive_outlives_a_migration(
         assert left == "", f"{node.name} keeps {left}"
         mode = sh(node, "stat -c %a /var/lib/ferry-helper/staging")
         assert mode == "700"
+
+
+def test_two_migrations_of_one_container_one_proceeds_the_other_is_refused(
+    ferry: ClusterConfig, admin_api: client.ApiClient
+) -> None:
+    namespace = f"twice-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(admin_api).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
+    )
+    node_a, node_b = ferry.node_specs()[:2]
+    sh(node_b, "podman rm -f -t 0 -i contested")
+    sh(
+        node_a,
+        "podman rm -f -t 0 -i contested; podman run -d --name contested "
+        f"--label {constants.NAMESPACE_LABEL}={namespace} --tmpfs /data:size=200m "
+        f"{images.BUSYBOX_IMAGE} sh -c 'head -c 67108864 /dev/urandom > /data/blob; "
+        f"{COUNTER}'",
+    )
+    deadline = time.monotonic() + 60
+    while sh(node_a, "podman exec contested sh -c 'cat /tmp/count 2>/dev/null || echo 0'") == "0":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    custom = client.CustomObjectsApi(admin_api)
+    spec = {
+        "source": {"node": "node-a", "container": "contested"},
+        "target": {"node": "node-b"},
+        "compression": "none",
+    }
+    create_migration(custom, namespace, "first", spec)
+    create_migration(custom, namespace, "second", spec)
+
+    def final(name: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 180
+        while True:
+            body = custom.get_namespaced_custom_object(
+                constants.GROUP,
+                constants.VERSION,
+                namespace,
+                constants.CONTAINER_MIGRATION_PLURAL,
+                name,
+            )
+            found: dict[str, Any] = body.get("status") or {}
+            if found.get("phase") in ("Succeeded", "Failed"):
+                return found
+            assert time.monotonic() < deadline, found
+            time.sleep(0.2)
+
+    outcomes = {name: final(name) for name in ("first", "second")}
+    phases = sorted(s["phase"] for s in outcomes.values())
+    assert phases == ["Failed", "Succeeded"], outcomes
+    refused = next(s for s in outcomes.values() if s["phase"] == "Failed")
+    reason = next(c["reason"] for c in refused["conditions"] if c["type"] == "Succeeded")
+    assert reason == "ContainerBusy", refused
+    on_a, on_b = running(node_a, "contested"), running(node_b, "contested")
+    assert (on_a, on_b) == (False, True), "exactly one copy, on the target"
+    logged = [int(v) for v in sh(node_b, "podman logs contested").split()]
+    assert logged == list(range(1, len(logged) + 1))
+    sh(node_b, "podman rm -f -t 0 contested")

@@ -60,3 +60,16 @@ def test_staging_is_private_and_journals_steps(tmp_path: Path) -> None:
     assert staging.recorded(UID, "checkpoint") == {"sha256": "x"}
     staging.remove(UID)
     assert not directory.exists()
+
+
+def test_a_container_is_claimed_by_one_migration_at_a_time(tmp_path: Path) -> None:
+    staging = Staging(tmp_path / "staging")
+    other = "1b6f7b8e-2f3c-4f7e-9a51-3c2d1e0f9a8b"
+    container = "a" * 64
+    assert staging.claim(container, UID) is None
+    assert staging.claim(container, UID) is None  # again: a resumed step
+    assert staging.claim(container, other) == UID
+    assert staging.holder(container) == UID
+    staging.release(UID)
+    assert staging.holder(container) is None
+    assert staging.claim(container, other) is None

@@ -147,6 +147,11 @@ def test_an_older_criu_on_the_target_is_refused() -> None:
             False,
             "ContainerNotRunning",
         ),
+        (
+            {"labels": {"ferry.dev/namespace": "team-a"}, "running": True, "migratingBy": "x"},
+            False,
+            "ContainerBusy",
+        ),
     ],
 )
 def test_container_checks(info: dict[str, Any] | None, allow_any: bool, reason: str) -> None:
