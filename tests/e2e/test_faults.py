@@ -10,6 +10,7 @@ cannot run anything but an incoming stream.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -282,3 +283,38 @@ def test_two_migrations_of_one_container_one_proceeds_the_other_is_refused(
     logged = [int(v) for v in sh(node_b, "podman logs contested").split()]
     assert logged == list(range(1, len(logged) + 1))
     sh(node_b, "podman rm -f -t 0 contested")
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [("corrupted", "ChecksumMismatch"), ("truncated", "SizeMismatch")],
+)
+def test_a_damaged_archive_is_refused_and_nothing_of_it_kept(
+    ferry: ClusterConfig, damage: str, reason: str
+) -> None:
+    node = ferry.node_specs()[1]
+    peer_key = asyncssh.read_private_key(nodes.host_path(node, "/etc/ferry/ssh/peer"))
+    target = peer(ferry, node)
+    archive = os.urandom(3 << 20)
+    digest = hashlib.sha256(archive).hexdigest()
+    sent = archive[:-1] + bytes([archive[-1] ^ 0xFF]) if damage == "corrupted" else archive[:-7]
+    uid = str(uuid.uuid4())
+
+    async def stream() -> str:
+        async with asyncssh.connect(
+            target.address,
+            target.port,
+            username=PEER_USER,
+            client_keys=[peer_key],
+            known_hosts=([asyncssh.import_public_key(target.host_key)], [], []),
+        ) as conn:
+            process = await conn.create_process(Operation.RECEIVE.value, encoding=None)
+            header = {"uid": uid, "size_bytes": len(archive), "sha256": digest}
+            process.stdin.write(json.dumps(header).encode() + b"\n" + sent)
+            process.stdin.write_eof()
+            return (await process.stdout.read()).decode()
+
+    answer = json.loads(asyncio.run(stream()).splitlines()[-1])
+    assert answer["type"] == "error"
+    assert answer["reason"] == reason
+    assert sh(node, f"ls -A /var/lib/ferry-helper/staging/{uid}") == ""
