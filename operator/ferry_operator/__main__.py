@@ -10,19 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 
 from kubernetes import client
-from kubernetes import config as kube_config
 
-
-def _api_client() -> client.ApiClient:
-    if os.environ.get("KUBECONFIG"):
-        kube_config.load_kube_config()  # type: ignore[no-untyped-call]
-    else:
-        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+from .kube import api_client
 
 
 def run(_: argparse.Namespace) -> int:
@@ -39,7 +31,7 @@ def run(_: argparse.Namespace) -> int:
 def keygen(args: argparse.Namespace) -> int:
     from .keygen import ensure_ssh_secrets  # noqa: PLC0415
 
-    with _api_client() as api:
+    with api_client() as api:
         done = ensure_ssh_secrets(
             client.CoreV1Api(api),
             namespace=args.namespace,
@@ -53,7 +45,7 @@ def keygen(args: argparse.Namespace) -> int:
 def uninstall_cleanup(args: argparse.Namespace) -> int:
     from .cleanup import cleanup  # noqa: PLC0415
 
-    with _api_client() as api:
+    with api_client() as api:
         done = cleanup(client.CustomObjectsApi(api), timeout=args.timeout)
     print("\n".join(done) or "no ContainerMigrations left")
     return 0

@@ -18,24 +18,14 @@ import asyncssh
 import kopf
 from ferry_api import constants
 from ferry_api.migration import parse_container_migration
-from kubernetes import client
-from kubernetes import config as kube_config
 from prometheus_client import start_http_server
 
 from .helperclient import HelperClient
-from .kube import Kube
+from .kube import Kube, api_client
 from .machine import Migration
 from .settings import Settings
 
 RESOURCE = (constants.GROUP, constants.VERSION, constants.CONTAINER_MIGRATION_PLURAL)
-
-
-def _api_client() -> client.ApiClient:
-    try:
-        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except kube_config.ConfigException:
-        kube_config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
 
 
 @kopf.on.startup()
@@ -50,7 +40,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # machine posts its own, with kopf.event, which this level does not gate.
     settings.posting.level = logging.WARNING
     memo.settings = own
-    memo.kube = Kube(_api_client())
+    memo.kube = Kube(api_client())
     memo.helpers = HelperClient(asyncssh.read_private_key(own.ssh_key))
     if own.metrics_port:
         start_http_server(own.metrics_port)

@@ -7,11 +7,22 @@ kopf event loop never blocks.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from ferry_api import constants
 from ferry_api.nodehelper import NodeHelper, parse_node_helper
 from kubernetes import client
+from kubernetes import config as kube_config
+
+
+def api_client() -> client.ApiClient:
+    """A client from ``$KUBECONFIG`` when set (kubectl's rule), else the pod's in-cluster config."""
+    if os.environ.get("KUBECONFIG"):
+        kube_config.load_kube_config()  # type: ignore[no-untyped-call]
+    else:
+        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
 
 
 class Kube:

@@ -101,6 +101,8 @@ class Migration:
         self.frozen_at: float | None = None
         #: The container's image (ID, name), learnt at validation.
         self._image: tuple[str, str] | None = None
+        #: The source and target helpers (host keys pinned), learnt at validation.
+        self._peer_pair: tuple[Peer, Peer] | None = None
         self._last_progress_write = 0.0
 
     # -- status ---------------------------------------------------------------
@@ -221,13 +223,19 @@ class Migration:
             if next_phase in FINAL:
                 return
 
-    async def _peers(self) -> tuple[Peer, Peer, NodeHelper, NodeHelper]:
-        helpers = await self.kube.node_helpers()
-        target = self.status.target_node or ""
-        source_helper, target_helper = helpers.get(self.spec.source.node), helpers.get(target)
-        if source_helper is None or target_helper is None:
-            raise RemoteError("HelperGone", "a node-helper of this migration disappeared")
-        return peer_of(source_helper), peer_of(target_helper), source_helper, target_helper
+    async def _peers(self) -> tuple[Peer, Peer]:
+        """Source and target helpers, looked up once: no API round trip during the freeze.
+
+        Validation fills this; a resumed migration looks the helpers up again.
+        """
+        if self._peer_pair is None:
+            helpers = await self.kube.node_helpers()
+            target = self.status.target_node or ""
+            source_helper, target_helper = helpers.get(self.spec.source.node), helpers.get(target)
+            if source_helper is None or target_helper is None:
+                raise RemoteError("HelperGone", "a node-helper of this migration disappeared")
+            self._peer_pair = (peer_of(source_helper), peer_of(target_helper))
+        return self._peer_pair
 
     async def _validate(self) -> Phase:
         await self._enter(Phase.VALIDATING, "checking nodes, helpers and the container")
@@ -260,6 +268,7 @@ class Migration:
         )
         self._image = (str(checked["image_id"]), str(checked["image_name"]))
         self._update(target_node=target)
+        self._peer_pair = (source_peer, peer_of(helpers[target]))
         self._condition(
             COND_VALIDATED,
             ConditionStatus.TRUE,
@@ -270,7 +279,7 @@ class Migration:
         return Phase.IMAGE_STAGING
 
     async def _stage_image(self) -> Phase:
-        source, target, _, _ = await self._peers()
+        source, target = await self._peers()
         if self._image is None:  # resumed after a restart: ask again
             info = await self.helpers.call(
                 source, Operation.INSPECT, {"container": self.spec.source.container}
@@ -300,7 +309,7 @@ class Migration:
         return Phase.CHECKPOINTING
 
     async def _checkpoint(self) -> Phase:
-        source, _, _, _ = await self._peers()
+        source, _ = await self._peers()
         self.frozen_at = time.monotonic()
         result = await self.helpers.call(
             source,
@@ -345,7 +354,7 @@ class Migration:
             await self._write()
 
     async def _transfer(self) -> Phase:
-        source, target, _, _ = await self._peers()
+        source, target = await self._peers()
         result = await self.helpers.call(
             source,
             Operation.SEND,
@@ -366,7 +375,7 @@ class Migration:
         return Phase.RESTORING
 
     async def _restore(self) -> Phase:
-        _, target, _, _ = await self._peers()
+        _, target = await self._peers()
         result = await self.helpers.call(
             target,
             Operation.RESTORE,
@@ -392,7 +401,7 @@ class Migration:
         return Phase.VERIFYING
 
     async def _verify(self) -> Phase:
-        source, target, _, _ = await self._peers()
+        source, target = await self._peers()
         info = await self.helpers.call(
             target, Operation.INSPECT, {"container": self.spec.source.container}
         )
@@ -453,7 +462,7 @@ class Migration:
     async def _rollback(self, reason: str, message: str) -> None:
         kopf.warn(self.body, reason="RollingBack", message=f"{reason}: {message}")
         await self._enter(Phase.ROLLING_BACK, f"{reason}: {message}; restoring the source")
-        source, target, _, _ = await self._peers()
+        source, target = await self._peers()
         try:
             await self.helpers.call(
                 target, Operation.CLEANUP, {"uid": self.uid, "remove_restored": True}
