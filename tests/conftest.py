@@ -8,6 +8,7 @@ tier that silently skips proves nothing.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -32,6 +33,16 @@ def local_cluster() -> Iterator[ClusterConfig]:
     yield config
     if os.environ.get("FERRY_KEEP_CLUSTER") != "1":
         cluster.down(config)
+
+
+@pytest.fixture
+def namespace(admin_api: client.ApiClient) -> str:
+    """A fresh namespace for one test (left in place: the cluster is torn down whole)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(admin_api).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
+    )
+    return name
 
 
 @pytest.fixture(scope="session")

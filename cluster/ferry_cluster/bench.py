@@ -28,13 +28,12 @@ from typing import Any
 from ferry_api import constants
 from kubernetes import client
 
-from . import cluster, deploy, images, nodes
+from . import cluster, deploy, images, workloads
 from .config import ClusterConfig, NodeSpec
+from .workloads import counter_script
 
-COUNTER = (
-    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; "
-    "sleep 0.1; done"
-)
+# Not logging: the log would grow the archive a little at every run.
+COUNTER = counter_script(log=False)
 SIZES = {"tiny": 0, "256MiB": 256 * 1024 * 1024}
 NAMESPACE = "bench"
 SSH_OPTS = "-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile=/root/.ssh/known_hosts"
@@ -48,7 +47,7 @@ class Sample:
 
 
 def sh(node: NodeSpec, script: str, *, timeout: float = 600) -> str:
-    return nodes.run_in(node, ["sh", "-c", script], timeout=timeout).stdout.strip()
+    return workloads.sh(node, script, timeout=timeout)
 
 
 def start(node: NodeSpec, name: str, size: int) -> None:
@@ -59,11 +58,7 @@ def start(node: NodeSpec, name: str, size: int) -> None:
         f"--label {constants.NAMESPACE_LABEL}={NAMESPACE} --tmpfs /data:size={size + 2**26} "
         f"{images.BUSYBOX_IMAGE} sh -c '{fill}{COUNTER}'",
     )
-    deadline = time.monotonic() + 120
-    while sh(node, f"podman exec {name} sh -c 'cat /tmp/count 2>/dev/null || echo 0'") == "0":
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{name} never started counting")
-        time.sleep(0.2)
+    workloads.wait_counting(node, name, above=0, timeout=120)
 
 
 def setup_ssh(source: NodeSpec, target: NodeSpec) -> None:

@@ -15,11 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from kubernetes import client
-
-from . import cluster, deploy, helperlayer, images, kubeconfig, nodes
+from . import cluster, deploy, helperlayer, images, nodes
 from .config import DEFAULT_NAME, MAX_NODES, ClusterConfig
-from .pki import Pki
 
 
 def _progress(message: str) -> None:
@@ -103,22 +100,14 @@ def cmd_kubeconfig(args: argparse.Namespace) -> int:
     if not namespace or not name:
         print("--service-account takes NAMESPACE/NAME", file=sys.stderr)
         return 2
-    with cluster.api_client(config) as api:
-        token = kubeconfig.mint_service_account_token(
-            client.CoreV1Api(api), namespace=namespace, name=name, seconds=args.duration
-        )
-    rendered = kubeconfig.render(
-        cluster=f"ferry-{config.name}",
-        server=config.server_url,
-        ca_cert=Pki(directory=config.pki_dir).ca_cert,
-        user={"token": token},
-        namespace=namespace,
-    )
     out = (
         Path(args.output) if args.output else config.state_dir / f"sa-{namespace}-{name}.kubeconfig"
     )
-    kubeconfig.write(out, rendered)
-    print(out)
+    print(
+        cluster.service_account_kubeconfig(
+            config, namespace=namespace, name=name, seconds=args.duration, out=out
+        )
+    )
     return 0
 
 

@@ -97,6 +97,27 @@ def api_client(config: ClusterConfig) -> client.ApiClient:
     return api
 
 
+def service_account_kubeconfig(
+    config: ClusterConfig, *, namespace: str, name: str, seconds: int, out: Path
+) -> Path:
+    """Write a kubeconfig for ``namespace/name`` with a token from the TokenRequest API."""
+    with api_client(config) as api:
+        token = kubeconfig.mint_service_account_token(
+            client.CoreV1Api(api), namespace=namespace, name=name, seconds=seconds
+        )
+    kubeconfig.write(
+        out,
+        kubeconfig.render(
+            cluster=f"ferry-{config.name}",
+            server=config.server_url,
+            ca_cert=Pki(directory=config.pki_dir).ca_cert,
+            user={"token": token},
+            namespace=namespace,
+        ),
+    )
+    return out
+
+
 @dataclass(frozen=True, kw_only=True)
 class NodeStatus:
     name: str
@@ -223,7 +244,7 @@ def down(config: ClusterConfig, progress: Progress = _quiet) -> None:
             progress(f"stopping node {node.name}")
             nodes.stop(config, node)
     # The operator of a deployed Ferry runs on the host (see deploy.py).
-    for pid in procs.processes_with(f"--instance=ferry-cluster-{config.name}"):
+    for pid in procs.processes_with(config.operator_marker):
         procs.stop(pid)
     progress("stopping kube-apiserver and etcd")
     controlplane.stop(config)
@@ -246,10 +267,7 @@ def leftovers(config: ClusterConfig) -> list[str]:
     found: list[str] = []
     state = str(config.state_dir)
     found += [f"process {pid}: {procs.cmdline(pid)}" for pid in procs.processes_with(state)]
-    found += [
-        f"operator process {pid}"
-        for pid in procs.processes_with(f"--instance=ferry-cluster-{config.name}")
-    ]
+    found += [f"operator process {pid}" for pid in procs.processes_with(config.operator_marker)]
     found += [
         f"process {pid} in the nodes' cgroups" for pid in cgroups.procs_below(config.cgroup_name)
     ]

@@ -130,6 +130,11 @@ class ClusterConfig:
         return f"ferry-{self.name}"
 
     @property
+    def operator_marker(self) -> str:
+        """The ``--instance`` a deployed operator runs with: names this cluster in process lists."""
+        return f"--instance=ferry-cluster-{self.name}"
+
+    @property
     def pki_dir(self) -> Path:
         return self.state_dir / "pki"
 

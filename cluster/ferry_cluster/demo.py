@@ -16,17 +16,13 @@ from typing import Any
 
 from ferry_api import constants
 
-from . import cluster, deploy, images, nodes
-from .config import ClusterConfig, NodeSpec
+from . import cluster, deploy
+from .config import ClusterConfig
+from .workloads import counted_without_restart, logged_counts, read_count, run_counter, sh
 
 CONTAINER = "demo-counter"
 NAMESPACE = "default"
 MIGRATION = "move-demo-counter"
-# The count is written to a new file and renamed, so a reader never sees it empty.
-COUNTER = (
-    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; "
-    "echo $i; sleep 0.2; done"
-)
 MANIFEST = f"""\
 apiVersion: {constants.API_VERSION}
 kind: {constants.CONTAINER_MIGRATION_KIND}
@@ -44,14 +40,6 @@ spec:
 
 def say(message: str) -> None:
     print(f"\033[1m==> {message}\033[0m", flush=True)
-
-
-def sh(node: NodeSpec, script: str) -> str:
-    return nodes.run_in(node, ["sh", "-c", script]).stdout.strip()
-
-
-def count(node: NodeSpec) -> int:
-    return int(sh(node, f"podman exec {CONTAINER} cat /tmp/count"))
 
 
 def follow(kubectl: list[str]) -> dict[str, Any]:
@@ -124,13 +112,9 @@ def main() -> int:
     for node in (node_a, node_b):
         sh(node, f"podman rm -f -t 0 -i {CONTAINER}")
     say(f"starting a counter on {node_a.name} (labelled for namespace {NAMESPACE})")
-    sh(
-        node_a,
-        f"podman run -d --name {CONTAINER} --label {constants.NAMESPACE_LABEL}={NAMESPACE} "
-        f"{images.BUSYBOX_IMAGE} sh -c '{COUNTER}'",
-    )
+    run_counter(node_a, CONTAINER, labels={constants.NAMESPACE_LABEL: NAMESPACE}, interval=0.2)
     time.sleep(3)
-    print(f"    {node_a.name}: counter at {count(node_a)}")
+    print(f"    {node_a.name}: counter at {read_count(node_a, CONTAINER)}")
 
     say("kubectl apply -f - <<EOF")
     print(MANIFEST + "EOF")
@@ -143,15 +127,15 @@ def main() -> int:
         print(f"migration ended {state.get('phase')}: {state.get('message')}", file=sys.stderr)
         return 1
 
-    logged = [int(v) for v in sh(node_b, f"podman logs {CONTAINER}").split()]
-    unbroken = logged == list(range(1, len(logged) + 1))
+    logged = logged_counts(node_b, CONTAINER)
+    unbroken = counted_without_restart(logged)
     print(
         f"    {node_b.name}: its log counts 1..{logged[-1]} "
         f"{'without a restart' if unbroken else 'WITH A RESTART'}"
     )
     for _ in range(3):
         time.sleep(1)
-        print(f"    {node_b.name}: counter at {count(node_b)}")
+        print(f"    {node_b.name}: counter at {read_count(node_b, CONTAINER)}")
     print(
         f"    {node_a.name}: containers named {CONTAINER}: "
         f"{sh(node_a, f'podman ps -a -q --filter name=^{CONTAINER}$') or 'none'}"

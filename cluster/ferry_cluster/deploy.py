@@ -27,9 +27,8 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from . import cluster, helperlayer, kubeconfig, kubelet, nodes, procs
+from . import cluster, helperlayer, kubelet, nodes, procs
 from .config import ClusterConfig, NodeSpec
-from .pki import Pki
 
 NAMESPACE = "ferry-system"
 RELEASE = "ferry"
@@ -110,21 +109,10 @@ def _apply(config: ClusterConfig, objects: list[dict[str, Any]]) -> None:
 
 
 def _token_kubeconfig(config: ClusterConfig, account: str, out: Path) -> Path:
-    with cluster.api_client(config) as api:
-        token = kubeconfig.mint_service_account_token(
-            client.CoreV1Api(api), namespace=NAMESPACE, name=account, seconds=TOKEN_SECONDS
-        )
-    kubeconfig.write(
-        out,
-        kubeconfig.render(
-            cluster=f"ferry-{config.name}",
-            server=config.server_url,
-            ca_cert=Pki(directory=config.pki_dir).ca_cert,
-            user={"token": token},
-            namespace=NAMESPACE,
-        ),
+    """What in-cluster config would give a pod of ``account``: a kubeconfig with its token."""
+    return cluster.service_account_kubeconfig(
+        config, namespace=NAMESPACE, name=account, seconds=TOKEN_SECONDS, out=out
     )
-    return out
 
 
 def apply_crds(config: ClusterConfig) -> None:
@@ -258,11 +246,6 @@ def stop_helper(node: NodeSpec) -> None:
         procs.stop(pid, group=True)
 
 
-def operator_marker(config: ClusterConfig) -> str:
-    """The operator's ``--instance``: names its cluster in its command line."""
-    return f"--instance=ferry-cluster-{config.name}"
-
-
 def operator_pid_file(config: ClusterConfig) -> Path:
     return deploy_dir(config) / "operator.pid"
 
@@ -297,14 +280,14 @@ def start_operator(config: ClusterConfig, deployment: Mapping[str, Any]) -> None
     )
     env |= {"KUBECONFIG": str(kube), "PYTHONUNBUFFERED": "1"}
     procs.start(
-        ["env", *(f"{k}={v}" for k, v in env.items()), *container.argv, operator_marker(config)],
+        ["env", *(f"{k}={v}" for k, v in env.items()), *container.argv, config.operator_marker],
         pid_file=operator_pid_file(config),
         log_file=operator_log(config),
     )
 
 
 def stop_operator(config: ClusterConfig) -> None:
-    pid = procs.read_pid(operator_pid_file(config), operator_marker(config))
+    pid = procs.read_pid(operator_pid_file(config), config.operator_marker)
     if pid is not None:
         procs.stop(pid)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
 
 import pytest
 from ferry_api import constants
@@ -121,12 +120,8 @@ def test_upgrade_with_changed_values_reaches_the_running_helpers(
 
 
 def test_uninstall_mid_migration_leaves_no_stuck_finalizer_and_the_source_running(
-    installed: ClusterConfig, admin_api: client.ApiClient
+    installed: ClusterConfig, admin_api: client.ApiClient, namespace: str
 ) -> None:
-    namespace = f"chart-{uuid.uuid4().hex[:6]}"
-    client.CoreV1Api(admin_api).create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
-    )
     node_a = installed.node_specs()[0]
     nodes.run_in(
         node_a,

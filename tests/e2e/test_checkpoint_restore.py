@@ -14,15 +14,11 @@ import time
 
 import pytest
 from ferry_cluster import images, nodes
-from ferry_cluster.config import ClusterConfig, NodeSpec
+from ferry_cluster.config import ClusterConfig
+from ferry_cluster.workloads import logged_counts, run_counter, sh, wait_counting
 
 pytestmark = pytest.mark.e2e
 
-# The count is written to a new file and renamed, so a reader never sees it empty.
-COUNTER = (
-    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; "
-    "echo $i; sleep 0.1; done"
-)
 PORT = 18080
 # A plain TCP copy between the nodes' addresses, with the nodes' own Python.
 RECEIVE = (
@@ -33,24 +29,6 @@ SEND = (
     "import socket,sys; c=socket.create_connection((sys.argv[2], {port}), timeout=10); "
     "c.sendall(open(sys.argv[1],'rb').read()); c.close()"
 )
-
-
-def sh(node: NodeSpec, script: str, *, timeout: float = 120) -> str:
-    result = nodes.run_in(node, ["sh", "-c", script], check=False, timeout=timeout)
-    assert result.returncode == 0, f"{node.name}: {script!r} failed:\n{result.stderr}"
-    return result.stdout.strip()
-
-
-def count(node: NodeSpec, container: str) -> int:
-    return int(sh(node, f"podman exec {container} cat /tmp/count"))
-
-
-def wait_count_above(node: NodeSpec, container: str, value: int, timeout: float = 20) -> int:
-    deadline = time.monotonic() + timeout
-    while (current := count(node, container)) <= value:
-        assert time.monotonic() < deadline, f"counter stuck at {current}"
-        time.sleep(0.1)
-    return current
 
 
 def test_counter_moves_between_nodes_and_keeps_counting(local_cluster: ClusterConfig) -> None:
@@ -65,8 +43,8 @@ def test_counter_moves_between_nodes_and_keeps_counting(local_cluster: ClusterCo
     }
     assert len(ids) == 1
 
-    sh(node_a, f"podman run -d --name {name} {images.BUSYBOX_IMAGE} sh -c '{COUNTER}'")
-    wait_count_above(node_a, name, 15)
+    run_counter(node_a, name)
+    wait_counting(node_a, name, above=15)
 
     sh(node_a, f"podman container checkpoint --export /tmp/{name}.tar.gz {name}")
     at_checkpoint = int(sh(node_a, f"podman logs {name} | tail -n 1"))
@@ -99,11 +77,11 @@ def test_counter_moves_between_nodes_and_keeps_counting(local_cluster: ClusterCo
     assert len(digest) == len(hashlib.sha256().hexdigest())
 
     sh(node_b, f"podman container restore --import /tmp/{name}.tar.gz")
-    after = wait_count_above(node_b, name, at_checkpoint)
+    after = wait_counting(node_b, name, above=at_checkpoint)
     assert after > at_checkpoint, "the restored process started over"
     # The log (exported with the checkpoint) reads 1, 2, ... without a second 1:
     # one process, counting on across the move.
-    logged = [int(v) for v in sh(node_b, f"podman logs {name}").split()]
+    logged = logged_counts(node_b, name)
     assert logged == list(range(1, len(logged) + 1))
     assert logged[-1] > at_checkpoint
 

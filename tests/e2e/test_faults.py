@@ -21,8 +21,9 @@ from typing import Any
 import asyncssh
 import pytest
 from ferry_api import constants
-from ferry_cluster import deploy, images, nodes, procs
+from ferry_cluster import deploy, nodes, procs
 from ferry_cluster.config import ClusterConfig, NodeSpec
+from ferry_cluster.workloads import logged_counts, run_counter, sh, wait_counting
 from ferry_helper.protocol import OPERATOR_USER, PEER_USER, Operation, Peer, RemoteError
 from ferry_operator.helperclient import HelperClient
 from kubernetes import client
@@ -30,20 +31,11 @@ from support import create_migration
 
 pytestmark = pytest.mark.e2e
 
-COUNTER = (
-    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; "
-    "echo $i; sleep 0.1; done"
-)
-
 
 @pytest.fixture(scope="module")
 def ferry(local_cluster: ClusterConfig) -> ClusterConfig:
     deploy.deploy(local_cluster)
     return local_cluster
-
-
-def sh(node: NodeSpec, script: str) -> str:
-    return nodes.run_in(node, ["sh", "-c", script], timeout=120).stdout.strip()
 
 
 def running(node: NodeSpec, name: str) -> bool:
@@ -54,7 +46,7 @@ def running(node: NodeSpec, name: str) -> bool:
 
 
 def peer(ferry: ClusterConfig, node: NodeSpec) -> Peer:
-    out = nodes.procs.run(
+    out = procs.run(
         [
             str(ferry.bin_dir / "kubectl"),
             f"--kubeconfig={ferry.admin_kubeconfig}",
@@ -75,25 +67,14 @@ def peer(ferry: ClusterConfig, node: NodeSpec) -> Peer:
 
 
 def test_the_operator_killed_mid_freeze_resumes_and_one_copy_runs(
-    ferry: ClusterConfig, admin_api: client.ApiClient
+    ferry: ClusterConfig, admin_api: client.ApiClient, namespace: str
 ) -> None:
-    namespace = f"fault-{uuid.uuid4().hex[:6]}"
-    client.CoreV1Api(admin_api).create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
-    )
     node_a, node_b = ferry.node_specs()[:2]
     sh(node_b, "podman rm -f -t 0 -i survivor")
-    sh(
-        node_a,
-        "podman rm -f -t 0 -i survivor; podman run -d --name survivor "
-        f"--label {constants.NAMESPACE_LABEL}={namespace} --tmpfs /data:size=200m "
-        f"{images.BUSYBOX_IMAGE} sh -c 'head -c 134217728 /dev/urandom > /data/blob; "
-        f"{COUNTER}'",
+    run_counter(
+        node_a, "survivor", labels={constants.NAMESPACE_LABEL: namespace}, blob_bytes=128 << 20
     )
-    deadline = time.monotonic() + 60
-    while sh(node_a, "podman exec survivor sh -c 'cat /tmp/count 2>/dev/null || echo 0'") == "0":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_counting(node_a, "survivor", above=0, timeout=60)
     custom = client.CustomObjectsApi(admin_api)
     create_migration(
         custom,
@@ -122,7 +103,7 @@ def test_the_operator_killed_mid_freeze_resumes_and_one_copy_runs(
         assert time.monotonic() < deadline, status()
         time.sleep(0.05)
     time.sleep(1)
-    pid = procs.read_pid(deploy.operator_pid_file(ferry), deploy.operator_marker(ferry))
+    pid = procs.read_pid(deploy.operator_pid_file(ferry), ferry.operator_marker)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     time.sleep(1)
@@ -138,7 +119,7 @@ def test_the_operator_killed_mid_freeze_resumes_and_one_copy_runs(
     # dump's result) instead of failing or freezing the source a second time.
     assert phase == "Succeeded", status()
     assert on_b
-    logged = [int(v) for v in sh(node_b, "podman logs survivor").split()]
+    logged = logged_counts(node_b, "survivor")
     assert logged == list(range(1, len(logged) + 1)), "the process started over"
     for node in (node_a, node_b):
         sh(node, "podman rm -f -t 0 -i survivor")
@@ -228,25 +209,14 @@ def test_logs_carry_no_keys_or_tokens_and_no_archive_outlives_a_migration(
 
 
 def test_two_migrations_of_one_container_one_proceeds_the_other_is_refused(
-    ferry: ClusterConfig, admin_api: client.ApiClient
+    ferry: ClusterConfig, admin_api: client.ApiClient, namespace: str
 ) -> None:
-    namespace = f"twice-{uuid.uuid4().hex[:6]}"
-    client.CoreV1Api(admin_api).create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
-    )
     node_a, node_b = ferry.node_specs()[:2]
     sh(node_b, "podman rm -f -t 0 -i contested")
-    sh(
-        node_a,
-        "podman rm -f -t 0 -i contested; podman run -d --name contested "
-        f"--label {constants.NAMESPACE_LABEL}={namespace} --tmpfs /data:size=200m "
-        f"{images.BUSYBOX_IMAGE} sh -c 'head -c 67108864 /dev/urandom > /data/blob; "
-        f"{COUNTER}'",
+    run_counter(
+        node_a, "contested", labels={constants.NAMESPACE_LABEL: namespace}, blob_bytes=64 << 20
     )
-    deadline = time.monotonic() + 60
-    while sh(node_a, "podman exec contested sh -c 'cat /tmp/count 2>/dev/null || echo 0'") == "0":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_counting(node_a, "contested", above=0, timeout=60)
     custom = client.CustomObjectsApi(admin_api)
     spec = {
         "source": {"node": "node-a", "container": "contested"},
@@ -280,7 +250,7 @@ def test_two_migrations_of_one_container_one_proceeds_the_other_is_refused(
     assert reason == "ContainerBusy", refused
     on_a, on_b = running(node_a, "contested"), running(node_b, "contested")
     assert (on_a, on_b) == (False, True), "exactly one copy, on the target"
-    logged = [int(v) for v in sh(node_b, "podman logs contested").split()]
+    logged = logged_counts(node_b, "contested")
     assert logged == list(range(1, len(logged) + 1))
     sh(node_b, "podman rm -f -t 0 contested")
 

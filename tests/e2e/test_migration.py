@@ -15,19 +15,21 @@ from typing import Any
 
 import pytest
 from ferry_api import constants
-from ferry_cluster import deploy, images, nodes
+from ferry_cluster import deploy, images
 from ferry_cluster.config import ClusterConfig, NodeSpec
+from ferry_cluster.workloads import (
+    logged_counts,
+    read_count,
+    run_counter,
+    sh,
+    wait_counting,
+)
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from support import create_migration
 
 pytestmark = pytest.mark.e2e
 
-# The count is written to a new file and renamed, so a reader never sees it empty.
-COUNTER = (
-    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; "
-    "echo $i; sleep 0.1; done"
-)
 FINAL = {"Succeeded", "Failed", "Cancelled"}
 
 
@@ -42,41 +44,9 @@ def custom(admin_api: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(admin_api)
 
 
-@pytest.fixture
-def namespace(admin_api: client.ApiClient) -> str:
-    name = f"mig-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(admin_api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    return name
-
-
-def sh(node: NodeSpec, script: str) -> str:
-    result = nodes.run_in(node, ["sh", "-c", script], check=False, timeout=120)
-    assert result.returncode == 0, f"{node.name}: {script!r}: {result.stderr}"
-    return result.stdout.strip()
-
-
-def start_counter(node: NodeSpec, name: str, namespace: str | None) -> None:
-    label = f"--label {constants.NAMESPACE_LABEL}={namespace}" if namespace else ""
-    sh(
-        node,
-        f"podman rm -f -t 0 -i {name}; podman run -d --name {name} {label} "
-        f"{images.BUSYBOX_IMAGE} sh -c '{COUNTER}'",
-    )
+def start_counter(node: NodeSpec, name: str, namespace: str) -> None:
+    run_counter(node, name, labels={constants.NAMESPACE_LABEL: namespace})
     wait_counting(node, name, above=5)
-
-
-def count(node: NodeSpec, name: str) -> int:
-    # 0 until the counter has written its first value.
-    return int(sh(node, f"podman exec {name} sh -c 'cat /tmp/count 2>/dev/null || echo 0'"))
-
-
-def wait_counting(node: NodeSpec, name: str, *, above: int, timeout: float = 20) -> int:
-    deadline = time.monotonic() + timeout
-    while (value := count(node, name)) <= above:
-        assert time.monotonic() < deadline, f"{name} on {node.name} stuck at {value}"
-        time.sleep(0.1)
-    return value
 
 
 def exists(node: NodeSpec, name: str) -> bool:
@@ -165,7 +135,7 @@ def test_a_counter_moves_to_another_node_and_keeps_counting(
     ]
 
     assert not exists(node_a, "web"), "the source container must be gone after a move"
-    logged = [int(v) for v in sh(node_b, "podman logs web").split()]
+    logged = logged_counts(node_b, "web")
     assert logged == list(range(1, len(logged) + 1)), "the process started over"
     wait_counting(node_b, "web", above=logged[-1])
 
@@ -200,8 +170,8 @@ def test_leave_running_keeps_the_source_and_a_move_back_works(
         },
     )
     assert body["status"]["phase"] == "Succeeded", body["status"]
-    wait_counting(node_a, "twin", above=count(node_a, "twin"))
-    wait_counting(node_b, "twin", above=count(node_b, "twin"))
+    wait_counting(node_a, "twin", above=read_count(node_a, "twin"))
+    wait_counting(node_b, "twin", above=read_count(node_b, "twin"))
 
     sh(node_a, "podman rm -f -t 0 twin")
     back = migrate(
@@ -212,7 +182,7 @@ def test_leave_running_keeps_the_source_and_a_move_back_works(
     assert back["status"]["phase"] == "Succeeded", back["status"]
     assert back["status"]["targetNode"] == "node-a", "the only other node is node-a"
     assert not exists(node_b, "twin")
-    wait_counting(node_a, "twin", above=count(node_a, "twin"))
+    wait_counting(node_a, "twin", above=read_count(node_a, "twin"))
 
 
 def test_an_image_the_target_lacks_is_shipped_before_the_freeze(
@@ -228,12 +198,7 @@ def test_an_image_the_target_lacks_is_shipped_before_the_freeze(
     )
     image_id = sh(node_a, f"podman image inspect --format '{{{{.Id}}}}' {image}")
     assert sh(node_b, f"podman image exists {image} && echo yes || echo no") == "no"
-    label = f"--label {constants.NAMESPACE_LABEL}={namespace}"
-    sh(
-        node_a,
-        f"podman rm -f -t 0 -i shipped; podman run -d --name shipped {label} {image} "
-        f"sh -c '{COUNTER}'",
-    )
+    run_counter(node_a, "shipped", labels={constants.NAMESPACE_LABEL: namespace}, image=image)
     wait_counting(node_a, "shipped", above=5)
 
     body = migrate(
@@ -244,7 +209,7 @@ def test_an_image_the_target_lacks_is_shipped_before_the_freeze(
     assert body["status"]["phase"] == "Succeeded", body["status"]
     assert sh(node_b, f"podman image inspect --format '{{{{.Id}}}}' {image}") == image_id
     assert sh(node_b, "podman exec shipped cat /etc/origin") == "made on node-a"
-    wait_counting(node_b, "shipped", above=count(node_b, "shipped"))
+    wait_counting(node_b, "shipped", above=read_count(node_b, "shipped"))
     sh(node_b, "podman rm -f -t 0 shipped")
 
 
@@ -273,7 +238,7 @@ def test_bad_input_fails_with_a_reason_and_touches_nothing(
     start_counter(node_a, "foreign", "someone-else")
     start_counter(node_a, "stopped", namespace)
     sh(node_a, "podman stop -t 0 stopped")
-    before = count(node_a, "victim")
+    before = read_count(node_a, "victim")
 
     body = migrate(custom, namespace, spec)
     assert body["status"]["phase"] == "Failed"
@@ -323,7 +288,7 @@ def test_a_failed_restore_rolls_back_to_a_running_source(
     assert condition(body, "Succeeded")["reason"] == "RestoreFailed"
     assert "RollingBack" in [t["phase"] for t in status["phaseTransitions"]]
     # The source is back and counting on from where it was frozen.
-    logged = [int(v) for v in sh(node_a, "podman logs clash").split()]
+    logged = logged_counts(node_a, "clash")
     assert logged == list(range(1, len(logged) + 1))
     wait_counting(node_a, "clash", above=logged[-1])
     # The target's own container was not touched.
@@ -337,12 +302,8 @@ def test_deleting_a_migration_in_flight_cancels_it_and_keeps_the_source(
     node_a, node_b = ferry.node_specs()[:2]
     # 256 MiB of random data in a tmpfs: the dump takes seconds, long enough to delete
     # the resource while the source is frozen.
-    sh(
-        node_a,
-        "podman rm -f -t 0 -i heavy; podman run -d --name heavy "
-        f"--label {constants.NAMESPACE_LABEL}={namespace} --tmpfs /data:size=400m "
-        f"{images.BUSYBOX_IMAGE} sh -c 'head -c 268435456 /dev/urandom > /data/blob; "
-        f"{COUNTER}'",
+    run_counter(
+        node_a, "heavy", labels={constants.NAMESPACE_LABEL: namespace}, blob_bytes=256 << 20
     )
     wait_counting(node_a, "heavy", above=5, timeout=60)
     sh(node_b, "podman rm -f -t 0 -i heavy")
@@ -375,7 +336,7 @@ def test_deleting_a_migration_in_flight_cancels_it_and_keeps_the_source(
         time.sleep(0.2)
     assert frozen in ("paused", "running", "exited"), frozen
     # The source runs, counting on from where it was frozen; nothing is left on node-b.
-    logged = [int(v) for v in sh(node_a, "podman logs heavy").split()]
+    logged = logged_counts(node_a, "heavy")
     assert logged == list(range(1, len(logged) + 1))
     wait_counting(node_a, "heavy", above=logged[-1])
     assert not exists(node_b, "heavy")

@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 from ferry_cluster import helperlayer, images, nodes
 from ferry_cluster.config import ClusterConfig, NodeSpec
+from ferry_cluster.workloads import counter_script
 
 pytestmark = pytest.mark.e2e
 
 PREFIX = "drv-"
 IMAGE = "localhost/ferry/drv-img:latest"
-COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; echo $i; sleep 0.1; done"
+COUNTER = counter_script()
 
 # The program every test runs inside a node: its body is the test's, `args` its parameters.
 PROGRAM = """

@@ -5,13 +5,11 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from ferry_cluster import kubeconfig
+from ferry_cluster import cluster
 from ferry_cluster.config import ClusterConfig
-from ferry_cluster.pki import Pki
 from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
@@ -20,12 +18,6 @@ from support import retry_while_status
 pytestmark = pytest.mark.integration
 
 CRD_GROUP = "probe.test.ferry.dev"
-
-
-def _namespace(core: client.CoreV1Api) -> str:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    return name
 
 
 def _crd() -> dict[str, object]:
@@ -60,9 +52,7 @@ def _crd() -> dict[str, object]:
     }
 
 
-def test_namespace_and_crd_are_accepted(admin_api: client.ApiClient) -> None:
-    core = client.CoreV1Api(admin_api)
-    namespace = _namespace(core)
+def test_namespace_and_crd_are_accepted(admin_api: client.ApiClient, namespace: str) -> None:
     ext = client.ApiextensionsV1Api(admin_api)
     with contextlib.suppress(ApiException):  # 409: left by an earlier run on a kept cluster
         ext.create_custom_resource_definition(_crd())
@@ -103,25 +93,15 @@ def _service_account_kubeconfig(
     core.create_namespaced_service_account(
         namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
     )
-    token = kubeconfig.mint_service_account_token(core, namespace=namespace, name=name, seconds=600)
-    kubeconfig.write(
-        out,
-        kubeconfig.render(
-            cluster="t",
-            server=config.server_url,
-            ca_cert=Pki(directory=config.pki_dir).ca_cert,
-            user={"token": token},
-            namespace=namespace,
-        ),
+    return cluster.service_account_kubeconfig(
+        config, namespace=namespace, name=name, seconds=600, out=out
     )
-    return out
 
 
 def test_rbac_denies_a_service_account_what_it_was_not_granted(
-    local_cluster: ClusterConfig, admin_api: client.ApiClient, tmp_path: Path
+    local_cluster: ClusterConfig, admin_api: client.ApiClient, tmp_path: Path, namespace: str
 ) -> None:
     core = client.CoreV1Api(admin_api)
-    namespace = _namespace(core)
     path = _service_account_kubeconfig(local_cluster, core, namespace, "reader", tmp_path / "kc")
     rbac = client.RbacAuthorizationV1Api(admin_api)
     rbac.create_namespaced_role(

@@ -98,15 +98,6 @@ def custom(admin_api: client.ApiClient, crds: list[dict[str, Any]]) -> client.Cu
     return client.CustomObjectsApi(admin_api)
 
 
-@pytest.fixture
-def namespace(admin_api: client.ApiClient) -> str:
-    name = f"cmig-{uuid.uuid4().hex[:8]}"
-    client.CoreV1Api(admin_api).create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
-    )
-    return name
-
-
 def _migration(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": constants.API_VERSION,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import asyncssh
 import pytest
 from ferry_api import constants
@@ -16,15 +14,6 @@ from kubernetes.client.exceptions import ApiException
 from support import create_migration
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def namespace(admin_api: client.ApiClient) -> str:
-    name = f"jobs-{uuid.uuid4().hex[:6]}"
-    client.CoreV1Api(admin_api).create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
-    )
-    return name
 
 
 def _data(core: client.CoreV1Api, namespace: str, name: str) -> dict[str, bytes]:
