@@ -26,9 +26,9 @@ def _require_root() -> None:
 
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[ClusterConfig]:
-    """A two-node cluster, up for the whole session and torn down (verified) after it."""
+    """A three-node cluster, up for the whole session and torn down (verified) after it."""
     _require_root()
-    config = ClusterConfig(name=TEST_CLUSTER, nodes=2)
+    config = ClusterConfig(name=TEST_CLUSTER, nodes=3)
     cluster.up(config, print)
     yield config
     if os.environ.get("FERRY_KEEP_CLUSTER") != "1":

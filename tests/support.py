@@ -49,3 +49,37 @@ def create_migration(
             "spec": spec,
         },
     )
+
+
+FINAL_PHASES = ("Succeeded", "Failed", "Cancelled")
+
+
+def migration_status(custom: CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
+    body = custom.get_namespaced_custom_object(
+        constants.GROUP, constants.VERSION, namespace, constants.CONTAINER_MIGRATION_PLURAL, name
+    )
+    status: dict[str, Any] = body.get("status") or {}
+    return status
+
+
+def wait_migration(
+    custom: CustomObjectsApi,
+    namespace: str,
+    name: str,
+    until: Callable[[dict[str, Any]], bool] = lambda s: s.get("phase") in FINAL_PHASES,
+    *,
+    timeout: float = 180,
+    poll: float = 0.05,
+) -> dict[str, Any]:
+    """Poll the migration's status until ``until`` holds (by default: a final phase)."""
+    deadline = time.monotonic() + timeout
+    while not until(status := migration_status(custom, namespace, name)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{namespace}/{name} never got there: {status}")
+        time.sleep(poll)
+    return status
+
+
+def succeeded_reason(status: dict[str, Any]) -> str:
+    """The reason of the ``Succeeded`` condition: why a migration ended as it did."""
+    return str(next(c["reason"] for c in status["conditions"] if c["type"] == "Succeeded"))

@@ -58,15 +58,18 @@ def read_pid(pid_file: Path, marker: str) -> int | None:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
         return None
-    for _ in range(50):
+    for _ in range(200):
         line = cmdline(pid)
         if line:
             return pid if marker in line else None
         if not alive(pid):
             return None
-        # A live process whose cmdline reads empty is between exec's steps.
+        # A live process whose cmdline reads empty is between exec's steps
+        # (or busy mapping memory: seen with kube-apiserver starting on a loaded host).
         time.sleep(0.01)
-    return None
+    # Still alive and still unreadable: the process we started (a reused pid
+    # would have a command line by now).
+    return pid if alive(pid) else None
 
 
 def start(args: Sequence[str | os.PathLike[str]], *, pid_file: Path, log_file: Path) -> int:

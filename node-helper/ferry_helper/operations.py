@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import probe as node_probe
 from . import transfer
+from .archive_check import StreamingCheck
 from .errors import PodmanError
 from .podman import CheckpointOptions, PodmanDriver
 from .protocol import (
@@ -255,7 +256,13 @@ class Operations:
         self, request: ReceiveRequest, stdin: asyncssh.SSHReader[bytes]
     ) -> dict[str, Any]:
         archive = self.staging.archive(request.uid)
-        await transfer.receive_file(stdin, archive, size=request.size_bytes, sha256=request.sha256)
+        await transfer.receive_file(
+            stdin,
+            archive,
+            size=request.size_bytes,
+            sha256=request.sha256,
+            check=StreamingCheck(),
+        )
         data = {"sizeBytes": request.size_bytes, "sha256": request.sha256}
         self.staging.record(request.uid, "receive", data)
         return data
@@ -267,6 +274,17 @@ class Operations:
         archive = self.staging.archive(request.uid)
         if received is None or not archive.exists():
             raise RemoteError("NoArchive", f"no verified archive of migration {request.uid} here")
+        # Written before podman starts: if this helper dies mid-restore, podman
+        # may still finish, and a later cleanup must know which container is ours.
+        if self.staging.recorded(request.uid, "restore-started") is None:
+            existing = await self.driver.inspect(request.name)
+            self.staging.record(
+                request.uid,
+                "restore-started",
+                {"name": request.name, "preexisting": existing.id if existing else None},
+            )
+        elif (ours := await self._restored_copy(request.uid)) is not None:
+            return await self._adopt_restored(request, ours)
         try:
             result = await self.driver.restore(
                 archive,
@@ -322,15 +340,44 @@ class Operations:
         return {"removedContainer": request.remove_container}
 
     async def cleanup(self, request: CleanupRequest, _: Emit) -> dict[str, Any]:
-        restored = self.staging.recorded(request.uid, "restore")
         removed = ""
-        if request.remove_restored and restored is not None:
-            removed = str(restored["containerId"])
-            await self.driver.remove(removed)
+        if request.remove_restored:
+            removed = await self._restored_copy(request.uid) or ""
+            if removed:
+                await self.driver.remove(removed)
         self.staging.close(request.uid)
         self.staging.release(request.uid)
         self.staging.remove(request.uid, keep_archive=request.keep_checkpoint)
         return {"removedContainer": removed}
+
+    async def _adopt_restored(self, request: RestoreRequest, container_id: str) -> dict[str, Any]:
+        """A restore repeated after this helper died mid-way: podman had finished it."""
+        info = await self.driver.inspect(container_id)
+        if info is None or not info.running:
+            raise RemoteError(
+                "RestoredContainerNotRunning",
+                f"container {request.name} was restored but is not running",
+            )
+        data = {"containerId": info.id, "name": info.name, "seconds": 0.0, "statistics": {}}
+        self.staging.record(request.uid, "restore", data)
+        return data
+
+    async def _restored_copy(self, uid: str) -> str | None:
+        """The ID of the container migration ``uid`` restored here, if there is one.
+
+        The journal's ``restore`` result names it; without one (the helper died
+        while podman restored), a container with the intended name that was not
+        there before the restore began is the migration's.
+        """
+        if (restored := self.staging.recorded(uid, "restore")) is not None:
+            return str(restored["containerId"])
+        intent = self.staging.recorded(uid, "restore-started")
+        if intent is None:
+            return None
+        info = await self.driver.inspect(str(intent["name"]))
+        if info is None or info.id == intent.get("preexisting"):
+            return None
+        return info.id
 
     @staticmethod
     def _progress(emit: Emit, what: str) -> transfer.ProgressCallback:

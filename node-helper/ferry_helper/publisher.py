@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 HTTP_NOT_FOUND = 404
 HTTP_CONFLICT = 409
 
+#: A request the API server does not answer in this long is dropped and retried
+#: at the next heartbeat on a fresh connection; without it, a connection that
+#: died with a cut link hangs the heartbeat for minutes.
+REQUEST_TIMEOUT_SECONDS = 10
+
 
 class Publisher:
     def __init__(self, api: client.ApiClient, *, node: str) -> None:
@@ -33,7 +38,11 @@ class Publisher:
     def _ensure(self) -> None:
         try:
             self.custom.get_cluster_custom_object(
-                constants.GROUP, constants.VERSION, constants.NODE_HELPER_PLURAL, self.node
+                constants.GROUP,
+                constants.VERSION,
+                constants.NODE_HELPER_PLURAL,
+                self.node,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
             )
         except ApiException as error:
             if error.status != HTTP_NOT_FOUND:
@@ -45,7 +54,11 @@ class Publisher:
             }
             try:
                 self.custom.create_cluster_custom_object(
-                    constants.GROUP, constants.VERSION, constants.NODE_HELPER_PLURAL, body
+                    constants.GROUP,
+                    constants.VERSION,
+                    constants.NODE_HELPER_PLURAL,
+                    body,
+                    _request_timeout=REQUEST_TIMEOUT_SECONDS,
                 )
             except ApiException as create_error:
                 if create_error.status != HTTP_CONFLICT:
@@ -58,6 +71,7 @@ class Publisher:
             constants.NODE_HELPER_PLURAL,
             self.node,
             {"status": status},
+            _request_timeout=REQUEST_TIMEOUT_SECONDS,
         )
 
     def status_body(self, status: NodeHelperStatus, *, now: datetime.datetime) -> dict[str, Any]:

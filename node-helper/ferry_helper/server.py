@@ -17,7 +17,16 @@ from typing import Any
 import asyncssh
 
 from .operations import Operations
-from .protocol import OPERATOR_USER, PEER_USER, Event, Operation, RemoteError, allowed, encode
+from .protocol import (
+    OPERATOR_USER,
+    PEER_USER,
+    Event,
+    Operation,
+    RemoteError,
+    allowed,
+    encode,
+    keepalive_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +90,9 @@ class HelperServer:
             agent_forwarding=False,
             x11_forwarding=False,
             line_editor=False,
+            # A client on a cut link is dropped, so a half-received archive is
+            # removed instead of waiting for bytes that will never come.
+            **keepalive_options(),
         )
 
     async def handle(self, process: asyncssh.SSHServerProcess[bytes]) -> None:

@@ -9,6 +9,7 @@ size and sha256 match the header. Nothing is buffered whole in memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -18,7 +19,15 @@ from typing import Any
 
 import asyncssh
 
-from .protocol import PEER_USER, Peer, RemoteError, decode
+from .archive_check import StreamingCheck, UnsafeArchive
+from .protocol import (
+    CONNECT_TIMEOUT_SECONDS,
+    PEER_USER,
+    Peer,
+    RemoteError,
+    decode,
+    keepalive_options,
+)
 
 CHUNK = 1 << 20
 ProgressCallback = Callable[[int, int], Awaitable[None]]
@@ -66,7 +75,8 @@ async def stream_file(
         username=PEER_USER,
         client_keys=[client_key],
         known_hosts=known_hosts(peer.host_key),
-        connect_timeout=15,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        **keepalive_options(),
         # aes128-gcm is the fastest cipher asyncssh offers on hardware with AES-NI.
         encryption_algs=["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"],
     ) as conn:
@@ -87,9 +97,18 @@ async def stream_file(
 
 
 async def receive_file(
-    reader: asyncssh.SSHReader[bytes], out: Path, *, size: int, sha256: str
+    reader: asyncssh.SSHReader[bytes],
+    out: Path,
+    *,
+    size: int,
+    sha256: str,
+    check: StreamingCheck | None = None,
 ) -> None:
-    """Write the rest of ``reader`` to ``out`` (0600), checked against size and sha256."""
+    """Write the rest of ``reader`` to ``out`` (0600), checked against size and sha256.
+
+    With ``check``, the bytes are also checked as a checkpoint archive while
+    they arrive (see :mod:`.archive_check`); an unsafe one is refused.
+    """
     tmp = out.with_suffix(".partial")
     digest = hashlib.sha256()
     received = 0
@@ -104,15 +123,29 @@ async def receive_file(
                     raise RemoteError(
                         "SizeMismatch", f"received more than the {size} bytes announced"
                     )
+                if check is not None:
+                    await check.feed(chunk)
+        if received != size:
+            raise RemoteError("SizeMismatch", f"received {received} of {size} bytes")
+        if digest.hexdigest() != sha256:
+            raise RemoteError(
+                "ChecksumMismatch",
+                f"sha256 {digest.hexdigest()} does not match the sender's {sha256}",
+            )
+        if check is not None:
+            await check.finish()
+    except UnsafeArchive as error:
+        tmp.unlink(missing_ok=True)
+        raise RemoteError("UnsafeArchive", str(error)) from None
+    except asyncssh.Error as error:  # the sender's link died (keepalive) or it hung up
+        tmp.unlink(missing_ok=True)
+        message = f"the sender's connection ended: {error}"
+        raise RemoteError("TransferInterrupted", message) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if received != size:
-        tmp.unlink(missing_ok=True)
-        raise RemoteError("SizeMismatch", f"received {received} of {size} bytes")
-    if digest.hexdigest() != sha256:
-        tmp.unlink(missing_ok=True)
-        raise RemoteError(
-            "ChecksumMismatch", f"sha256 {digest.hexdigest()} does not match the sender's {sha256}"
-        )
+    finally:
+        if check is not None:
+            with contextlib.suppress(UnsafeArchive):
+                await check.finish()
     tmp.replace(out)

@@ -24,6 +24,7 @@ from .helperclient import HelperClient
 from .kube import Kube, api_client
 from .machine import Migration
 from .settings import Settings
+from .slots import NodeSlots
 
 RESOURCE = (constants.GROUP, constants.VERSION, constants.CONTAINER_MIGRATION_PLURAL)
 
@@ -42,6 +43,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.settings = own
     memo.kube = Kube(api_client())
     memo.helpers = HelperClient(asyncssh.read_private_key(own.ssh_key))
+    memo.slots = NodeSlots(own.max_migrations_per_node)
     if own.metrics_port:
         start_http_server(own.metrics_port)
 
@@ -55,7 +57,12 @@ async def migrate(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped,
     except ValueError as error:
         raise kopf.PermanentError(str(error)) from None
     await Migration(
-        resource=resource, body=body, kube=memo.kube, helpers=memo.helpers, settings=memo.settings
+        resource=resource,
+        body=body,
+        kube=memo.kube,
+        helpers=memo.helpers,
+        settings=memo.settings,
+        slots=memo.slots,
     ).run(stopped)
 
 

@@ -11,11 +11,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncssh
-from ferry_helper.protocol import OPERATOR_USER, Operation, Peer, RemoteError
+from ferry_helper.protocol import (
+    CONNECT_TIMEOUT_SECONDS,
+    OPERATOR_USER,
+    Operation,
+    Peer,
+    RemoteError,
+    keepalive_options,
+)
 from ferry_helper.transfer import known_hosts, read_result
 
 ProgressHandler = Callable[[dict[str, Any]], Awaitable[None]]
-CONNECT_TIMEOUT = 15
 
 
 class HelperClient:
@@ -38,7 +44,8 @@ class HelperClient:
                 username=OPERATOR_USER,
                 client_keys=[self.key],
                 known_hosts=known_hosts(peer.host_key),
-                connect_timeout=CONNECT_TIMEOUT,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                **keepalive_options(),
             ) as conn:
                 process = await conn.create_process(operation.value, encoding=None)
                 process.stdin.write(json.dumps(request).encode() + b"\n")

@@ -15,6 +15,9 @@ from ferry_api.nodehelper import NodeHelper, parse_node_helper
 from kubernetes import client
 from kubernetes import config as kube_config
 
+#: Longest wait for one API request: a dead connection fails instead of hanging a step.
+REQUEST_TIMEOUT_SECONDS = 15
+
 
 def api_client() -> client.ApiClient:
     """A client from ``$KUBECONFIG`` when set (kubectl's rule), else the pod's in-cluster config."""
@@ -31,7 +34,9 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
 
     async def node_names(self) -> list[str]:
-        nodes = await asyncio.to_thread(self.core.list_node)
+        nodes = await asyncio.to_thread(
+            self.core.list_node, _request_timeout=REQUEST_TIMEOUT_SECONDS
+        )
         return [n.metadata.name for n in nodes.items if n.metadata and n.metadata.name]
 
     async def node_helpers(self) -> dict[str, NodeHelper]:
@@ -40,6 +45,7 @@ class Kube:
             constants.GROUP,
             constants.VERSION,
             constants.NODE_HELPER_PLURAL,
+            _request_timeout=REQUEST_TIMEOUT_SECONDS,
         )
         if not isinstance(listed, dict):
             return {}
@@ -64,4 +70,5 @@ class Kube:
             constants.CONTAINER_MIGRATION_PLURAL,
             name,
             {"status": status},
+            _request_timeout=REQUEST_TIMEOUT_SECONDS,
         )

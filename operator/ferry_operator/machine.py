@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
+import tenacity
 from ferry_api.base import to_wire
 from ferry_api.conditions import Condition, ConditionStatus, set_condition
 from ferry_api.migration import (
@@ -40,6 +41,7 @@ from . import metrics, validation
 from .helperclient import HelperClient
 from .kube import Kube
 from .settings import Settings
+from .slots import NodeSlots
 from .validation import Refusal
 
 log = logging.getLogger(__name__)
@@ -50,12 +52,20 @@ AFTER_FREEZE = frozenset(
     {Phase.CHECKPOINTING, Phase.TRANSFERRING, Phase.RESTORING, Phase.VERIFYING, Phase.ROLLING_BACK}
 )
 PROGRESS_WRITE_INTERVAL = 1.0
+#: The longest wait between two attempts to reach a helper during a rollback.
+UNREACHABLE_RETRY_MAX_SECONDS = 30.0
+#: Failures that say nothing about the step, only that its helper was not heard.
+TRANSPORT_FAILURES = frozenset({"HelperUnreachable", "HelperDisconnected"})
 
 COND_VALIDATED = "Validated"
 COND_CHECKPOINTED = "Checkpointed"
 COND_TRANSFERRED = "Transferred"
 COND_RESTORED = "Restored"
 COND_SUCCEEDED = "Succeeded"
+
+
+def _unreachable(error: BaseException) -> bool:
+    return isinstance(error, RemoteError) and error.reason in TRANSPORT_FAILURES
 
 
 def _now() -> datetime.datetime:
@@ -86,12 +96,14 @@ class Migration:
         kube: Kube,
         helpers: HelperClient,
         settings: Settings,
+        slots: NodeSlots,
     ) -> None:
         self.resource = resource
         self.body = body
         self.kube = kube
         self.helpers = helpers
         self.settings = settings
+        self.slots = slots
         self.status = resource.status
         self.spec = resource.spec
         self.uid = resource.metadata.uid or ""
@@ -171,6 +183,12 @@ class Migration:
                 start_time=_now().replace(microsecond=0), source_node=self.spec.source.node
             )
             await self._enter(Phase.PENDING, "accepted")
+        try:
+            await self._run_until_stopped(stopped)
+        finally:
+            await self.slots.release(self.uid)
+
+    async def _run_until_stopped(self, stopped: kopf.DaemonStopped) -> None:
         work = asyncio.create_task(self._run_steps(), name=f"migration {self.uid}")
         stop = asyncio.create_task(self._stopped(stopped), name=f"stopper {self.uid}")
         try:
@@ -219,9 +237,28 @@ class Migration:
             Phase.ROLLING_BACK: self._resume_rollback,
         }
         while (phase := self.status.phase) is not None and phase not in FINAL:
+            if phase not in (Phase.PENDING, Phase.VALIDATING):
+                await self._take_slots(force=phase in AFTER_FREEZE)
             next_phase = await steps[phase]()
             if next_phase in FINAL:
                 return
+
+    async def _take_slots(self, *, force: bool) -> None:
+        """A slot on the source and the target node (see :mod:`.slots`), before any work."""
+        nodes = (self.spec.source.node, self.status.target_node or "")
+
+        async def waiting(full: list[str]) -> None:
+            limit = self.slots.limit
+            text = (
+                f"waiting for a free slot: {', '.join(full)} already "
+                f"{'has' if len(full) == 1 else 'have'} {limit} migration(s) in flight "
+                "(operator.maxMigrationsPerNode); nothing is frozen yet"
+            )
+            kopf.event(self.body, type="Normal", reason="WaitingForNode", message=text)
+            self._update(message=text)
+            await self._write()
+
+        await self.slots.acquire(self.uid, nodes, force=force, on_wait=waiting)
 
     async def _peers(self) -> tuple[Peer, Peer]:
         """Source and target helpers, looked up once: no API round trip during the freeze.
@@ -269,6 +306,7 @@ class Migration:
         self._image = (str(checked["image_id"]), str(checked["image_name"]))
         self._update(target_node=target)
         self._peer_pair = (source_peer, peer_of(helpers[target]))
+        await self._take_slots(force=False)
         self._condition(
             COND_VALIDATED,
             ConditionStatus.TRUE,
@@ -460,16 +498,26 @@ class Migration:
         await self._fail(reason, message)
 
     async def _rollback(self, reason: str, message: str) -> None:
+        """Remove the target's copy, then bring the source back from its checkpoint.
+
+        A helper that cannot be reached is retried with backoff for as long as
+        it takes (the daemon stays alive, so a deletion still waits for it):
+        rolling the source back while the target may hold a running copy would
+        leave two, and giving up on the source would lose it. The target's
+        cleanup is best effort only when no restore was ever asked of it.
+        """
         kopf.warn(self.body, reason="RollingBack", message=f"{reason}: {message}")
         await self._enter(Phase.ROLLING_BACK, f"{reason}: {message}; restoring the source")
         source, target = await self._peers()
-        try:
-            await self.helpers.call(
-                target, Operation.CLEANUP, {"uid": self.uid, "remove_restored": True}
-            )
-        except RemoteError as error:
-            kopf.warn(self.body, reason="TargetCleanupFailed", message=error.message)
-        await self.helpers.call(
+        target_cleanup = {"uid": self.uid, "remove_restored": True}
+        if any(t.phase == Phase.RESTORING for t in self.status.phase_transitions):
+            await self._call_until_reached(target, Operation.CLEANUP, target_cleanup)
+        else:
+            try:
+                await self.helpers.call(target, Operation.CLEANUP, target_cleanup)
+            except RemoteError as error:
+                kopf.warn(self.body, reason="TargetCleanupFailed", message=error.message)
+        await self._call_until_reached(
             source,
             Operation.ROLLBACK,
             {
@@ -478,11 +526,38 @@ class Migration:
                 "file_locks": self.spec.file_locks,
             },
         )
-        await self.helpers.call(
+        await self._call_until_reached(
             source,
             Operation.CLEANUP,
             {"uid": self.uid, "keep_checkpoint": self.spec.keep_checkpoint},
         )
+
+    async def _call_until_reached(
+        self, peer: Peer, operation: Operation, request: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``helpers.call``, retried with exponential backoff while the helper is unreachable."""
+
+        async def report(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            text = (
+                f"{operation.value} on {peer.node}: attempt {state.attempt_number} failed "
+                f"({error}); retrying in {wait:.0f}s"
+            )
+            kopf.warn(self.body, reason="HelperUnreachable", message=text)
+            log.warning("%s/%s: %s", self.namespace, self.name, text)
+            self._update(message=f"rolling back: {text}")
+            with contextlib.suppress(Exception):
+                await self._write()
+
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception(_unreachable),
+            wait=tenacity.wait_exponential(min=1, max=UNREACHABLE_RETRY_MAX_SECONDS),
+            before_sleep=report,
+            reraise=True,
+        )
+        result: dict[str, Any] = await retrying(self.helpers.call, peer, operation, request)
+        return result
 
     async def _resume_rollback(self) -> Phase:
         message = self.status.message or "a rollback was under way when the operator restarted"

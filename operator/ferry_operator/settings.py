@@ -18,6 +18,8 @@ class Settings:
     helper_stale_seconds: float
     #: Port of the Prometheus metrics endpoint (0: off).
     metrics_port: int
+    #: Migrations that may use one node at once, as source or target (0: no limit).
+    max_migrations_per_node: int = 2
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -27,4 +29,5 @@ class Settings:
             allow_any_namespace=env.get("FERRY_ALLOW_ANY_NAMESPACE", "false").lower() == "true",
             helper_stale_seconds=float(env.get("FERRY_HELPER_STALE_SECONDS", "120")),
             metrics_port=int(env.get("FERRY_METRICS_PORT", "8080")),
+            max_migrations_per_node=int(env.get("FERRY_MAX_MIGRATIONS_PER_NODE", "2")),
         )

@@ -55,6 +55,7 @@ OPERATOR_ENV = [
     {"name": "FERRY_SSH_KEY", "value": "/etc/ferry/ssh/operator"},
     {"name": "FERRY_ALLOW_ANY_NAMESPACE", "value": "false"},
     {"name": "FERRY_HELPER_STALE_SECONDS", "value": "120"},
+    {"name": "FERRY_MAX_MIGRATIONS_PER_NODE", "value": "2"},
     {"name": "FERRY_METRICS_PORT", "value": "8080"},
 ]
 HELPER_ENV = [
@@ -240,6 +241,7 @@ def test_operator_values_reach_its_environment() -> None:
         _render(
             "operator.allowAnyNamespace=true",
             "operator.helperStaleSeconds=300",
+            "operator.maxMigrationsPerNode=5",
             "operator.metrics.port=9090",
             "operator.image.tag=dev",
             "operator.image.repository=registry.example/ferry-op",
@@ -252,6 +254,7 @@ def test_operator_values_reach_its_environment() -> None:
         "FERRY_SSH_KEY": "/etc/ferry/ssh/operator",
         "FERRY_ALLOW_ANY_NAMESPACE": "true",
         "FERRY_HELPER_STALE_SECONDS": "300",
+        "FERRY_MAX_MIGRATIONS_PER_NODE": "5",
         "FERRY_METRICS_PORT": "9090",
     }
     assert container["ports"][0]["containerPort"] == 9090

@@ -1,0 +1,169 @@
+"""Faults under a migration in flight: a cut link, a helper killed mid-step.
+
+Each fault hits while the source is frozen. What a user would check is then
+asserted: exactly one copy runs, on the source, and it is the same process
+counting on (its log reads 1, 2, ... without a restart); the target keeps
+neither a container nor an archive; the migration ends ``Failed`` with a
+reason that names the fault.
+
+A helper is killed as a kubelet kills a crashed pod's container: its whole
+process group, podman and CRIU included, and then started again.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Iterator
+
+import pytest
+from ferry_api import constants
+from ferry_cluster import deploy, procs
+from ferry_cluster.config import ClusterConfig, NodeSpec
+from ferry_cluster.workloads import (
+    counted_without_restart,
+    logged_counts,
+    read_count,
+    run_counter,
+    sh,
+    wait_counting,
+)
+from kubernetes import client
+from support import create_migration, succeeded_reason, wait_migration
+
+pytestmark = pytest.mark.e2e
+
+STAGING = "/var/lib/ferry-helper/staging"
+
+
+@pytest.fixture(scope="module")
+def ferry(local_cluster: ClusterConfig) -> ClusterConfig:
+    deploy.deploy(local_cluster)
+    return local_cluster
+
+
+@pytest.fixture
+def custom(admin_api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(admin_api)
+
+
+def state(node: NodeSpec, name: str) -> str:
+    return sh(node, f"podman inspect --format '{{{{.State.Status}}}}' {name} 2>/dev/null || true")
+
+
+def assert_one_copy_on_the_source(source: NodeSpec, target: NodeSpec, name: str) -> None:
+    assert state(target, name) == "", f"{name} left on {target.name}"
+    assert state(source, name) == "running"
+    wait_counting(source, name, above=read_count(source, name), timeout=10)
+    assert counted_without_restart(logged_counts(source, name)), "the process started over"
+
+
+def assert_nothing_staged(node: NodeSpec, *, within: float = 30) -> None:
+    """No archive, whole or partial, is left in the node's staging area."""
+    deadline = time.monotonic() + within
+    find = f"find {STAGING} -name 'checkpoint.*' -o -name '*.partial'"
+    while left := sh(node, find):
+        assert time.monotonic() < deadline, f"{node.name} keeps {left}"
+        time.sleep(0.5)
+
+
+def start_counter(node: NodeSpec, name: str, namespace: str, blob_bytes: int) -> None:
+    run_counter(node, name, labels={constants.NAMESPACE_LABEL: namespace}, blob_bytes=blob_bytes)
+    wait_counting(node, name, above=0, timeout=60)
+
+
+def move(source: NodeSpec, target: NodeSpec, container: str) -> dict[str, object]:
+    return {
+        "source": {"node": source.name, "container": container},
+        "target": {"node": target.name},
+        "compression": "none",
+    }
+
+
+@pytest.fixture
+def slow_link(ferry: ClusterConfig) -> Iterator[NodeSpec]:
+    """node-b's link shaped to 80 Mbit/s, so a transfer lasts long enough to be cut."""
+    target = ferry.node_specs()[1]
+    shape = ["tc", "qdisc", "replace", "dev", target.host_veth, "root", "tbf"]
+    procs.run([*shape, "rate", "80mbit", "burst", "256kb", "latency", "500ms"])
+    yield target
+    procs.run(["ip", "link", "set", target.host_veth, "up"])
+    procs.run(["tc", "qdisc", "del", "dev", target.host_veth, "root"], check=False)
+
+
+def test_a_link_cut_mid_transfer_is_noticed_and_rolled_back(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str, slow_link: NodeSpec
+) -> None:
+    source, target = ferry.node_specs()[0], slow_link
+    start_counter(source, "cut", namespace, blob_bytes=96 << 20)
+    create_migration(custom, namespace, "cut", move(source, target, "cut"))
+    wait_migration(
+        custom,
+        namespace,
+        "cut",
+        lambda s: (
+            s.get("phase") == "Transferring" and (s.get("progress") or {}).get("bytesSent", 0) > 0
+        ),
+    )
+    procs.run(["ip", "link", "set", target.host_veth, "down"])
+    cut = time.monotonic()
+    status = wait_migration(custom, namespace, "cut", timeout=180, poll=0.5)
+    print(f"link cut noticed and rolled back in {time.monotonic() - cut:.1f}s")
+    assert status["phase"] == "Failed", status
+    assert succeeded_reason(status) == "TransferFailed", status
+    procs.run(["ip", "link", "set", target.host_veth, "up"])
+    wait_heartbeat_after(custom, target, datetime.datetime.now(datetime.UTC))
+    assert_one_copy_on_the_source(source, target, "cut")
+    assert_nothing_staged(target)
+    assert_nothing_staged(source)
+    sh(source, "podman rm -f -t 0 cut")
+
+
+def wait_heartbeat_after(
+    custom: client.CustomObjectsApi, node: NodeSpec, moment: datetime.datetime
+) -> None:
+    """Until ``node``'s helper has published a heartbeat after ``moment`` (it recovered)."""
+    deadline = time.monotonic() + 60
+    while True:
+        helper = custom.get_cluster_custom_object(
+            constants.GROUP, constants.VERSION, constants.NODE_HELPER_PLURAL, node.name
+        )
+        beat = (helper.get("status") or {}).get("heartbeatTime")
+        if beat and datetime.datetime.fromisoformat(beat) > moment:
+            return
+        assert time.monotonic() < deadline, f"{node.name}'s helper is silent since {beat}"
+        time.sleep(0.5)
+
+
+def kill_and_restart_helper(ferry: ClusterConfig, node: NodeSpec, *, down: float = 3) -> None:
+    """SIGKILL the helper's whole process group (podman, CRIU), then start it again."""
+    pid = procs.read_pid(deploy.helper_pid_file(node), "ferry_helper")
+    assert pid is not None, f"no helper runs on {node.name}"
+    procs.run(["kill", "-KILL", "--", f"-{pid}"])
+    time.sleep(down)
+    deploy.start_helper(ferry, node, deploy.workload(ferry, "daemonset", "ferry-node-helper"))
+
+
+@pytest.mark.parametrize(
+    ("phase", "side"),
+    [("Checkpointing", "source"), ("Transferring", "source"), ("Restoring", "target")],
+)
+def test_a_helper_killed_mid_step_leaves_the_source_running(
+    ferry: ClusterConfig,
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    phase: str,
+    side: str,
+) -> None:
+    source, target = ferry.node_specs()[:2]
+    name = f"crash-{phase.lower()}"
+    start_counter(source, name, namespace, blob_bytes=128 << 20)
+    create_migration(custom, namespace, name, move(source, target, name))
+    wait_migration(custom, namespace, name, lambda s: s.get("phase") == phase, poll=0.02)
+    kill_and_restart_helper(ferry, source if side == "source" else target)
+    status = wait_migration(custom, namespace, name, timeout=240, poll=0.5)
+    assert status["phase"] == "Failed", status
+    assert_one_copy_on_the_source(source, target, name)
+    assert_nothing_staged(target)
+    assert_nothing_staged(source)
+    sh(source, f"podman rm -f -t 0 {name}")
