@@ -274,6 +274,15 @@ class Migration:
             self._peer_pair = (peer_of(source_helper), peer_of(target_helper))
         return self._peer_pair
 
+    async def _inspect(self, peer: Peer, container: str) -> dict[str, Any] | None:
+        """The container as ``peer``'s helper sees it; None if it has none of that name."""
+        try:
+            return await self.helpers.call(peer, Operation.INSPECT, {"container": container})
+        except RemoteError as error:
+            if error.reason != "ContainerNotFound":
+                raise
+            return None
+
     async def _validate(self) -> Phase:
         await self._enter(Phase.VALIDATING, "checking nodes, helpers and the container")
         nodes = await self.kube.node_names()
@@ -288,14 +297,7 @@ class Migration:
         )
         validation.check_compatible(helpers[self.spec.source.node], helpers[target])
         source_peer = peer_of(helpers[self.spec.source.node])
-        try:
-            info: dict[str, Any] | None = await self.helpers.call(
-                source_peer, Operation.INSPECT, {"container": self.spec.source.container}
-            )
-        except RemoteError as error:
-            if error.reason != "ContainerNotFound":
-                raise
-            info = None
+        info = await self._inspect(source_peer, self.spec.source.container)
         checked = validation.check_container(
             self.spec,
             info,
@@ -304,8 +306,14 @@ class Migration:
             uid=self.uid,
         )
         self._image = (str(checked["image_id"]), str(checked["image_name"]))
+        target_peer = peer_of(helpers[target])
+        validation.check_target_free(
+            self.spec.source.container,
+            target,
+            await self._inspect(target_peer, self.spec.source.container),
+        )
         self._update(target_node=target)
-        self._peer_pair = (source_peer, peer_of(helpers[target]))
+        self._peer_pair = (source_peer, target_peer)
         await self._take_slots(force=False)
         self._condition(
             COND_VALIDATED,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ferry_api import constants
 from ferry_api.conditions import ConditionStatus, find_condition
 from ferry_api.migration import ContainerMigrationSpec
-from ferry_api.nodehelper import NodeHelper, RuntimeName
+from ferry_api.nodehelper import CgroupVersion, NodeHelper, RuntimeName
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,16 +140,62 @@ def check_source(
         raise Refusal(reason="SourceNotReady", message=problem)
 
 
+def _v2(layout: CgroupVersion) -> bool:
+    return layout == CgroupVersion.V2
+
+
 def check_compatible(source: NodeHelper, target: NodeHelper) -> None:
-    """The target must restore what the source dumps: CRIU no older than the source's."""
+    """The target must restore what the source dumps, as far as the helpers' reports tell.
+
+    CRIU no older than the source's; the same cgroup layout (CRIU restores a
+    container's cgroups as they were dumped); and every CPU feature flag of
+    the source, since a process may use any of them (what ``criu cpuinfo
+    check`` verifies, decided here from the published flags so that nothing
+    runs on a node before the refusal).
+    """
+    source_name, target_name = source.metadata.name, target.metadata.name
     source_criu = source.status.criu.version if source.status.criu else None
     target_criu = target.status.criu.version if target.status.criu else None
     if _version(target_criu) < _version(source_criu):
         raise Refusal(
             reason="IncompatibleCriu",
             message=(
-                f"node {target.metadata.name} has CRIU {target_criu}, older than the source's "
+                f"node {target_name} has CRIU {target_criu}, older than the source's "
                 f"{source_criu}; upgrade CRIU there or pick another target"
+            ),
+        )
+    source_cgroups, target_cgroups = source.status.cgroup_version, target.status.cgroup_version
+    # Hybrid hosts run containers under the v1 controllers, as v1 hosts do.
+    if source_cgroups and target_cgroups and _v2(source_cgroups) != _v2(target_cgroups):
+        raise Refusal(
+            reason="IncompatibleCgroups",
+            message=(
+                f"node {source_name} runs cgroup {source_cgroups} and node {target_name} "
+                f"cgroup {target_cgroups}; a container restores only into the same layout"
+            ),
+        )
+    source_flags = set(source.status.cpu.flags) if source.status.cpu else set()
+    target_flags = set(target.status.cpu.flags) if target.status.cpu else set()
+    if source_flags and target_flags and (missing := sorted(source_flags - target_flags)):
+        shown = " ".join(missing[:8]) + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else "")
+        raise Refusal(
+            reason="IncompatibleCpu",
+            message=(
+                f"node {target_name}'s CPU lacks features node {source_name}'s has: {shown}; "
+                "the process may use them, so pick a target with the same or a newer CPU"
+            ),
+        )
+
+
+def check_target_free(container: str, target: str, existing: Mapping[str, object] | None) -> None:
+    """The target must not already hold a container of the name the restore will use."""
+    if existing is not None:
+        raise Refusal(
+            reason="TargetNameTaken",
+            message=(
+                f"node {target} already has a container named {container!r} "
+                f"({existing.get('state', 'unknown state')}); "
+                "remove it there or pick another target"
             ),
         )
 

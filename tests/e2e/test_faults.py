@@ -1,10 +1,12 @@
 """Faults a migration must survive, and strangers the helpers must refuse.
 
-The first steps of issue 5: the operator killed mid-freeze resumes (the
-helpers' journal answers the repeated step) and the container runs in exactly
-one place; a helper refuses a client whose key it does not know, a client
-refuses a helper whose host key is not the published one, and the peers' key
-cannot run anything but an incoming stream.
+The operator killed in any phase resumes (the helpers' journal answers the
+repeated step) and the container runs in exactly one place. A helper refuses
+a client whose key it does not know, a client refuses a helper whose host key
+is not the published one, the peers' key cannot run anything but an incoming
+stream, and what it streams in is refused if damaged or if it would reach
+outside the staging area. (Faults on the wire and helpers killed mid-step:
+test_faults_transport.py; load: test_load.py.)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import asyncssh
 import pytest
+from archives import COMPRESSIONS, UNSAFE
 from ferry_api import constants
 from ferry_cluster import deploy, nodes, procs
 from ferry_cluster.config import ClusterConfig, NodeSpec
@@ -27,7 +30,7 @@ from ferry_cluster.workloads import logged_counts, run_counter, sh, wait_countin
 from ferry_helper.protocol import OPERATOR_USER, PEER_USER, Operation, Peer, RemoteError
 from ferry_operator.helperclient import HelperClient
 from kubernetes import client
-from support import create_migration
+from support import create_migration, wait_migration
 
 pytestmark = pytest.mark.e2e
 
@@ -66,63 +69,47 @@ def peer(ferry: ClusterConfig, node: NodeSpec) -> Peer:
     )
 
 
-def test_the_operator_killed_mid_freeze_resumes_and_one_copy_runs(
-    ferry: ClusterConfig, admin_api: client.ApiClient, namespace: str
+@pytest.mark.parametrize("phase", ["Validating", "Checkpointing", "Transferring", "Restoring"])
+def test_the_operator_killed_in_any_phase_resumes_and_one_copy_runs(
+    ferry: ClusterConfig, admin_api: client.ApiClient, namespace: str, phase: str
 ) -> None:
     node_a, node_b = ferry.node_specs()[:2]
-    sh(node_b, "podman rm -f -t 0 -i survivor")
-    run_counter(
-        node_a, "survivor", labels={constants.NAMESPACE_LABEL: namespace}, blob_bytes=128 << 20
-    )
-    wait_counting(node_a, "survivor", above=0, timeout=60)
+    name = f"survivor-{phase.lower()}"
+    sh(node_b, f"podman rm -f -t 0 -i {name}")
+    run_counter(node_a, name, labels={constants.NAMESPACE_LABEL: namespace}, blob_bytes=128 << 20)
+    wait_counting(node_a, name, above=0, timeout=60)
     custom = client.CustomObjectsApi(admin_api)
     create_migration(
         custom,
         namespace,
-        "resumed",
+        name,
         {
-            "source": {"node": "node-a", "container": "survivor"},
+            "source": {"node": "node-a", "container": name},
             "target": {"node": "node-b"},
             "compression": "none",
         },
     )
-
-    def status() -> dict[str, Any]:
-        body = custom.get_namespaced_custom_object(
-            constants.GROUP,
-            constants.VERSION,
-            namespace,
-            constants.CONTAINER_MIGRATION_PLURAL,
-            "resumed",
-        )
-        found: dict[str, Any] = body.get("status") or {}
-        return found
-
-    deadline = time.monotonic() + 60
-    while status().get("phase") != "Checkpointing":
-        assert time.monotonic() < deadline, status()
-        time.sleep(0.05)
-    time.sleep(1)
+    if phase != "Validating":  # that one lasts milliseconds: kill at once
+        wait_migration(custom, namespace, name, lambda s: s.get("phase") == phase, poll=0.02)
     pid = procs.read_pid(deploy.operator_pid_file(ferry), ferry.operator_marker)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     time.sleep(1)
     deploy.start_operator(ferry, deploy.workload(ferry, "deployment", "ferry-operator"))
 
-    deadline = time.monotonic() + 180
-    while (phase := status().get("phase")) not in ("Succeeded", "Failed"):
-        assert time.monotonic() < deadline, status()
-        time.sleep(0.2)
-    on_a, on_b = running(node_a, "survivor"), running(node_b, "survivor")
+    status = wait_migration(custom, namespace, name, poll=0.2)
+    on_a, on_b = running(node_a, name), running(node_b, name)
     assert on_a != on_b, f"exactly one copy must run (node-a {on_a}, node-b {on_b})"
     # The new operator resumed the step in flight (the helper's journal gave it the
-    # dump's result) instead of failing or freezing the source a second time.
-    assert phase == "Succeeded", status()
+    # step's result) instead of failing or freezing the source a second time.
+    assert status["phase"] == "Succeeded", status
     assert on_b
-    logged = logged_counts(node_b, "survivor")
+    logged = logged_counts(node_b, name)
     assert logged == list(range(1, len(logged) + 1)), "the process started over"
     for node in (node_a, node_b):
-        sh(node, "podman rm -f -t 0 -i survivor")
+        sh(node, f"podman rm -f -t 0 -i {name}")
+        left = sh(node, "find /var/lib/ferry-helper/staging -name 'checkpoint.*'")
+        assert left == "", f"{node.name} keeps {left}"
 
 
 def _call(
@@ -255,20 +242,12 @@ def test_two_migrations_of_one_container_one_proceeds_the_other_is_refused(
     sh(node_b, "podman rm -f -t 0 contested")
 
 
-@pytest.mark.parametrize(
-    ("damage", "reason"),
-    [("corrupted", "ChecksumMismatch"), ("truncated", "SizeMismatch")],
-)
-def test_a_damaged_archive_is_refused_and_nothing_of_it_kept(
-    ferry: ClusterConfig, damage: str, reason: str
-) -> None:
-    node = ferry.node_specs()[1]
+def send_as_peer(
+    ferry: ClusterConfig, node: NodeSpec, header: dict[str, Any], payload: bytes
+) -> dict[str, Any]:
+    """Stream ``payload`` into ``node``'s helper with the peers' key; its final answer."""
     peer_key = asyncssh.read_private_key(nodes.host_path(node, "/etc/ferry/ssh/peer"))
     target = peer(ferry, node)
-    archive = os.urandom(3 << 20)
-    digest = hashlib.sha256(archive).hexdigest()
-    sent = archive[:-1] + bytes([archive[-1] ^ 0xFF]) if damage == "corrupted" else archive[:-7]
-    uid = str(uuid.uuid4())
 
     async def stream() -> str:
         async with asyncssh.connect(
@@ -279,12 +258,43 @@ def test_a_damaged_archive_is_refused_and_nothing_of_it_kept(
             known_hosts=([asyncssh.import_public_key(target.host_key)], [], []),
         ) as conn:
             process = await conn.create_process(Operation.RECEIVE.value, encoding=None)
-            header = {"uid": uid, "size_bytes": len(archive), "sha256": digest}
-            process.stdin.write(json.dumps(header).encode() + b"\n" + sent)
+            process.stdin.write(json.dumps(header).encode() + b"\n" + payload)
             process.stdin.write_eof()
             return (await process.stdout.read()).decode()
 
-    answer = json.loads(asyncio.run(stream()).splitlines()[-1])
+    answer: dict[str, Any] = json.loads(asyncio.run(stream()).splitlines()[-1])
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [("corrupted", "ChecksumMismatch"), ("truncated", "SizeMismatch")],
+)
+def test_a_damaged_archive_is_refused_and_nothing_of_it_kept(
+    ferry: ClusterConfig, damage: str, reason: str
+) -> None:
+    node = ferry.node_specs()[1]
+    archive = os.urandom(3 << 20)
+    digest = hashlib.sha256(archive).hexdigest()
+    sent = archive[:-1] + bytes([archive[-1] ^ 0xFF]) if damage == "corrupted" else archive[:-7]
+    uid = str(uuid.uuid4())
+    header = {"uid": uid, "size_bytes": len(archive), "sha256": digest}
+    answer = send_as_peer(ferry, node, header, sent)
     assert answer["type"] == "error"
     assert answer["reason"] == reason
     assert sh(node, f"ls -A /var/lib/ferry-helper/staging/{uid}") == ""
+
+
+@pytest.mark.parametrize("case", sorted(UNSAFE))
+def test_an_archive_reaching_outside_staging_is_refused_by_a_real_helper(
+    ferry: ClusterConfig, case: str
+) -> None:
+    """A sender with the peers' key and a correct checksum still cannot plant files."""
+    node = ferry.node_specs()[1]
+    archive = COMPRESSIONS["zstd"](UNSAFE[case][0])
+    uid = str(uuid.uuid4())
+    header = {"uid": uid, "size_bytes": len(archive), "sha256": hashlib.sha256(archive).hexdigest()}
+    answer = send_as_peer(ferry, node, header, archive)
+    assert (answer["type"], answer["reason"]) == ("error", "UnsafeArchive"), answer
+    assert sh(node, f"ls -A /var/lib/ferry-helper/staging/{uid}") == ""
+    assert sh(node, "ls /etc/cron.d/x /root/.ssh/authorized_keys 2>/dev/null || true") == ""

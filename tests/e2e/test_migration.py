@@ -18,6 +18,7 @@ from ferry_api import constants
 from ferry_cluster import deploy, images
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import (
+    counter_script,
     logged_counts,
     read_count,
     run_counter,
@@ -180,9 +181,11 @@ def test_leave_running_keeps_the_source_and_a_move_back_works(
         {"source": {"node": "node-b", "container": "twin"}, "compression": "none"},
     )
     assert back["status"]["phase"] == "Succeeded", back["status"]
-    assert back["status"]["targetNode"] == "node-a", "the only other node is node-a"
+    chosen = next(n for n in ferry.node_specs() if n.name == back["status"]["targetNode"])
+    assert chosen != node_b, "the operator picked a target other than the source"
     assert not exists(node_b, "twin")
-    wait_counting(node_a, "twin", above=read_count(node_a, "twin"))
+    wait_counting(chosen, "twin", above=read_count(chosen, "twin"))
+    sh(chosen, "podman rm -f -t 0 twin")
 
 
 def test_an_image_the_target_lacks_is_shipped_before_the_freeze(
@@ -266,12 +269,12 @@ def test_source_equal_to_target_is_refused_by_the_api_server(
     assert "target.node" in refused.value.body
 
 
-def test_a_failed_restore_rolls_back_to_a_running_source(
+def test_a_name_taken_on_the_target_is_refused_before_the_freeze(
     ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
 ) -> None:
     node_a, node_b = ferry.node_specs()[:2]
     start_counter(node_a, "clash", namespace)
-    # A different container already holds the name on the target: restore fails there.
+    # A different container already holds the name on the target.
     sh(
         node_b,
         f"podman rm -f -t 0 -i clash; podman run -d --name clash {images.BUSYBOX_IMAGE} sleep 1000",
@@ -285,15 +288,48 @@ def test_a_failed_restore_rolls_back_to_a_running_source(
     )
     status = body["status"]
     assert status["phase"] == "Failed", status
-    assert condition(body, "Succeeded")["reason"] == "RestoreFailed"
-    assert "RollingBack" in [t["phase"] for t in status["phaseTransitions"]]
-    # The source is back and counting on from where it was frozen.
+    assert condition(body, "Succeeded")["reason"] == "TargetNameTaken"
+    assert "Checkpointing" not in [t["phase"] for t in status["phaseTransitions"]]
     logged = logged_counts(node_a, "clash")
     assert logged == list(range(1, len(logged) + 1))
     wait_counting(node_a, "clash", above=logged[-1])
-    # The target's own container was not touched.
     assert sh(node_b, "podman inspect --format '{{.Id}}' clash") == occupant
     sh(node_b, "podman rm -f -t 0 clash")
+    sh(node_a, "podman rm -f -t 0 clash")
+
+
+def test_a_restore_that_fails_on_the_target_rolls_back_to_a_running_source(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node_a, node_b = ferry.node_specs()[:2]
+    # The container bind-mounts a directory that only node-a has: nothing the
+    # helpers publish tells, so the restore on node-b is where it fails.
+    sh(node_b, "podman rm -f -t 0 -i mounted; rm -rf /srv/only-on-a")
+    sh(
+        node_a,
+        "mkdir -p /srv/only-on-a; podman rm -f -t 0 -i mounted; "
+        f"podman run -d --name mounted --label {constants.NAMESPACE_LABEL}={namespace} "
+        f"-v /srv/only-on-a:/data {images.BUSYBOX_IMAGE} sh -c '{counter_script()}'",
+    )
+    wait_counting(node_a, "mounted", above=0)
+
+    body = migrate(
+        custom,
+        namespace,
+        {"source": {"node": "node-a", "container": "mounted"}, "target": {"node": "node-b"}},
+    )
+    status = body["status"]
+    assert status["phase"] == "Failed", status
+    failed = condition(body, "Succeeded")
+    assert failed["reason"] == "RestoreFailed", failed
+    assert "only-on-a" in failed["message"], "the message names what was missing"
+    assert "RollingBack" in [t["phase"] for t in status["phaseTransitions"]]
+    # The source is back and counting on from where it was frozen; node-b keeps nothing.
+    logged = logged_counts(node_a, "mounted")
+    assert logged == list(range(1, len(logged) + 1))
+    wait_counting(node_a, "mounted", above=logged[-1])
+    assert not exists(node_b, "mounted")
+    sh(node_a, "podman rm -f -t 0 mounted")
 
 
 def test_deleting_a_migration_in_flight_cancels_it_and_keeps_the_source(
@@ -312,7 +348,11 @@ def test_deleting_a_migration_in_flight_cancels_it_and_keeps_the_source(
         custom,
         namespace,
         name,
-        {"source": {"node": "node-a", "container": "heavy"}, "compression": "none"},
+        {
+            "source": {"node": "node-a", "container": "heavy"},
+            "target": {"node": "node-b"},
+            "compression": "none",
+        },
     )
     deadline = time.monotonic() + 60
     while (phase := get(custom, namespace, name).get("status", {}).get("phase")) not in (

@@ -11,6 +11,7 @@ from ferry_operator.validation import (
     check_compatible,
     check_container,
     check_source,
+    check_target_free,
     choose_target,
 )
 
@@ -19,7 +20,14 @@ HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVp helper"
 
 
 def helper(
-    name: str, *, criu: str = "4.2.1", age: float = 1, ready: str = "True", runtime: str = "podman"
+    name: str,
+    *,
+    criu: str = "4.2.1",
+    age: float = 1,
+    ready: str = "True",
+    runtime: str = "podman",
+    cgroups: str = "hybrid",
+    flags: tuple[str, ...] = ("fpu", "sse2", "avx2"),
 ) -> Any:
     beat = (NOW - datetime.timedelta(seconds=age)).isoformat()
     return parse_node_helper(
@@ -33,6 +41,8 @@ def helper(
                 "heartbeatTime": beat,
                 "runtimes": [{"name": runtime, "version": "5.4.2"}],
                 "criu": {"version": criu},
+                "cgroupVersion": cgroups,
+                "cpu": {"model": "Test CPU", "flags": list(flags)},
                 "conditions": [{"type": "Ready", "status": ready, "reason": "HelperRunning"}],
             },
         }
@@ -132,6 +142,22 @@ def test_an_older_criu_on_the_target_is_refused() -> None:
     check_compatible(helper("node-a", criu="4.1.1"), helper("node-b", criu="4.2.1"))
 
 
+def test_a_target_cpu_missing_a_source_feature_is_refused_and_names_it() -> None:
+    with pytest.raises(Refusal) as refused:
+        check_compatible(helper("node-a"), helper("node-b", flags=("fpu", "sse2")))
+    assert refused.value.reason == "IncompatibleCpu"
+    assert "avx2" in refused.value.message
+    # A newer CPU (more flags) on the target is fine.
+    check_compatible(helper("node-a"), helper("node-b", flags=("fpu", "sse2", "avx2", "avx512f")))
+
+
+def test_a_different_cgroup_layout_on_the_target_is_refused() -> None:
+    with pytest.raises(Refusal) as refused:
+        check_compatible(helper("node-a", cgroups="hybrid"), helper("node-b", cgroups="v2"))
+    assert refused.value.reason == "IncompatibleCgroups"
+    check_compatible(helper("node-a", cgroups="v1"), helper("node-b", cgroups="hybrid"))
+
+
 @pytest.mark.parametrize(
     ("info", "allow_any", "reason"),
     [
@@ -170,3 +196,11 @@ def test_a_labelled_running_container_passes_and_the_label_can_be_waived() -> No
     check_container(
         spec(), {"labels": {}, "running": True}, namespace="team-a", allow_any_namespace=True
     )
+
+
+def test_a_target_that_already_has_the_name_is_refused() -> None:
+    check_target_free("web", "node-b", None)
+    with pytest.raises(Refusal) as refused:
+        check_target_free("web", "node-b", {"state": "exited"})
+    assert refused.value.reason == "TargetNameTaken"
+    assert "exited" in refused.value.message
