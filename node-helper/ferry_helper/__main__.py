@@ -52,13 +52,11 @@ async def serve(settings: Settings) -> None:
         node=settings.node_name,
         driver=driver,
         staging=Staging(settings.state_dir / "staging"),
-        peer_key=asyncssh.read_private_key(settings.peer_key),
     )
     server = HelperServer(
         operations=operations,
         host_key=host_key,
         operator_keys=list(asyncssh.read_public_key_list(settings.operator_keys)),
-        peer_keys=list(asyncssh.read_public_key_list(settings.peer_public_key)),
     )
     acceptor = await server.start("0.0.0.0", settings.ssh_port)  # noqa: S104 - other nodes connect
     log.info("serving SSH on %s:%d", settings.address, settings.ssh_port)

@@ -24,8 +24,10 @@ from . import probe as node_probe
 from . import transfer
 from .archive_check import StreamingCheck
 from .errors import PodmanError
+from .grants import PeerGrants
 from .podman import CheckpointOptions, PodmanDriver
 from .protocol import (
+    AuthorizePeerRequest,
     CheckpointRequest,
     CleanupRequest,
     FinishSourceRequest,
@@ -51,12 +53,20 @@ STEPS_OF_AN_OPEN_MIGRATION = frozenset(
         Operation.SEND,
         Operation.RECEIVE,
         Operation.RESTORE,
+        Operation.AUTHORIZE_PEER,
     }
 )
 
 
 def _podman_failure(reason: str, error: PodmanError) -> RemoteError:
     return RemoteError(reason, str(error))
+
+
+def _credential(text: str) -> asyncssh.SSHKey:
+    try:
+        return asyncssh.import_private_key(text)
+    except (asyncssh.KeyImportError, ValueError):
+        raise RemoteError("BadRequest", "credential is no OpenSSH private key") from None
 
 
 def _sha256(path: Path) -> str:
@@ -68,13 +78,12 @@ def _sha256(path: Path) -> str:
 
 
 class Operations:
-    def __init__(
-        self, *, node: str, driver: PodmanDriver, staging: Staging, peer_key: asyncssh.SSHKey
-    ) -> None:
+    def __init__(self, *, node: str, driver: PodmanDriver, staging: Staging) -> None:
         self.node = node
         self.driver = driver
         self.staging = staging
-        self.peer_key = peer_key
+        #: Which migration each peer key may stream into (see :mod:`.grants`).
+        self.grants = PeerGrants()
         # One step at a time per migration: a rollback must wait for a checkpoint
         # still in flight (its client may have gone), or it would see the source
         # running, do nothing, and then watch the checkpoint stop it.
@@ -86,7 +95,10 @@ class Operations:
         request: dict[str, Any],
         emit: Emit,
         stdin: asyncssh.SSHReader[bytes],
+        *,
+        granted_uid: str | None = None,
     ) -> dict[str, Any]:
+        """Run ``operation``; ``granted_uid``: the migration a peer's key was granted for."""
         handlers: dict[Operation, tuple[type[BaseModel] | None, Any]] = {
             Operation.PROBE: (None, self.probe),
             Operation.INSPECT: (InspectRequest, self.inspect),
@@ -98,6 +110,7 @@ class Operations:
             Operation.ROLLBACK: (RollbackRequest, self.rollback),
             Operation.FINISH_SOURCE: (FinishSourceRequest, self.finish_source),
             Operation.CLEANUP: (CleanupRequest, self.cleanup),
+            Operation.AUTHORIZE_PEER: (AuthorizePeerRequest, self.authorize_peer),
         }
         if operation == Operation.IMAGE_RECEIVE:
             return await self.image_receive(self._parse(ImageReceiveRequest, request), stdin)
@@ -111,6 +124,10 @@ class Operations:
             ):
                 raise RemoteError("MigrationClosed", f"migration {uid} has ended on {self.node}")
             if operation == Operation.RECEIVE:
+                if uid != granted_uid:
+                    raise RemoteError(
+                        "Forbidden", f"this peer key was not granted for migration {uid}"
+                    )
                 return await self.receive(self._parse(ReceiveRequest, request), stdin)
             model, handler = handlers[operation]
             if model is None:
@@ -124,7 +141,12 @@ class Operations:
         try:
             return model.model_validate(request)
         except ValidationError as error:
-            raise RemoteError("BadRequest", str(error)) from None
+            # Without the input: a request may carry a credential.
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                for e in error.errors(include_input=False, include_url=False)
+            )
+            raise RemoteError("BadRequest", problems) from None
 
     async def probe(self) -> dict[str, Any]:
         return (await node_probe.probe(self.driver)).model_dump(mode="json")
@@ -147,7 +169,7 @@ class Operations:
             started = time.monotonic()
             result = await transfer.stream_file(
                 peer=request.target,
-                client_key=self.peer_key,
+                client_key=_credential(request.credential),
                 operation=Operation.IMAGE_RECEIVE.value,
                 header={
                     "image_id": request.image_id,
@@ -234,7 +256,7 @@ class Operations:
         try:
             await transfer.stream_file(
                 peer=request.target,
-                client_key=self.peer_key,
+                client_key=_credential(request.credential),
                 operation=Operation.RECEIVE.value,
                 header={
                     "uid": request.uid,
@@ -309,10 +331,19 @@ class Operations:
         self.staging.record(request.uid, "restore", data)
         return data
 
+    async def authorize_peer(self, request: AuthorizePeerRequest, _: Emit) -> dict[str, Any]:
+        try:
+            key = asyncssh.import_public_key(request.public_key)
+        except (asyncssh.KeyImportError, ValueError):
+            raise RemoteError("BadRequest", "public_key is no OpenSSH public key") from None
+        self.grants.authorize(request.uid, key, request.ttl_seconds)
+        return {"granted": key.get_fingerprint(), "ttlSeconds": request.ttl_seconds}
+
     async def rollback(self, request: RollbackRequest, _: Emit) -> dict[str, Any]:
         # Closed first: a checkpoint request still on its way must not freeze
         # the source again after it is back.
         self.staging.close(request.uid)
+        self.grants.revoke(request.uid)
         info = await self.driver.inspect(request.container)
         if info is not None and info.running:
             return {"containerId": info.id, "alreadyRunning": True}
@@ -335,6 +366,7 @@ class Operations:
         if request.remove_container:
             await self.driver.remove(request.container)
         self.staging.close(request.uid)
+        self.grants.revoke(request.uid)
         self.staging.release(request.uid)
         self.staging.remove(request.uid, keep_archive=request.keep_checkpoint)
         return {"removedContainer": request.remove_container}
@@ -346,6 +378,7 @@ class Operations:
             if removed:
                 await self.driver.remove(removed)
         self.staging.close(request.uid)
+        self.grants.revoke(request.uid)
         self.staging.release(request.uid)
         self.staging.remove(request.uid, keep_archive=request.keep_checkpoint)
         return {"removedContainer": removed}

@@ -8,9 +8,13 @@ output is JSON lines: any number of ``progress`` events, then exactly one
 
 Two SSH users exist, and the key decides which one a client may be:
 ``operator`` (the operator's key) may run every operation but the receiving
-ones; ``peer`` (the helpers' shared key, used node to node) may only send an
-archive or an image into a node. A peer can therefore not checkpoint, restore
-or remove anything.
+ones; ``peer`` may only send an archive or an image into a node. There is no
+standing peer key: for each migration the operator makes a key pair, grants
+its public half on the target (``authorize-peer``, for that migration's UID
+and a limited time) and hands the private half to the source with the
+``send`` request. A grant lets its holder stream into that one migration on
+that one node, and it is revoked when the migration ends there. A peer can
+never checkpoint, restore or remove anything.
 
 Every operation that changes a node is keyed by the migration's UID and is
 idempotent: repeating it (after an operator restart) returns the recorded
@@ -55,6 +59,7 @@ class Operation(StrEnum):
     ROLLBACK = "rollback"
     FINISH_SOURCE = "finish-source"
     CLEANUP = "cleanup"
+    AUTHORIZE_PEER = "authorize-peer"
 
 
 PEER_OPERATIONS = frozenset({Operation.RECEIVE, Operation.IMAGE_RECEIVE})
@@ -98,9 +103,12 @@ class ImageReceiveRequest(Model):
 
 
 class ImageSendRequest(Model):
+    uid: str
     image_id: str
     image_name: str
     target: Peer
+    #: The migration's private peer key (OpenSSH), granted on the target.
+    credential: str = Field(repr=False)
 
 
 class CheckpointRequest(Model):
@@ -115,6 +123,16 @@ class CheckpointRequest(Model):
 class SendRequest(Model):
     uid: str
     target: Peer
+    #: The migration's private peer key (OpenSSH), granted on the target.
+    credential: str = Field(repr=False)
+
+
+class AuthorizePeerRequest(Model):
+    """Let the holder of ``public_key`` stream into migration ``uid`` here, for a while."""
+
+    uid: str
+    public_key: str
+    ttl_seconds: int = Field(default=900, ge=10, le=7200)
 
 
 class ReceiveRequest(Model):

@@ -1,9 +1,11 @@
 """The helper's SSH server: pinned host key, two kinds of client key, JSON lines out.
 
 asyncssh serves the SSH protocol in-process, so a node needs no OpenSSH. Only
-public-key authentication exists; a client authenticates as ``operator`` or
-``peer`` with a key listed for that user, and may then run only the operations
-:func:`ferry_helper.protocol.allowed` grants that user.
+public-key authentication exists; a client authenticates as ``operator`` with
+a key from the operator's Secret, or as ``peer`` with a key granted for one
+migration (:mod:`.grants`), and may then run only the operations
+:func:`ferry_helper.protocol.allowed` grants that user; a peer only into the
+migration its key was granted for.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import asyncssh
 
+from .grants import PeerGrants
 from .operations import Operations
 from .protocol import (
     OPERATOR_USER,
@@ -32,8 +35,12 @@ log = logging.getLogger(__name__)
 
 
 class _Server(asyncssh.SSHServer):
-    def __init__(self, keys: dict[str, set[str]]) -> None:
-        self._keys = keys
+    """One per connection: remembers which migration a peer's key was granted for."""
+
+    def __init__(self, operator_keys: set[str], grants: PeerGrants) -> None:
+        self._operator_keys = operator_keys
+        self._grants = grants
+        self.granted_uid: str | None = None
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -45,8 +52,12 @@ class _Server(asyncssh.SSHServer):
         return True
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        fingerprint = key.get_fingerprint()
-        return fingerprint in self._keys.get(username, set())
+        if username == OPERATOR_USER:
+            return key.get_fingerprint() in self._operator_keys
+        if username == PEER_USER:
+            self.granted_uid = self._grants.uid_for(key)
+            return self.granted_uid is not None
+        return False
 
 
 def _fingerprints(keys: list[asyncssh.SSHKey]) -> set[str]:
@@ -69,18 +80,14 @@ class HelperServer:
         operations: Operations,
         host_key: asyncssh.SSHKey,
         operator_keys: list[asyncssh.SSHKey],
-        peer_keys: list[asyncssh.SSHKey],
     ) -> None:
         self.operations = operations
         self.host_key = host_key
-        self.keys = {
-            OPERATOR_USER: _fingerprints(operator_keys),
-            PEER_USER: _fingerprints(peer_keys),
-        }
+        self.operator_keys = _fingerprints(operator_keys)
 
     async def start(self, host: str, port: int) -> asyncssh.SSHAcceptor:
         return await asyncssh.create_server(
-            lambda: _Server(self.keys),
+            lambda: _Server(self.operator_keys, self.operations.grants),
             host,
             port,
             server_host_keys=[self.host_key],
@@ -112,6 +119,10 @@ class HelperServer:
                 raise RemoteError("UnknownOperation", f"no operation {command!r}") from None
             if not allowed(user, operation):
                 raise RemoteError("Forbidden", f"user {user!r} may not run {command!r}")
+            granted_uid = None
+            if user == PEER_USER:
+                owner = process.channel.get_connection().get_owner()
+                granted_uid = owner.granted_uid if isinstance(owner, _Server) else None
             header = await process.stdin.readline()
             try:
                 request = json.loads(header or b"{}")
@@ -123,7 +134,9 @@ class HelperServer:
             # Shielded: a client that goes away (an operator cancelling a
             # migration) must not kill podman halfway through a dump.
             result = await asyncio.shield(
-                self.operations.run(operation, request, emit, process.stdin)
+                self.operations.run(
+                    operation, request, emit, process.stdin, granted_uid=granted_uid
+                )
             )
             _reply(process, Event(type="result", data=result), 0)
         except RemoteError as error:

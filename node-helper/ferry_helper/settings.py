@@ -34,15 +34,6 @@ class Settings:
         """Public keys of the operator (one OpenSSH line each), from the SSH Secret."""
         return self.ssh_dir / "operator.pub"
 
-    @property
-    def peer_key(self) -> Path:
-        """The helpers' shared private key, used to stream node to node."""
-        return self.ssh_dir / "peer"
-
-    @property
-    def peer_public_key(self) -> Path:
-        return self.ssh_dir / "peer.pub"
-
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ) if env is None else env

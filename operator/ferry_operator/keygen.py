@@ -1,9 +1,10 @@
 """``ferry-operator keygen``: the SSH identities, made once, kept in two Secrets.
 
 The operator's private key goes into one Secret that only the operator mounts;
-the helpers' Secret holds the peers' shared key pair and the operator's public
-key. Helm cannot derive an OpenSSH public key, so a hook Job runs this at
-install and upgrade. It never replaces a key that exists: rotating is deleting
+the helpers' Secret holds the operator's public key, which is all a helper
+needs: node-to-node streams use a key the operator makes per migration.
+Helm cannot derive an OpenSSH public key, so a hook Job runs this at install
+and upgrade. It never replaces a key that exists: rotating is deleting
 the Secrets and running it again (see charts/ferry/README.md).
 """
 
@@ -60,12 +61,7 @@ def ensure_ssh_secrets(
     operator_public = asyncssh.import_private_key(operator["operator"]).export_public_key()
     helper = _read(core, namespace, node_helper_secret)
     if helper is None:
-        peer = _new_key("ferry-peer")
-        data = {
-            "peer": peer.export_private_key(),
-            "peer.pub": peer.export_public_key(),
-            "operator.pub": operator_public,
-        }
+        data = {"operator.pub": operator_public}
         core.create_namespaced_secret(namespace, _secret(node_helper_secret, data, "node-helper"))
         done.append(f"created {namespace}/{node_helper_secret}")
     elif helper.get("operator.pub") != operator_public:

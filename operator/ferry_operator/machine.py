@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncssh
 import kopf
 import tenacity
 from ferry_api.base import to_wire
@@ -344,9 +345,11 @@ class Migration:
                 source,
                 Operation.IMAGE_SEND,
                 {
+                    "uid": self.uid,
                     "image_id": image_id,
                     "image_name": image_name,
                     "target": target.model_dump(),
+                    "credential": await self._grant_stream(target),
                 },
             )
         await self._enter(
@@ -388,6 +391,25 @@ class Migration:
         await self._enter(Phase.TRANSFERRING, "streaming the checkpoint to the target")
         return Phase.TRANSFERRING
 
+    async def _grant_stream(self, target: Peer) -> str:
+        """A fresh key pair for this migration: its public half granted on the target.
+
+        Returns the private half (OpenSSH) for the source helper. The grant
+        allows streaming into this migration only, for no longer than the
+        migration may last; the target drops it when the migration ends there.
+        """
+        key = asyncssh.generate_private_key("ssh-ed25519", comment=f"ferry-migration-{self.uid}")
+        await self.helpers.call(
+            target,
+            Operation.AUTHORIZE_PEER,
+            {
+                "uid": self.uid,
+                "public_key": key.export_public_key().decode(),
+                "ttl_seconds": self.spec.timeout_seconds,
+            },
+        )
+        return key.export_private_key().decode()
+
     async def _on_progress(self, data: dict[str, Any]) -> None:
         self._update(
             progress=Progress(
@@ -404,7 +426,11 @@ class Migration:
         result = await self.helpers.call(
             source,
             Operation.SEND,
-            {"uid": self.uid, "target": target.model_dump()},
+            {
+                "uid": self.uid,
+                "target": target.model_dump(),
+                "credential": await self._grant_stream(target),
+            },
             on_progress=self._on_progress,
         )
         sent = int(result.get("bytes", 0))

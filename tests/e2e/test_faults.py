@@ -24,7 +24,7 @@ import asyncssh
 import pytest
 from archives import COMPRESSIONS, UNSAFE
 from ferry_api import constants
-from ferry_cluster import deploy, nodes, procs
+from ferry_cluster import deploy, procs
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import logged_counts, run_counter, sh, wait_counting
 from ferry_helper.protocol import OPERATOR_USER, PEER_USER, Operation, Peer, RemoteError
@@ -142,26 +142,70 @@ def test_a_helper_whose_host_key_is_not_the_published_one_is_refused(
     assert _call(peer(ferry, node), operator_key, Operation.PROBE, {})["runtimes"]
 
 
-def test_the_peer_key_may_only_stream_in(ferry: ClusterConfig) -> None:
-    node = ferry.node_specs()[0]
-    peer_key = asyncssh.read_private_key(nodes.host_path(node, "/etc/ferry/ssh/peer"))
+def operator_key(ferry: ClusterConfig) -> asyncssh.SSHKey:
+    return asyncssh.read_private_key(
+        deploy.deploy_dir(ferry) / "operator-root" / "etc" / "ferry" / "ssh" / "operator"
+    )
+
+
+def grant(ferry: ClusterConfig, node: NodeSpec, uid: str) -> asyncssh.SSHKey:
+    """What the operator does before a stream: a fresh key, granted on ``node`` for ``uid``."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    request = {"uid": uid, "public_key": key.export_public_key().decode(), "ttl_seconds": 60}
+    _call(peer(ferry, node), operator_key(ferry), Operation.AUTHORIZE_PEER, request)
+    return key
+
+
+def run_as_peer(
+    ferry: ClusterConfig, node: NodeSpec, key: asyncssh.SSHKey, operation: Operation, stdin: bytes
+) -> dict[str, Any]:
+    """Run ``operation`` on ``node``'s helper as the ``peer`` user with ``key``; its answer."""
     target = peer(ferry, node)
 
-    async def as_peer() -> str:
+    async def stream() -> str:
         async with asyncssh.connect(
             target.address,
             target.port,
             username=PEER_USER,
-            client_keys=[peer_key],
+            client_keys=[key],
             known_hosts=([asyncssh.import_public_key(target.host_key)], [], []),
         ) as conn:
-            # Refused before its request is read: nothing need be sent.
-            result = await conn.run(Operation.CHECKPOINT.value)
-            return str(result.stdout)
+            process = await conn.create_process(operation.value, encoding=None)
+            process.stdin.write(stdin)
+            process.stdin.write_eof()
+            return (await process.stdout.read()).decode()
 
-    answer = json.loads(asyncio.run(as_peer()).splitlines()[-1])
-    assert answer["type"] == "error"
-    assert answer["reason"] == "Forbidden"
+    answer: dict[str, Any] = json.loads(asyncio.run(stream()).splitlines()[-1])
+    return answer
+
+
+def send_as_peer(
+    ferry: ClusterConfig, node: NodeSpec, header: dict[str, Any], payload: bytes
+) -> dict[str, Any]:
+    """Stream ``payload`` into ``node``'s helper with a key granted for the header's UID."""
+    key = grant(ferry, node, header["uid"])
+    stdin = json.dumps(header).encode() + b"\n" + payload
+    return run_as_peer(ferry, node, key, Operation.RECEIVE, stdin)
+
+
+def test_a_granted_peer_key_streams_into_its_own_migration_only(ferry: ClusterConfig) -> None:
+    node = ferry.node_specs()[0]
+    mine, other = str(uuid.uuid4()), str(uuid.uuid4())
+    key = grant(ferry, node, mine)
+    # Nothing but streaming in: refused before the request is even read.
+    assert run_as_peer(ferry, node, key, Operation.CHECKPOINT, b"")["reason"] == "Forbidden"
+    # Not into another migration.
+    header = {"uid": other, "size_bytes": 1, "sha256": "0" * 64}
+    answer = run_as_peer(ferry, node, key, Operation.RECEIVE, json.dumps(header).encode() + b"\n")
+    assert (answer["type"], answer["reason"]) == ("error", "Forbidden"), answer
+    # A key nobody granted is not let in at all.
+    stranger = asyncssh.generate_private_key("ssh-ed25519")
+    with pytest.raises(asyncssh.PermissionDenied):
+        run_as_peer(ferry, node, stranger, Operation.RECEIVE, b"")
+    # The grant ends with the migration on this node.
+    _call(peer(ferry, node), operator_key(ferry), Operation.CLEANUP, {"uid": mine})
+    with pytest.raises(asyncssh.PermissionDenied):
+        run_as_peer(ferry, node, key, Operation.RECEIVE, b"")
     assert OPERATOR_USER != PEER_USER
 
 
@@ -172,7 +216,6 @@ def test_logs_carry_no_keys_or_tokens_and_no_archive_outlives_a_migration(
         (deploy.deploy_dir(ferry) / "operator-root" / "etc" / "ferry" / "ssh" / "operator")
         .read_text()
         .splitlines()[1],  # a line of the operator's private key
-        nodes.host_path(ferry.node_specs()[0], "/etc/ferry/ssh/peer").read_text().splitlines()[1],
     ]
     kubeconfig = (deploy.deploy_dir(ferry) / "operator.kubeconfig").read_text()
     token = next(
@@ -240,30 +283,6 @@ def test_two_migrations_of_one_container_one_proceeds_the_other_is_refused(
     logged = logged_counts(node_b, "contested")
     assert logged == list(range(1, len(logged) + 1))
     sh(node_b, "podman rm -f -t 0 contested")
-
-
-def send_as_peer(
-    ferry: ClusterConfig, node: NodeSpec, header: dict[str, Any], payload: bytes
-) -> dict[str, Any]:
-    """Stream ``payload`` into ``node``'s helper with the peers' key; its final answer."""
-    peer_key = asyncssh.read_private_key(nodes.host_path(node, "/etc/ferry/ssh/peer"))
-    target = peer(ferry, node)
-
-    async def stream() -> str:
-        async with asyncssh.connect(
-            target.address,
-            target.port,
-            username=PEER_USER,
-            client_keys=[peer_key],
-            known_hosts=([asyncssh.import_public_key(target.host_key)], [], []),
-        ) as conn:
-            process = await conn.create_process(Operation.RECEIVE.value, encoding=None)
-            process.stdin.write(json.dumps(header).encode() + b"\n" + payload)
-            process.stdin.write_eof()
-            return (await process.stdout.read()).decode()
-
-    answer: dict[str, Any] = json.loads(asyncio.run(stream()).splitlines()[-1])
-    return answer
 
 
 @pytest.mark.parametrize(

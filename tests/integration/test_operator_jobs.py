@@ -32,7 +32,7 @@ def test_keygen_makes_both_secrets_once_and_keeps_them(
     assert len(first) == 2
     operator, helper = _data(core, namespace, "op-ssh"), _data(core, namespace, "nh-ssh")
     assert set(operator) == {"operator"}, "the helpers' Secret must not hold the operator key"
-    assert set(helper) == {"peer", "peer.pub", "operator.pub"}
+    assert set(helper) == {"operator.pub"}, "helpers hold no private key at all"
     derived = asyncssh.import_private_key(operator["operator"]).export_public_key()
     assert helper["operator.pub"] == derived
 
@@ -48,7 +48,6 @@ def test_keygen_makes_both_secrets_once_and_keeps_them(
         _data(core, namespace, "nh-ssh")["operator.pub"]
         == asyncssh.import_private_key(rotated).export_public_key()
     )
-    assert _data(core, namespace, "nh-ssh")["peer"] == helper["peer"]
 
 
 def test_uninstall_cleanup_leaves_no_migration_stuck(

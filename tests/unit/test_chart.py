@@ -352,8 +352,6 @@ def test_daemonset_mounts() -> None:
         "secretName": "ferry-node-helper-ssh",
         "defaultMode": 0o400,
         "items": [
-            {"key": "peer", "path": "peer", "mode": 0o400},
-            {"key": "peer.pub", "path": "peer.pub", "mode": 0o400},
             {"key": "operator.pub", "path": "operator.pub", "mode": 0o400},
         ],
     }

@@ -3,11 +3,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from ferry_helper.operations import Operations
 from ferry_helper.protocol import (
     OPERATOR_USER,
     PEER_USER,
     Event,
     Operation,
+    RemoteError,
+    SendRequest,
     allowed,
     decode,
     encode,
@@ -73,3 +76,12 @@ def test_a_container_is_claimed_by_one_migration_at_a_time(tmp_path: Path) -> No
     staging.release(UID)
     assert staging.holder(container) is None
     assert staging.claim(container, other) is None
+
+
+def test_a_bad_request_is_explained_without_echoing_its_credential() -> None:
+    credential = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA-very-secret\n"
+    with pytest.raises(RemoteError) as refused:
+        Operations._parse(SendRequest, {"uid": "u", "credential": credential, "target": "nowhere"})
+    assert refused.value.reason == "BadRequest"
+    assert "target" in refused.value.message
+    assert "very-secret" not in refused.value.message
