@@ -76,6 +76,11 @@ e2e: prepare ## End-to-end tests on the simulated nodes (root).
 
 ##@ Local cluster
 
+.PHONY: images
+images: prepare ## Build the operator and node-helper images from their Containerfiles, no registry (root).
+	$(BIN)/ferry-cluster up
+	$(BIN)/ferry-cluster image ferry
+
 .PHONY: demo
 demo: prepare ## Local cluster, two nodes, a running container moved between them (root).
 	$(BIN)/python -m ferry_cluster.demo

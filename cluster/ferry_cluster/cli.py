@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import cluster, deploy, helperlayer, images, nodes
+from . import cluster, deploy, helperlayer, imagebuild, images, nodes
 from .config import DEFAULT_NAME, MAX_NODES, ClusterConfig
 
 
@@ -120,6 +120,14 @@ def cmd_image_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_image_ferry(args: argparse.Namespace) -> int:
+    config = _config(args)
+    node = config.node_specs()[0]
+    for built in imagebuild.build(config, node, log=_progress):
+        print(f"{built.archive} {built.reference}")
+    return 0
+
+
 def cmd_image_load(args: argparse.Namespace) -> int:
     config = _config(args)
     for node in config.node_specs():
@@ -208,6 +216,12 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--output", required=True, help="archive to write")
     build.add_argument("--cmd", nargs="+", help="the image's command (default: /bin/sh)")
     build.set_defaults(func=cmd_image_build)
+    ferry_images = img_sub.add_parser(
+        "ferry",
+        help="build the operator and node-helper images from their Containerfiles "
+        "(a node's podman, no registry); prints each archive",
+    )
+    ferry_images.set_defaults(func=cmd_image_ferry)
     load = img_sub.add_parser("load", help="podman load an archive on every node")
     load.add_argument("archive")
     load.set_defaults(func=cmd_image_load)

@@ -144,8 +144,12 @@ def remove_state(node: NodeSpec) -> None:
         shutil.rmtree(node.state_dir)
 
 
-def exec_args(node: NodeSpec, command: Sequence[str]) -> list[str]:
-    """An argv that runs ``command`` inside the node, as its own processes do."""
+def exec_args(node: NodeSpec, command: Sequence[str], *, host_network: bool = False) -> list[str]:
+    """An argv that runs ``command`` inside the node, as its own processes do.
+
+    ``host_network``: stay in the host's network namespace (the image builds,
+    whose package downloads go where the host's do).
+    """
     init = init_pid(node)
     if init is None:
         raise RuntimeError(f"node {node.name} is not running (try `ferry-cluster up`)")
@@ -156,7 +160,7 @@ def exec_args(node: NodeSpec, command: Sequence[str]) -> list[str]:
         "--mount",
         "--uts",
         "--ipc",
-        "--net",
+        *([] if host_network else ["--net"]),
         "--pid",
         "--cgroup",
         "--root",

@@ -1,0 +1,80 @@
+"""The images a cluster admin installs, built from the Containerfiles without a registry.
+
+The build runs for real (podman in a node, Debian packages and PyPI through
+the host's network, a debootstrap base); the archives are then loaded on
+another node and what each image must provide is run there.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from ferry_cluster import cluster, imagebuild
+from ferry_cluster.config import ClusterConfig, NodeSpec
+from ferry_cluster.workloads import sh
+
+pytestmark = pytest.mark.e2e
+
+HELM_CHART = "charts/ferry"
+
+
+@pytest.fixture(scope="module")
+def loaded(local_cluster: ClusterConfig) -> tuple[NodeSpec, dict[str, str]]:
+    builder, runner = local_cluster.node_specs()[0], local_cluster.node_specs()[1]
+    built = imagebuild.build(local_cluster, builder)
+    for image in built:
+        cluster.load_image(runner, image.archive)
+    return runner, {image.reference.split(":")[0]: image.reference for image in built}
+
+
+def run(node: NodeSpec, image: str, command: str) -> str:
+    return sh(node, f"podman run --rm --network=host {image} {command}", timeout=120)
+
+
+def test_the_operator_image_runs_its_commands_as_the_unprivileged_user(
+    loaded: tuple[NodeSpec, dict[str, str]],
+) -> None:
+    node, images = loaded
+    operator = images["ferry/operator"]
+    assert run(node, operator, "id -u") == "65532", "the chart's restricted PSS expects 65532"
+    usage = run(node, operator, "ferry-operator --help")
+    for command in ("run", "keygen", "uninstall-cleanup"):
+        assert command in usage
+    config = json.loads(sh(node, f"podman image inspect {operator}"))[0]["Config"]
+    assert config["Cmd"] == ["ferry-operator"]
+
+
+def test_the_helper_image_carries_podman_crun_criu_4_2_and_the_helper(
+    loaded: tuple[NodeSpec, dict[str, str]],
+) -> None:
+    node, images = loaded
+    helper = images["ferry/node-helper"]
+    criu = run(node, helper, "criu --version")
+    assert "Version: 4.2" in criu, criu
+    assert "podman version 5" in run(node, helper, "podman --version")
+    assert "crun version" in run(node, helper, "crun --version")
+    assert run(node, helper, "python3 -c 'import ferry_helper.server; print(1)'") == "1"
+    config = json.loads(sh(node, f"podman image inspect {helper}"))[0]["Config"]
+    assert config["Cmd"] == ["ferry-helper"]
+
+
+def test_the_chart_defaults_name_the_built_images(
+    local_cluster: ClusterConfig, loaded: tuple[NodeSpec, dict[str, str]]
+) -> None:
+    _, images = loaded
+    rendered = subprocess.run(
+        [
+            str(local_cluster.bin_dir / "helm"),
+            "template",
+            "ferry",
+            HELM_CHART,
+            "--kube-version=1.34.4",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for reference in images.values():
+        assert f"image: {reference}" in rendered or f'image: "{reference}"' in rendered, reference
