@@ -39,3 +39,15 @@ MIGRATION_FINALIZER: Final = f"{GROUP}/migration-cleanup"
 
 #: The condition type a NodeHelper publishes about itself.
 CONDITION_READY: Final = "Ready"
+
+CONTAINER_CHECKPOINT_KIND: Final = "ContainerCheckpoint"
+CONTAINER_CHECKPOINT_LIST_KIND: Final = "ContainerCheckpointList"
+CONTAINER_CHECKPOINT_PLURAL: Final = "containercheckpoints"
+CONTAINER_CHECKPOINT_SINGULAR: Final = "containercheckpoint"
+CONTAINER_CHECKPOINT_SHORT_NAMES: Final = ("ccp",)
+
+CONTAINER_RESTORE_KIND: Final = "ContainerRestore"
+CONTAINER_RESTORE_LIST_KIND: Final = "ContainerRestoreList"
+CONTAINER_RESTORE_PLURAL: Final = "containerrestores"
+CONTAINER_RESTORE_SINGULAR: Final = "containerrestore"
+CONTAINER_RESTORE_SHORT_NAMES: Final = ("crs",)

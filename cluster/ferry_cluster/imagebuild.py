@@ -171,6 +171,10 @@ def build(config: ClusterConfig, node: NodeSpec, log: Log = print) -> list[Built
         _podman(node, ["save", "--format=docker-archive", f"--output={IN_NODE}/{name}", reference])
         shutil.move(work / name, archive.with_suffix(".partial"))
         archive.with_suffix(".partial").replace(archive)
+        # One archive per image is kept: older trees' are only disk (hundreds of MB each).
+        for stale in out_dir.glob(f"{reference.split('/')[-1].split(':')[0]}-*.tar"):
+            if stale != archive:
+                stale.unlink()
         built.append(BuiltImage(reference, archive))
     (work / "base.tar").unlink(missing_ok=True)
     return built

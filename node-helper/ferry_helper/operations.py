@@ -30,17 +30,21 @@ from .protocol import (
     AuthorizePeerRequest,
     CheckpointRequest,
     CleanupRequest,
+    DeleteStoredRequest,
     FinishSourceRequest,
     ImageReceiveRequest,
     ImageRequest,
     ImageSendRequest,
     InspectRequest,
     Operation,
+    Peer,
     ReceiveRequest,
     RemoteError,
     RestoreRequest,
+    RestoreStoredRequest,
     RollbackRequest,
     SendRequest,
+    SendStoredRequest,
 )
 from .staging import Staging
 
@@ -111,6 +115,10 @@ class Operations:
             Operation.FINISH_SOURCE: (FinishSourceRequest, self.finish_source),
             Operation.CLEANUP: (CleanupRequest, self.cleanup),
             Operation.AUTHORIZE_PEER: (AuthorizePeerRequest, self.authorize_peer),
+            Operation.STORE_CHECKPOINT: (CheckpointRequest, self.store_checkpoint),
+            Operation.RESTORE_STORED: (RestoreStoredRequest, self.restore_stored),
+            Operation.SEND_STORED: (SendStoredRequest, self.send_stored),
+            Operation.DELETE_STORED: (DeleteStoredRequest, self.delete_stored),
         }
         if operation == Operation.IMAGE_RECEIVE:
             return await self.image_receive(self._parse(ImageReceiveRequest, request), stdin)
@@ -248,18 +256,32 @@ class Operations:
     async def send(self, request: SendRequest, emit: Emit) -> dict[str, Any]:
         if (done := self.staging.recorded(request.uid, "send")) is not None:
             return done
-        checkpoint = self.staging.recorded(request.uid, "checkpoint")
-        archive = self.staging.archive(request.uid)
+        data = await self._send_archive(
+            request.uid,
+            into=request.uid,
+            target=request.target,
+            credential=request.credential,
+            emit=emit,
+        )
+        self.staging.record(request.uid, "send", data)
+        return data
+
+    async def _send_archive(
+        self, uid: str, *, into: str, target: Peer, credential: str, emit: Emit
+    ) -> dict[str, Any]:
+        """Stream the checkpoint of ``uid`` here into ``into`` on ``target``."""
+        checkpoint = self.staging.recorded(uid, "checkpoint")
+        archive = self.staging.archive(uid)
         if checkpoint is None or not archive.exists():
-            raise RemoteError("NoCheckpoint", f"no checkpoint of migration {request.uid} here")
+            raise RemoteError("NoCheckpoint", f"no checkpoint {uid} here")
         started = time.monotonic()
         try:
             await transfer.stream_file(
-                peer=request.target,
-                client_key=_credential(request.credential),
+                peer=target,
+                client_key=_credential(credential),
                 operation=Operation.RECEIVE.value,
                 header={
-                    "uid": request.uid,
+                    "uid": into,
                     "size_bytes": checkpoint["sizeBytes"],
                     "sha256": checkpoint["sha256"],
                 },
@@ -267,12 +289,8 @@ class Operations:
                 on_progress=self._progress(emit, "archive"),
             )
         except (OSError, asyncssh.Error) as error:
-            raise RemoteError(
-                "TransferFailed", f"streaming to {request.target.node}: {error}"
-            ) from None
-        data = {"seconds": time.monotonic() - started, "bytes": checkpoint["sizeBytes"]}
-        self.staging.record(request.uid, "send", data)
-        return data
+            raise RemoteError("TransferFailed", f"streaming to {target.node}: {error}") from None
+        return {"seconds": time.monotonic() - started, "bytes": checkpoint["sizeBytes"]}
 
     async def receive(
         self, request: ReceiveRequest, stdin: asyncssh.SSHReader[bytes]
@@ -296,6 +314,9 @@ class Operations:
         archive = self.staging.archive(request.uid)
         if received is None or not archive.exists():
             raise RemoteError("NoArchive", f"no verified archive of migration {request.uid} here")
+        return await self._restore_archive(request, archive)
+
+    async def _restore_archive(self, request: RestoreRequest, archive: Path) -> dict[str, Any]:
         # Written before podman starts: if this helper dies mid-restore, podman
         # may still finish, and a later cleanup must know which container is ours.
         if self.staging.recorded(request.uid, "restore-started") is None:
@@ -330,6 +351,65 @@ class Operations:
         }
         self.staging.record(request.uid, "restore", data)
         return data
+
+    async def store_checkpoint(self, request: CheckpointRequest, emit: Emit) -> dict[str, Any]:
+        """A checkpoint kept here (a ContainerCheckpoint), with what a restore elsewhere needs."""
+        if (done := self.staging.recorded(request.uid, "stored")) is not None:
+            return done
+        info = await self.driver.inspect(request.container)
+        if info is None:
+            raise RemoteError(
+                "ContainerNotFound", f"no container {request.container!r} on node {self.node}"
+            )
+        try:
+            dumped = await self.checkpoint(request, emit)
+        finally:
+            self.staging.release(request.uid)  # kept, but no longer holding the container
+        data = {
+            **dumped,
+            "containerName": info.name,
+            "imageId": info.image_id,
+            "imageName": info.image_name,
+        }
+        self.staging.record(request.uid, "stored", data)
+        return data
+
+    async def restore_stored(self, request: RestoreStoredRequest, _: Emit) -> dict[str, Any]:
+        if (done := self.staging.recorded(request.uid, "restore")) is not None:
+            return done
+        archive = self.staging.archive(request.checkpoint_uid)
+        if self.staging.recorded(request.checkpoint_uid, "stored") is None or not archive.exists():
+            raise RemoteError(
+                "CheckpointNotStored",
+                f"no stored checkpoint {request.checkpoint_uid} on {self.node}",
+            )
+        as_restore = RestoreRequest(
+            uid=request.uid,
+            name=request.name,
+            tcp_established=request.tcp_established,
+            file_locks=request.file_locks,
+        )
+        return await self._restore_archive(as_restore, archive)
+
+    async def send_stored(self, request: SendStoredRequest, emit: Emit) -> dict[str, Any]:
+        if self.staging.recorded(request.checkpoint_uid, "stored") is None:
+            raise RemoteError(
+                "CheckpointNotStored",
+                f"no stored checkpoint {request.checkpoint_uid} on {self.node}",
+            )
+        return await self._send_archive(
+            request.checkpoint_uid,
+            into=request.uid,
+            target=request.target,
+            credential=request.credential,
+            emit=emit,
+        )
+
+    async def delete_stored(self, request: DeleteStoredRequest, _: Emit) -> dict[str, Any]:
+        existed = self.staging.recorded(request.uid, "stored") is not None
+        self.staging.release(request.uid)
+        self.staging.remove(request.uid)
+        return {"deleted": existed}
 
     async def authorize_peer(self, request: AuthorizePeerRequest, _: Emit) -> dict[str, Any]:
         try:

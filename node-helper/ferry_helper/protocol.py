@@ -60,6 +60,10 @@ class Operation(StrEnum):
     FINISH_SOURCE = "finish-source"
     CLEANUP = "cleanup"
     AUTHORIZE_PEER = "authorize-peer"
+    STORE_CHECKPOINT = "store-checkpoint"
+    RESTORE_STORED = "restore-stored"
+    SEND_STORED = "send-stored"
+    DELETE_STORED = "delete-stored"
 
 
 PEER_OPERATIONS = frozenset({Operation.RECEIVE, Operation.IMAGE_RECEIVE})
@@ -133,6 +137,29 @@ class AuthorizePeerRequest(Model):
     uid: str
     public_key: str
     ttl_seconds: int = Field(default=900, ge=10, le=7200)
+
+
+class RestoreStoredRequest(Model):
+    """Restore, as restore ``uid``, the checkpoint stored here under ``checkpoint_uid``."""
+
+    uid: str
+    checkpoint_uid: str
+    name: str
+    tcp_established: bool = False
+    file_locks: bool = False
+
+
+class SendStoredRequest(Model):
+    """Stream the checkpoint stored here under ``checkpoint_uid`` into ``uid`` on ``target``."""
+
+    uid: str
+    checkpoint_uid: str
+    target: Peer
+    credential: str = Field(repr=False)
+
+
+class DeleteStoredRequest(Model):
+    uid: str
 
 
 class ReceiveRequest(Model):

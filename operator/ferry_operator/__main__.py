@@ -47,7 +47,9 @@ def uninstall_cleanup(args: argparse.Namespace) -> int:
 
     with api_client() as api:
         done = cleanup(client.CustomObjectsApi(api), timeout=args.timeout)
-    print("\n".join(done) or "no ContainerMigrations left")
+    print(
+        "\n".join(done) or "no ContainerMigrations, ContainerRestores or ContainerCheckpoints left"
+    )
     return 0
 
 
@@ -67,7 +69,8 @@ def parser() -> argparse.ArgumentParser:
     kg.add_argument("--node-helper-secret", required=True)
     kg.set_defaults(func=keygen)
     cl = sub.add_parser(
-        "uninstall-cleanup", help="delete all ContainerMigrations, clear finalizers left behind"
+        "uninstall-cleanup",
+        help="delete every migration, restore and checkpoint; clear finalizers left behind",
     )
     cl.add_argument("--timeout", type=float, default=120)
     cl.set_defaults(func=uninstall_cleanup)

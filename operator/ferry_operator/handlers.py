@@ -17,9 +17,11 @@ from typing import Any
 import asyncssh
 import kopf
 from ferry_api import constants
+from ferry_api.checkpoint import parse_container_checkpoint, parse_container_restore
 from ferry_api.migration import parse_container_migration
 from prometheus_client import start_http_server
 
+from .checkpoints import CheckpointTaker, Restorer, delete_stored
 from .helperclient import HelperClient
 from .kube import Kube, api_client
 from .machine import Migration
@@ -27,6 +29,8 @@ from .settings import Settings
 from .slots import NodeSlots
 
 RESOURCE = (constants.GROUP, constants.VERSION, constants.CONTAINER_MIGRATION_PLURAL)
+CHECKPOINT = (constants.GROUP, constants.VERSION, constants.CONTAINER_CHECKPOINT_PLURAL)
+RESTORE = (constants.GROUP, constants.VERSION, constants.CONTAINER_RESTORE_PLURAL)
 
 
 @kopf.on.startup()
@@ -71,3 +75,40 @@ async def deleted(body: kopf.Body, **_: Any) -> None:
     """Holds the finalizer until the daemon, which rolls back, has stopped."""
     phase = (body.get("status") or {}).get("phase")
     kopf.event(body, type="Normal", reason="Deleted", message=f"deleted in phase {phase}")
+
+
+def _parsed(parse: Any, body: kopf.Body) -> Any:
+    try:
+        return parse(body)
+    except ValueError as error:
+        raise kopf.PermanentError(str(error)) from None
+
+
+# Checkpoints and restores are single steps, so plain create handlers do: kopf
+# records their completion, and a resync or a restart never runs one again.
+@kopf.on.create(*CHECKPOINT)
+async def checkpoint_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await CheckpointTaker(
+        resource=_parsed(parse_container_checkpoint, body),
+        body=body,
+        kube=memo.kube,
+        helpers=memo.helpers,
+        settings=memo.settings,
+    ).run()
+
+
+@kopf.on.delete(*CHECKPOINT)
+async def checkpoint_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Holds the finalizer until the stored archive is gone from its node."""
+    await delete_stored(_parsed(parse_container_checkpoint, body), memo.kube, memo.helpers)
+
+
+@kopf.on.create(*RESTORE, timeout=3600)
+async def restore_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await Restorer(
+        resource=_parsed(parse_container_restore, body),
+        body=body,
+        kube=memo.kube,
+        helpers=memo.helpers,
+        settings=memo.settings,
+    ).run()

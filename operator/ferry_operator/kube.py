@@ -14,9 +14,11 @@ from ferry_api import constants
 from ferry_api.nodehelper import NodeHelper, parse_node_helper
 from kubernetes import client
 from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
 
 #: Longest wait for one API request: a dead connection fails instead of hanging a step.
 REQUEST_TIMEOUT_SECONDS = 15
+HTTP_NOT_FOUND = 404
 
 
 def api_client() -> client.ApiClient:
@@ -62,13 +64,37 @@ class Kube:
     async def patch_migration_status(
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> None:
+        await self.patch_status(constants.CONTAINER_MIGRATION_PLURAL, namespace, name, status)
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        """Merge ``status`` into the status of one of our namespaced resources."""
         await asyncio.to_thread(
             self.custom.patch_namespaced_custom_object_status,
             constants.GROUP,
             constants.VERSION,
             namespace,
-            constants.CONTAINER_MIGRATION_PLURAL,
+            plural,
             name,
             {"status": status},
             _request_timeout=REQUEST_TIMEOUT_SECONDS,
         )
+
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One of our namespaced resources, or None if there is none of that name."""
+        try:
+            body = await asyncio.to_thread(
+                self.custom.get_namespaced_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                namespace,
+                plural,
+                name,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+        except ApiException as error:
+            if error.status == HTTP_NOT_FOUND:
+                return None
+            raise
+        return body if isinstance(body, dict) else None

@@ -10,11 +10,22 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from ferry_api import constants
 from ferry_api.conditions import ConditionStatus, find_condition
-from ferry_api.migration import ContainerMigrationSpec
+from ferry_api.migration import ContainerMigrationSpec, MigrationRuntime, SourceRef
 from ferry_api.nodehelper import CgroupVersion, NodeHelper, RuntimeName
+
+
+class SourceSpec(Protocol):
+    """What validation reads of a spec: the container, its node, its runtime."""
+
+    @property
+    def source(self) -> SourceRef: ...
+
+    @property
+    def runtime(self) -> MigrationRuntime: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,7 +127,7 @@ def choose_target(
 
 
 def check_source(
-    spec: ContainerMigrationSpec,
+    spec: SourceSpec,
     *,
     nodes: Sequence[str],
     helpers: Mapping[str, NodeHelper],
@@ -201,7 +212,7 @@ def check_target_free(container: str, target: str, existing: Mapping[str, object
 
 
 def check_container(
-    spec: ContainerMigrationSpec,
+    spec: SourceSpec,
     info: Mapping[str, object] | None,
     *,
     namespace: str,

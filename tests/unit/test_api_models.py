@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncssh
 import pytest
+import yaml
 from ferry_api import constants
 from ferry_api.base import InvalidResourceError, to_wire
+from ferry_api.checkpoint import (
+    ContainerCheckpointSpec,
+    ContainerRestoreSpec,
+    parse_container_checkpoint,
+    parse_container_restore,
+)
 from ferry_api.conditions import Condition, ConditionStatus, find_condition, set_condition
 from ferry_api.migration import (
     Compression,
@@ -382,3 +390,30 @@ def test_condition_fields_follow_metav1(field: str, value: str) -> None:
     fields: dict[str, Any] = {"type": "Ready", "status": "True", "reason": "Probed", field: value}
     with pytest.raises(ValidationError):
         Condition.model_validate(fields)
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_every_example_parses_with_its_model(example: str) -> None:
+    body = yaml.safe_load((EXAMPLES / example).read_text())
+    body["metadata"]["uid"] = "0b6f7b8e-2f3c-4f7e-9a51-3c2d1e0f9a8b"
+    parse = {
+        constants.CONTAINER_MIGRATION_KIND: parse_container_migration,
+        constants.CONTAINER_CHECKPOINT_KIND: parse_container_checkpoint,
+        constants.CONTAINER_RESTORE_KIND: parse_container_restore,
+    }[body["kind"]]
+    parsed = parse(body)
+    assert parsed.metadata.name == body["metadata"]["name"]
+
+
+def test_checkpoint_and_restore_defaults() -> None:
+    checkpoint = ContainerCheckpointSpec.model_validate(
+        {"source": {"node": "node-a", "container": "web"}}
+    )
+    assert checkpoint.leave_running is True
+    restore = ContainerRestoreSpec.model_validate({"checkpointRef": {"name": "cp"}})
+    assert (restore.node, restore.name, restore.timeout_seconds) == (None, None, 300)
+    with pytest.raises(ValidationError):
+        ContainerRestoreSpec.model_validate({"checkpointRef": {"name": "cp"}, "name": "../x"})

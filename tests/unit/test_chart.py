@@ -40,6 +40,8 @@ LABELS = (
     "helm.sh/chart",
 )
 HOOK_DELETE_POLICY = "before-hook-creation,hook-succeeded"
+#: The kinds the operator serves and holds with its finalizer (plurals).
+OPERATED = ("containermigrations", "containercheckpoints", "containerrestores")
 #: Volume types the `restricted` Pod Security Standard allows.
 RESTRICTED_VOLUMES = {
     "configMap",
@@ -436,11 +438,20 @@ def test_operator_cannot_touch_secrets_or_exec() -> None:
     # It writes only its own resources, their status and events.
     writes = {(g, r) for g, r, v in grants if v not in {"get", "list", "watch"}}
     assert writes == {
-        ("ferry.dev", "containermigrations"),
-        ("ferry.dev", "containermigrations/status"),
+        *(("ferry.dev", plural) for plural in OPERATED),
+        *(("ferry.dev", f"{plural}/status") for plural in OPERATED),
         ("", "events"),
         ("events.k8s.io", "events"),
     }
+
+
+def test_operator_serves_each_of_its_kinds_alike() -> None:
+    grants = _grants(_rules(_render(), "ClusterRole", "ferry-operator"))
+    for plural in OPERATED:
+        verbs = {v for g, r, v in grants if (g, r) == ("ferry.dev", plural)}
+        status_verbs = {v for g, r, v in grants if (g, r) == ("ferry.dev", f"{plural}/status")}
+        assert verbs == {"get", "list", "watch", "patch"}, plural
+        assert status_verbs == {"get", "patch"}, plural
 
 
 def test_node_helper_only_describes_its_node() -> None:
@@ -562,7 +573,9 @@ def test_pre_delete_hook_clears_migrations_with_its_own_narrow_role() -> None:
     job = _one(objects, "Job", "ferry-uninstall-cleanup")
     assert _container(job)["command"] == ["ferry-operator", "uninstall-cleanup"]
     assert _grants(_rules(objects, "ClusterRole", "ferry-uninstall-cleanup")) == {
-        ("ferry.dev", "containermigrations", verb) for verb in ("get", "list", "delete", "patch")
+        ("ferry.dev", plural, verb)
+        for plural in OPERATED
+        for verb in ("get", "list", "delete", "patch")
     }
     hooked = [o for o in objects if o["metadata"]["name"] == "ferry-uninstall-cleanup"]
     assert sorted(o["kind"] for o in hooked) == [
@@ -720,10 +733,19 @@ def _without_chart_metadata(crd: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_templated_crds_are_the_generated_ones_kept_on_uninstall() -> None:
-    rendered = [o for o in _render() if o["kind"] == "CustomResourceDefinition"]
+    rendered = _render_with_sources()
     generated = [yaml.safe_load(p.read_text()) for p in sorted(CRDS.glob("*.yaml"))]
-    by_name = {o["metadata"]["name"]: o for o in rendered}
+    by_name = {
+        o["metadata"]["name"]: o for _, o in rendered if o["kind"] == "CustomResourceDefinition"
+    }
     assert sorted(by_name) == sorted(c["metadata"]["name"] for c in generated)
+    assert set(by_name) == {f"{plural}.ferry.dev" for plural in (*OPERATED, "nodehelpers")}
+    # One template per CRD, named after it.
+    assert {
+        source: obj["metadata"]["name"]
+        for source, obj in rendered
+        if obj["kind"] == "CustomResourceDefinition"
+    } == {f"ferry/templates/crd-{name.split('.')[0]}.yaml": name for name in by_name}
     for crd in generated:
         templated = by_name[crd["metadata"]["name"]]
         assert _without_chart_metadata(templated) == crd

@@ -63,7 +63,12 @@ def test_check_reports_missing_and_stale_files(tmp_path: Path) -> None:
 def test_output_is_deterministic_and_has_the_header() -> None:
     first, second = crdgen.generate(), crdgen.generate()
     assert first == second
-    assert sorted(first) == ["ferry.dev_containermigrations.yaml", "ferry.dev_nodehelpers.yaml"]
+    assert sorted(first) == [
+        "ferry.dev_containercheckpoints.yaml",
+        "ferry.dev_containermigrations.yaml",
+        "ferry.dev_containerrestores.yaml",
+        "ferry.dev_nodehelpers.yaml",
+    ]
     for text in first.values():
         assert text.startswith(crdgen.HEADER)
 

@@ -1,0 +1,275 @@
+"""ContainerCheckpoint and ContainerRestore: checkpoints that outlive the moment they were taken.
+
+A ContainerCheckpoint dumps a running container (leaving it running by
+default) and keeps the archive where it was taken, in the node-helper's
+private store, until the resource is deleted. A ContainerRestore starts a
+container from a Ready checkpoint, on the checkpoint's node or another one
+(the archive and, when missing, the image are shipped there first), under the
+original name or a new one. Both are actions: their spec cannot change.
+
+Uses: rolling a container back to a known state (restore on its own node,
+after removing the running one or under another name), and starting a copy
+from a warmed-up state elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AwareDatetime, ConfigDict, Field
+
+from ferry_api import constants
+from ferry_api.base import SpecModel, StatusModel, parse_body
+from ferry_api.conditions import Conditions
+from ferry_api.definition import PrinterColumn, ResourceDefinition
+from ferry_api.meta import ObjectMeta
+from ferry_api.migration import (
+    CONTAINER_PATTERN,
+    Archive,
+    Compression,
+    CriuStatistics,
+    MigrationRuntime,
+    NodeName,
+    Seconds,
+    SourceRef,
+)
+
+IMMUTABLE_CHECKPOINT_MESSAGE = (
+    "spec is immutable: a ContainerCheckpoint is an action; create a new one"
+)
+IMMUTABLE_RESTORE_MESSAGE = "spec is immutable: a ContainerRestore is an action; create a new one"
+
+
+class CheckpointPhase(StrEnum):
+    PENDING = "Pending"
+    CHECKPOINTING = "Checkpointing"
+    READY = "Ready"
+    FAILED = "Failed"
+
+
+class ContainerCheckpointSpec(SpecModel):
+    """What to checkpoint and how; immutable once created."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": IMMUTABLE_CHECKPOINT_MESSAGE}
+            ]
+        }
+    )
+
+    source: SourceRef = Field(description="The container to checkpoint and the node it runs on.")
+    leave_running: bool = Field(
+        default=True,
+        description="Keep the container running after the checkpoint (off: it is stopped).",
+    )
+    tcp_established: bool = Field(
+        default=False,
+        description="Checkpoint established TCP connections (CRIU --tcp-established).",
+    )
+    file_locks: bool = Field(
+        default=False, description="Checkpoint file locks (CRIU --file-locks)."
+    )
+    compression: Compression = Field(
+        default=Compression.ZSTD, description="Compression of the stored archive."
+    )
+    runtime: MigrationRuntime = Field(
+        default=MigrationRuntime.PODMAN, description="Container runtime that runs the container."
+    )
+
+
+class StoredImage(StatusModel):
+    """The image the checkpointed container runs, needed wherever it is restored."""
+
+    id: str | None = Field(default=None, description="Image ID.")
+    name: str | None = Field(default=None, description="Image name, when it has one.")
+
+
+class ContainerCheckpointStatus(StatusModel):
+    """Where the checkpoint is and what it holds."""
+
+    phase: CheckpointPhase | None = Field(default=None, description="Where the checkpoint is.")
+    conditions: Conditions = ()
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation the status describes."
+    )
+    node: str | None = Field(default=None, description="Node whose helper stores the archive.")
+    container_name: str | None = Field(
+        default=None, description="Name the container had when it was checkpointed."
+    )
+    image: StoredImage | None = Field(default=None, description="The container's image.")
+    archive: Archive | None = Field(default=None, description="The stored archive.")
+    checkpoint_time: AwareDatetime | None = Field(
+        default=None, description="When the container was checkpointed."
+    )
+    checkpoint_seconds: Seconds | None = Field(
+        default=None, description="How long the checkpoint took."
+    )
+    criu_statistics: CriuStatistics | None = Field(
+        default=None, description="Statistics CRIU reported for the dump (microseconds)."
+    )
+    message: str | None = Field(default=None, description="The latest news, e.g. why it failed.")
+
+
+class ContainerCheckpoint(StatusModel):
+    api_version: str = constants.API_VERSION
+    kind: str = constants.CONTAINER_CHECKPOINT_KIND
+    metadata: ObjectMeta
+    spec: ContainerCheckpointSpec
+    status: ContainerCheckpointStatus = ContainerCheckpointStatus()
+
+
+def parse_container_checkpoint(body: Mapping[str, Any]) -> ContainerCheckpoint:
+    return parse_body(ContainerCheckpoint, body, kind=constants.CONTAINER_CHECKPOINT_KIND)
+
+
+class RestorePhase(StrEnum):
+    PENDING = "Pending"
+    VALIDATING = "Validating"
+    TRANSFERRING = "Transferring"
+    RESTORING = "Restoring"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class CheckpointRef(SpecModel):
+    """A ContainerCheckpoint in the restore's own namespace."""
+
+    name: str = Field(min_length=1, max_length=253, description="Its metadata.name.")
+
+
+class ContainerRestoreSpec(SpecModel):
+    """Which checkpoint to start a container from, where, and under which name."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": IMMUTABLE_RESTORE_MESSAGE}
+            ]
+        }
+    )
+
+    checkpoint_ref: CheckpointRef = Field(description="The Ready checkpoint to restore.")
+    node: NodeName | None = Field(
+        default=None, description="Node to restore on; default: the checkpoint's node."
+    )
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=CONTAINER_PATTERN,
+        description="Name of the restored container; default: the name it was checkpointed "
+        "with. The node must have no container of that name.",
+    )
+    tcp_established: bool = Field(
+        default=False, description="Restore established TCP connections (CRIU --tcp-established)."
+    )
+    file_locks: bool = Field(default=False, description="Restore file locks (CRIU --file-locks).")
+    timeout_seconds: int = Field(
+        default=300, ge=10, le=3600, description="Give up when the restore takes longer."
+    )
+
+
+class ContainerRestoreStatus(StatusModel):
+    phase: RestorePhase | None = Field(default=None, description="Where the restore is.")
+    conditions: Conditions = ()
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation the status describes."
+    )
+    node: str | None = Field(default=None, description="Node the container is restored on.")
+    container_name: str | None = Field(default=None, description="Name of the restored container.")
+    container_id: str | None = Field(default=None, description="ID of the restored container.")
+    transfer_seconds: Seconds | None = Field(
+        default=None, description="Shipping the archive to another node, when it was needed."
+    )
+    restore_seconds: Seconds | None = Field(default=None, description="The restore itself.")
+    completion_time: AwareDatetime | None = Field(
+        default=None, description="When the restore reached a final phase."
+    )
+    message: str | None = Field(default=None, description="The latest news, e.g. why it failed.")
+
+
+class ContainerRestore(StatusModel):
+    api_version: str = constants.API_VERSION
+    kind: str = constants.CONTAINER_RESTORE_KIND
+    metadata: ObjectMeta
+    spec: ContainerRestoreSpec
+    status: ContainerRestoreStatus = ContainerRestoreStatus()
+
+
+def parse_container_restore(body: Mapping[str, Any]) -> ContainerRestore:
+    return parse_body(ContainerRestore, body, kind=constants.CONTAINER_RESTORE_KIND)
+
+
+_AGE = PrinterColumn(
+    name="Age",
+    json_path=".metadata.creationTimestamp",
+    type="date",
+    description="Time since creation.",
+)
+
+CHECKPOINT_DEFINITION = ResourceDefinition(
+    kind=constants.CONTAINER_CHECKPOINT_KIND,
+    list_kind=constants.CONTAINER_CHECKPOINT_LIST_KIND,
+    plural=constants.CONTAINER_CHECKPOINT_PLURAL,
+    singular=constants.CONTAINER_CHECKPOINT_SINGULAR,
+    short_names=constants.CONTAINER_CHECKPOINT_SHORT_NAMES,
+    categories=(constants.CATEGORY,),
+    scope="Namespaced",
+    description="ContainerCheckpoint dumps a running container with CRIU (leaving it running "
+    "by default) and keeps the archive on its node until the resource is deleted; "
+    "ContainerRestore starts containers from it.",
+    spec=ContainerCheckpointSpec,
+    status=ContainerCheckpointStatus,
+    printer_columns=(
+        PrinterColumn(name="Phase", json_path=".status.phase", type="string", description="Phase."),
+        PrinterColumn(
+            name="Node", json_path=".spec.source.node", type="string", description="Stored on."
+        ),
+        PrinterColumn(
+            name="Container",
+            json_path=".spec.source.container",
+            type="string",
+            description="Container checkpointed.",
+        ),
+        PrinterColumn(
+            name="Bytes", json_path=".status.archive.bytes", type="integer", description="Size."
+        ),
+        _AGE,
+    ),
+)
+
+RESTORE_DEFINITION = ResourceDefinition(
+    kind=constants.CONTAINER_RESTORE_KIND,
+    list_kind=constants.CONTAINER_RESTORE_LIST_KIND,
+    plural=constants.CONTAINER_RESTORE_PLURAL,
+    singular=constants.CONTAINER_RESTORE_SINGULAR,
+    short_names=constants.CONTAINER_RESTORE_SHORT_NAMES,
+    categories=(constants.CATEGORY,),
+    scope="Namespaced",
+    description="ContainerRestore starts a container from a Ready ContainerCheckpoint, on the "
+    "checkpoint's node or another one. It is an action: the spec cannot change.",
+    spec=ContainerRestoreSpec,
+    status=ContainerRestoreStatus,
+    printer_columns=(
+        PrinterColumn(name="Phase", json_path=".status.phase", type="string", description="Phase."),
+        PrinterColumn(
+            name="Checkpoint",
+            json_path=".spec.checkpointRef.name",
+            type="string",
+            description="Checkpoint restored.",
+        ),
+        PrinterColumn(
+            name="Node", json_path=".status.node", type="string", description="Restored on."
+        ),
+        PrinterColumn(
+            name="Container",
+            json_path=".status.containerName",
+            type="string",
+            description="Restored container.",
+        ),
+        _AGE,
+    ),
+)

@@ -1,0 +1,406 @@
+"""ContainerCheckpoint and ContainerRestore: one kopf handler each, idempotent on the helpers.
+
+Both follow the migration's rules: validate first (nothing on a node changes
+until the request is known to be possible), write the phase before each step so
+``kubectl get`` shows where it is, and end ``Failed`` with a reason and a
+message that says what to change. A helper that cannot be reached is a
+temporary error: kopf retries the handler, and the helpers' journal (keyed by
+the resource's UID) answers a step that already ran, so nothing runs twice.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Any
+
+import asyncssh
+import kopf
+from ferry_api import constants
+from ferry_api.base import to_wire
+from ferry_api.checkpoint import (
+    CheckpointPhase,
+    ContainerCheckpoint,
+    ContainerRestore,
+    ContainerRestoreStatus,
+    RestorePhase,
+    StoredImage,
+    parse_container_checkpoint,
+)
+from ferry_api.conditions import Condition, Conditions, ConditionStatus, set_condition
+from ferry_api.migration import Archive, CriuStatistics, MigrationRuntime
+from ferry_api.nodehelper import NodeHelper, RuntimeName
+from ferry_helper.protocol import Operation, Peer, RemoteError
+
+from . import validation
+from .helperclient import HelperClient
+from .kube import Kube
+from .machine import TRANSPORT_FAILURES, peer_of
+from .settings import Settings
+from .validation import Refusal
+
+log = logging.getLogger(__name__)
+
+COND_READY = "Ready"
+COND_SUCCEEDED = "Succeeded"
+#: How long kopf waits before running a handler again after a helper was unreachable.
+RETRY_DELAY_SECONDS = 10
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+
+
+def _condition(
+    conditions: Conditions,
+    type_: str,
+    status: ConditionStatus,
+    *,
+    reason: str,
+    message: str,
+    generation: int | None,
+) -> Conditions:
+    return set_condition(
+        conditions,
+        Condition(
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            observed_generation=generation,
+        ),
+        now=datetime.datetime.now(datetime.UTC),
+    )
+
+
+def _temporary(error: RemoteError) -> kopf.TemporaryError:
+    return kopf.TemporaryError(f"{error.reason}: {error.message}", delay=RETRY_DELAY_SECONDS)
+
+
+async def _ready_helper(
+    kube: Kube, settings: Settings, node: str, reason: str
+) -> tuple[NodeHelper, Peer]:
+    nodes = await kube.node_names()
+    if node not in nodes:
+        raise Refusal(
+            reason=f"{reason}NodeNotFound",
+            message=f"there is no node {node!r}; nodes: {', '.join(sorted(nodes))}",
+        )
+    helper = (await kube.node_helpers()).get(node)
+    problem = validation.helper_problem(
+        helper,
+        node=node,
+        runtime=RuntimeName(MigrationRuntime.PODMAN.value),
+        now=datetime.datetime.now(datetime.UTC),
+        stale_seconds=settings.helper_stale_seconds,
+    )
+    if problem or helper is None:
+        raise Refusal(reason=f"{reason}NotReady", message=problem or "no helper")
+    return helper, peer_of(helper)
+
+
+async def _inspect(helpers: HelperClient, peer: Peer, container: str) -> dict[str, Any] | None:
+    try:
+        return await helpers.call(peer, Operation.INSPECT, {"container": container})
+    except RemoteError as error:
+        if error.reason != "ContainerNotFound":
+            raise
+        return None
+
+
+# -- ContainerCheckpoint ---------------------------------------------------------
+
+
+class CheckpointTaker:
+    def __init__(
+        self,
+        *,
+        resource: ContainerCheckpoint,
+        body: kopf.Body,
+        kube: Kube,
+        helpers: HelperClient,
+        settings: Settings,
+    ) -> None:
+        self.resource = resource
+        self.body = body
+        self.kube = kube
+        self.helpers = helpers
+        self.settings = settings
+        self.status = resource.status
+        self.uid = resource.metadata.uid or ""
+        self.namespace = resource.metadata.namespace or ""
+        self.name = resource.metadata.name or ""
+
+    async def _write(self, **changes: Any) -> None:
+        self.status = self.status.model_copy(update=changes)
+        await self.kube.patch_status(
+            constants.CONTAINER_CHECKPOINT_PLURAL, self.namespace, self.name, to_wire(self.status)
+        )
+
+    async def _end(self, phase: CheckpointPhase, reason: str, message: str) -> None:
+        ready = ConditionStatus.TRUE if phase == CheckpointPhase.READY else ConditionStatus.FALSE
+        conditions = _condition(
+            self.status.conditions,
+            COND_READY,
+            ready,
+            reason=reason,
+            message=message,
+            generation=self.resource.metadata.generation,
+        )
+        await self._write(phase=phase, message=message, conditions=conditions)
+        kind = "Normal" if phase == CheckpointPhase.READY else "Warning"
+        kopf.event(self.body, type=kind, reason=reason, message=message)
+
+    async def run(self) -> None:
+        if self.status.phase in (CheckpointPhase.READY, CheckpointPhase.FAILED):
+            return
+        spec = self.resource.spec
+        try:
+            await self._write(
+                phase=CheckpointPhase.CHECKPOINTING,
+                node=spec.source.node,
+                observed_generation=self.resource.metadata.generation,
+                message=f"checkpointing {spec.source.container} on {spec.source.node}",
+            )
+            _, peer = await _ready_helper(self.kube, self.settings, spec.source.node, "Source")
+            info = await _inspect(self.helpers, peer, spec.source.container)
+            validation.check_container(
+                spec,
+                info,
+                namespace=self.namespace,
+                allow_any_namespace=self.settings.allow_any_namespace,
+                uid=self.uid,
+            )
+            result = await self.helpers.call(
+                peer,
+                Operation.STORE_CHECKPOINT,
+                {
+                    "uid": self.uid,
+                    "container": spec.source.container,
+                    "leave_running": spec.leave_running,
+                    "tcp_established": spec.tcp_established,
+                    "file_locks": spec.file_locks,
+                    "compression": spec.compression.value,
+                },
+            )
+        except Refusal as refusal:
+            await self._end(CheckpointPhase.FAILED, refusal.reason, refusal.message)
+            return
+        except RemoteError as error:
+            if error.reason in TRANSPORT_FAILURES:
+                raise _temporary(error) from None
+            await self._end(CheckpointPhase.FAILED, error.reason, error.message)
+            return
+        await self._write(
+            container_name=str(result["containerName"]),
+            image=StoredImage(id=str(result["imageId"]), name=str(result["imageName"] or "")),
+            archive=Archive(
+                bytes=int(result["sizeBytes"]),
+                sha256=str(result["sha256"]),
+                compression=spec.compression,
+            ),
+            checkpoint_time=_now(),
+            checkpoint_seconds=float(result["seconds"]),
+            criu_statistics=CriuStatistics.model_validate(result.get("statistics") or {}),
+        )
+        await self._end(
+            CheckpointPhase.READY,
+            "Stored",
+            f"{result['sizeBytes']} bytes stored on {spec.source.node}",
+        )
+
+
+async def delete_stored(resource: ContainerCheckpoint, kube: Kube, helpers: HelperClient) -> None:
+    """Remove the archive a checkpoint stored; a node or helper that is gone has nothing left."""
+    node = resource.status.node
+    if not node:
+        return
+    helper = (await kube.node_helpers()).get(node)
+    if helper is None:
+        log.warning(
+            "checkpoint %s: no helper on %s, nothing to delete", resource.metadata.name, node
+        )
+        return
+    try:
+        await helpers.call(peer_of(helper), Operation.DELETE_STORED, {"uid": resource.metadata.uid})
+    except RemoteError as error:
+        if error.reason in TRANSPORT_FAILURES:
+            raise _temporary(error) from None
+        raise kopf.PermanentError(f"{error.reason}: {error.message}") from None
+
+
+# -- ContainerRestore ------------------------------------------------------------
+
+
+class Restorer:
+    def __init__(
+        self,
+        *,
+        resource: ContainerRestore,
+        body: kopf.Body,
+        kube: Kube,
+        helpers: HelperClient,
+        settings: Settings,
+    ) -> None:
+        self.resource = resource
+        self.body = body
+        self.kube = kube
+        self.helpers = helpers
+        self.settings = settings
+        self.status: ContainerRestoreStatus = resource.status
+        self.uid = resource.metadata.uid or ""
+        self.namespace = resource.metadata.namespace or ""
+        self.name = resource.metadata.name or ""
+
+    async def _write(self, **changes: Any) -> None:
+        self.status = self.status.model_copy(update=changes)
+        await self.kube.patch_status(
+            constants.CONTAINER_RESTORE_PLURAL, self.namespace, self.name, to_wire(self.status)
+        )
+
+    async def _enter(self, phase: RestorePhase, message: str) -> None:
+        await self._write(
+            phase=phase, message=message, observed_generation=self.resource.metadata.generation
+        )
+        kopf.event(self.body, type="Normal", reason=phase.value, message=message)
+
+    async def _end(self, phase: RestorePhase, reason: str, message: str) -> None:
+        ok = ConditionStatus.TRUE if phase == RestorePhase.SUCCEEDED else ConditionStatus.FALSE
+        conditions = _condition(
+            self.status.conditions,
+            COND_SUCCEEDED,
+            ok,
+            reason=reason,
+            message=message,
+            generation=self.resource.metadata.generation,
+        )
+        await self._write(
+            phase=phase, message=message, conditions=conditions, completion_time=_now()
+        )
+        kind = "Normal" if phase == RestorePhase.SUCCEEDED else "Warning"
+        kopf.event(self.body, type=kind, reason=reason, message=message)
+
+    async def _checkpoint(self) -> ContainerCheckpoint:
+        ref = self.resource.spec.checkpoint_ref.name
+        body = await self.kube.get(constants.CONTAINER_CHECKPOINT_PLURAL, self.namespace, ref)
+        if body is None:
+            raise Refusal(
+                reason="CheckpointNotFound",
+                message=f"there is no ContainerCheckpoint {ref!r} in namespace {self.namespace}",
+            )
+        checkpoint = parse_container_checkpoint(body)
+        phase = checkpoint.status.phase
+        if phase == CheckpointPhase.FAILED:
+            raise Refusal(
+                reason="CheckpointFailed",
+                message=f"ContainerCheckpoint {ref!r} failed: {checkpoint.status.message}",
+            )
+        if phase != CheckpointPhase.READY:
+            raise kopf.TemporaryError(
+                f"ContainerCheckpoint {ref!r} is {phase or 'Pending'}, not Ready yet",
+                delay=RETRY_DELAY_SECONDS,
+            )
+        return checkpoint
+
+    async def run(self) -> None:
+        if self.status.phase in (RestorePhase.SUCCEEDED, RestorePhase.FAILED):
+            return
+        try:
+            await self._enter(RestorePhase.VALIDATING, "checking the checkpoint and the node")
+            await self._restore()
+        except Refusal as refusal:
+            await self._end(RestorePhase.FAILED, refusal.reason, refusal.message)
+        except RemoteError as error:
+            if error.reason in TRANSPORT_FAILURES:
+                raise _temporary(error) from None
+            await self._end(RestorePhase.FAILED, error.reason, error.message)
+
+    async def _restore(self) -> None:
+        spec = self.resource.spec
+        checkpoint = await self._checkpoint()
+        stored_on = checkpoint.status.node or ""
+        node = spec.node or stored_on
+        name = spec.name or checkpoint.status.container_name or ""
+        source_helper, source = await _ready_helper(
+            self.kube, self.settings, stored_on, "Checkpoint"
+        )
+        target_helper, target = await _ready_helper(self.kube, self.settings, node, "Target")
+        if node != stored_on:
+            validation.check_compatible(source_helper, target_helper)
+        validation.check_target_free(name, node, await _inspect(self.helpers, target, name))
+        await self._write(node=node, container_name=name)
+        request = {
+            "uid": self.uid,
+            "name": name,
+            "tcp_established": spec.tcp_established,
+            "file_locks": spec.file_locks,
+        }
+        if node == stored_on:
+            await self._enter(RestorePhase.RESTORING, f"restoring {name} on {node}")
+            result = await self.helpers.call(
+                target,
+                Operation.RESTORE_STORED,
+                {**request, "checkpoint_uid": checkpoint.metadata.uid},
+            )
+        else:
+            await self._enter(
+                RestorePhase.TRANSFERRING, f"shipping the checkpoint from {stored_on} to {node}"
+            )
+            await self._ship(checkpoint, source, target)
+            await self._enter(RestorePhase.RESTORING, f"restoring {name} on {node}")
+            try:
+                result = await self.helpers.call(target, Operation.RESTORE, request)
+            except RemoteError:
+                await self.helpers.call(
+                    target, Operation.CLEANUP, {"uid": self.uid, "remove_restored": True}
+                )
+                raise
+        await self.helpers.call(target, Operation.CLEANUP, {"uid": self.uid})
+        await self._write(
+            container_id=str(result["containerId"]), restore_seconds=float(result["seconds"])
+        )
+        await self._end(
+            RestorePhase.SUCCEEDED,
+            "Restored",
+            f"{name} runs on {node} ({result['containerId'][:12]})",
+        )
+
+    async def _ship(self, checkpoint: ContainerCheckpoint, source: Peer, target: Peer) -> None:
+        """The image (when the target lacks it) and the archive, under one per-restore key."""
+        key = asyncssh.generate_private_key("ssh-ed25519", comment=f"ferry-restore-{self.uid}")
+        await self.helpers.call(
+            target,
+            Operation.AUTHORIZE_PEER,
+            {
+                "uid": self.uid,
+                "public_key": key.export_public_key().decode(),
+                "ttl_seconds": self.resource.spec.timeout_seconds,
+            },
+        )
+        credential = key.export_private_key().decode()
+        image = checkpoint.status.image or StoredImage()
+        if image.id:
+            present = await self.helpers.call(target, Operation.IMAGE_HAS, {"image_id": image.id})
+            if not present.get("present"):
+                await self.helpers.call(
+                    source,
+                    Operation.IMAGE_SEND,
+                    {
+                        "uid": self.uid,
+                        "image_id": image.id,
+                        "image_name": image.name or "",
+                        "target": target.model_dump(),
+                        "credential": credential,
+                    },
+                )
+        sent = await self.helpers.call(
+            source,
+            Operation.SEND_STORED,
+            {
+                "uid": self.uid,
+                "checkpoint_uid": checkpoint.metadata.uid,
+                "target": target.model_dump(),
+                "credential": credential,
+            },
+        )
+        await self._write(transfer_seconds=float(sent["seconds"]))

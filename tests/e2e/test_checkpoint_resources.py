@@ -1,0 +1,251 @@
+"""ContainerCheckpoint and ContainerRestore on the real local cluster.
+
+What a user checks: a counter checkpointed at X that ran on to Y, restored from
+that checkpoint, counts on from X (the same process history: its log reads 1,
+2, ... with no restart); a checkpoint restored on another node under a new name
+runs there while the original runs on; deleting a checkpoint removes what it
+stored; bad input ends Failed with a reason and changes nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import pytest
+from ferry_api import constants
+from ferry_cluster import deploy
+from ferry_cluster.config import ClusterConfig, NodeSpec
+from ferry_cluster.workloads import (
+    counted_without_restart,
+    logged_counts,
+    read_count,
+    run_counter,
+    sh,
+    wait_counting,
+)
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+pytestmark = pytest.mark.e2e
+
+STAGING = "/var/lib/ferry-helper/staging"
+HTTP_NOT_FOUND = 404
+
+
+@pytest.fixture(scope="module")
+def ferry(local_cluster: ClusterConfig) -> ClusterConfig:
+    deploy.deploy(local_cluster)
+    return local_cluster
+
+
+@pytest.fixture
+def custom(admin_api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(admin_api)
+
+
+def create(
+    custom: client.CustomObjectsApi, namespace: str, plural: str, name: str, spec: dict[str, Any]
+) -> None:
+    kind = {
+        constants.CONTAINER_CHECKPOINT_PLURAL: constants.CONTAINER_CHECKPOINT_KIND,
+        constants.CONTAINER_RESTORE_PLURAL: constants.CONTAINER_RESTORE_KIND,
+    }[plural]
+    custom.create_namespaced_custom_object(
+        constants.GROUP,
+        constants.VERSION,
+        namespace,
+        plural,
+        {
+            "apiVersion": constants.API_VERSION,
+            "kind": kind,
+            "metadata": {"name": name},
+            "spec": spec,
+        },
+    )
+
+
+def get(custom: client.CustomObjectsApi, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    body: dict[str, Any] = custom.get_namespaced_custom_object(
+        constants.GROUP, constants.VERSION, namespace, plural, name
+    )
+    return body
+
+
+def wait_phase(
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    plural: str,
+    name: str,
+    *,
+    phases: tuple[str, ...],
+    timeout: float = 180,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while (status := get(custom, namespace, plural, name).get("status") or {}).get(
+        "phase"
+    ) not in phases:
+        assert time.monotonic() < deadline, f"{plural}/{name}: {status}"
+        time.sleep(0.2)
+    return status
+
+
+def exists(custom: client.CustomObjectsApi, namespace: str, plural: str, name: str) -> bool:
+    try:
+        get(custom, namespace, plural, name)
+    except ApiException as error:
+        if error.status == HTTP_NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+def reason(status: dict[str, Any], type_: str) -> str:
+    return str(next(c["reason"] for c in status["conditions"] if c["type"] == type_))
+
+
+def resumed_once(logged: list[int]) -> bool:
+    """The log of one process that was restored from a checkpoint it had passed.
+
+    The log exported with a leave-running checkpoint may hold a line or two
+    printed after the dump; the restored process then repeats them. So: it
+    starts at 1 and never again, counts by one, and steps back once at most.
+    """
+    steps = [b - a for a, b in itertools.pairwise(logged)]
+    back = [d for d in steps if d != 1]
+    return (
+        logged[:1] == [1] and logged.count(1) == 1 and len(back) <= 1 and all(d <= 0 for d in back)
+    )
+
+
+def state(node: NodeSpec, name: str) -> str:
+    return sh(node, f"podman inspect --format '{{{{.State.Status}}}}' {name} 2>/dev/null || true")
+
+
+def checkpoint(
+    custom: client.CustomObjectsApi, namespace: str, name: str, node: NodeSpec, container: str
+) -> dict[str, Any]:
+    create(
+        custom,
+        namespace,
+        constants.CONTAINER_CHECKPOINT_PLURAL,
+        name,
+        {"source": {"node": node.name, "container": container}, "compression": "zstd"},
+    )
+    return wait_phase(
+        custom, namespace, constants.CONTAINER_CHECKPOINT_PLURAL, name, phases=("Ready", "Failed")
+    )
+
+
+def restore(
+    custom: client.CustomObjectsApi, namespace: str, name: str, spec: dict[str, Any]
+) -> dict[str, Any]:
+    create(custom, namespace, constants.CONTAINER_RESTORE_PLURAL, name, spec)
+    return wait_phase(
+        custom, namespace, constants.CONTAINER_RESTORE_PLURAL, name, phases=("Succeeded", "Failed")
+    )
+
+
+def test_a_checkpoint_restored_in_place_takes_the_counter_back(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node = ferry.node_specs()[0]
+    run_counter(node, "rewind", labels={constants.NAMESPACE_LABEL: namespace})
+    wait_counting(node, "rewind", above=3)
+    before = read_count(node, "rewind")
+    status = checkpoint(custom, namespace, "rewind-cp", node, "rewind")
+    assert status["phase"] == "Ready", status
+    assert reason(status, "Ready") == "Stored"
+    assert status["archive"]["bytes"] > 0
+    assert status["node"] == node.name
+    after = read_count(node, "rewind")
+    assert state(node, "rewind") == "running", "leaveRunning is the default"
+    # It runs on to Y, well past the checkpoint; then the user throws it away.
+    ran_to = wait_counting(node, "rewind", above=after + 20, timeout=30)
+    sh(node, "podman rm -f -t 0 rewind")
+
+    done = restore(custom, namespace, "rewind-rs", {"checkpointRef": {"name": "rewind-cp"}})
+    assert done["phase"] == "Succeeded", done
+    assert (done["node"], done["containerName"]) == (node.name, "rewind")
+    value = read_count(node, "rewind")
+    assert before <= value < ran_to, f"back to ~{before}..{after}, not {ran_to}: {value}"
+    wait_counting(node, "rewind", above=value)
+    assert resumed_once(logged_counts(node, "rewind"))
+    sh(node, "podman rm -f -t 0 rewind")
+
+
+def test_a_checkpoint_starts_a_copy_on_another_node_under_a_new_name(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node_a, node_b = ferry.node_specs()[:2]
+    sh(node_b, "podman rm -f -t 0 -i warm-copy")
+    run_counter(node_a, "warm", labels={constants.NAMESPACE_LABEL: namespace}, blob_bytes=32 << 20)
+    wait_counting(node_a, "warm", above=3, timeout=60)
+    assert checkpoint(custom, namespace, "warm-cp", node_a, "warm")["phase"] == "Ready"
+
+    done = restore(
+        custom,
+        namespace,
+        "warm-rs",
+        {"checkpointRef": {"name": "warm-cp"}, "node": node_b.name, "name": "warm-copy"},
+    )
+    assert done["phase"] == "Succeeded", done
+    assert done["transferSeconds"] >= 0
+    assert state(node_b, "warm-copy") == "running"
+    wait_counting(node_b, "warm-copy", above=read_count(node_b, "warm-copy"))
+    assert resumed_once(logged_counts(node_b, "warm-copy"))
+    assert state(node_a, "warm") == "running", "the original runs on"
+    # node-b keeps the container and nothing of the transfer.
+    assert sh(node_b, f"find {STAGING} -name 'checkpoint.*'") == ""
+    for node, name in ((node_a, "warm"), (node_b, "warm-copy")):
+        sh(node, f"podman rm -f -t 0 {name}")
+
+
+def test_deleting_a_checkpoint_removes_its_archive(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node = ferry.node_specs()[0]
+    run_counter(node, "brief", labels={constants.NAMESPACE_LABEL: namespace})
+    wait_counting(node, "brief", above=0)
+    assert checkpoint(custom, namespace, "brief-cp", node, "brief")["phase"] == "Ready"
+    uid = get(custom, namespace, constants.CONTAINER_CHECKPOINT_PLURAL, "brief-cp")["metadata"][
+        "uid"
+    ]
+    assert sh(node, f"ls {STAGING}/{uid}"), "the archive is stored under the checkpoint's UID"
+    custom.delete_namespaced_custom_object(
+        constants.GROUP,
+        constants.VERSION,
+        namespace,
+        constants.CONTAINER_CHECKPOINT_PLURAL,
+        "brief-cp",
+    )
+    deadline = time.monotonic() + 60
+    while exists(custom, namespace, constants.CONTAINER_CHECKPOINT_PLURAL, "brief-cp"):
+        assert time.monotonic() < deadline, "the finalizer never let the checkpoint go"
+        time.sleep(0.2)
+    assert sh(node, f"ls {STAGING}/{uid} 2>/dev/null || true") == ""
+    assert state(node, "brief") == "running"
+    sh(node, "podman rm -f -t 0 brief")
+
+
+def test_bad_input_fails_with_a_reason_and_changes_nothing(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node = ferry.node_specs()[0]
+    missing = checkpoint(custom, namespace, "ghost-cp", node, "no-such-container")
+    assert (missing["phase"], reason(missing, "Ready")) == ("Failed", "ContainerNotFound")
+
+    unknown = restore(custom, namespace, "nowhere-rs", {"checkpointRef": {"name": "nope"}})
+    assert (unknown["phase"], reason(unknown, "Succeeded")) == ("Failed", "CheckpointNotFound")
+
+    run_counter(node, "taken", labels={constants.NAMESPACE_LABEL: namespace})
+    wait_counting(node, "taken", above=0)
+    assert checkpoint(custom, namespace, "taken-cp", node, "taken")["phase"] == "Ready"
+    before = read_count(node, "taken")
+    clash = restore(custom, namespace, "clash-rs", {"checkpointRef": {"name": "taken-cp"}})
+    assert (clash["phase"], reason(clash, "Succeeded")) == ("Failed", "TargetNameTaken")
+    # The running container was not touched: it counts on from where it was.
+    wait_counting(node, "taken", above=before)
+    assert counted_without_restart(logged_counts(node, "taken"))
+    sh(node, "podman rm -f -t 0 taken")
