@@ -52,6 +52,7 @@ async def serve(settings: Settings) -> None:
         node=settings.node_name,
         driver=driver,
         staging=Staging(settings.state_dir / "staging"),
+        store=Staging(settings.state_dir / "checkpoints"),
     )
     server = HelperServer(
         operations=operations,

@@ -82,10 +82,15 @@ def _sha256(path: Path) -> str:
 
 
 class Operations:
-    def __init__(self, *, node: str, driver: PodmanDriver, staging: Staging) -> None:
+    def __init__(
+        self, *, node: str, driver: PodmanDriver, staging: Staging, store: Staging
+    ) -> None:
         self.node = node
         self.driver = driver
+        #: Migrations' transient archives and journals, and the claims on containers.
         self.staging = staging
+        #: ContainerCheckpoints' archives, kept until their resource is deleted.
+        self.store = store
         #: Which migration each peer key may stream into (see :mod:`.grants`).
         self.grants = PeerGrants()
         # One step at a time per migration: a rollback must wait for a checkpoint
@@ -226,7 +231,19 @@ class Operations:
             raise RemoteError(
                 "ContainerNotFound", f"no container {request.container!r} on node {self.node}"
             )
-        if (holder := self.staging.claim(info.id, request.uid)) is not None:
+        data = await self._dump(request, info.id, self.staging)
+        self.staging.record(request.uid, "checkpoint", data)
+        return data
+
+    async def _dump(
+        self, request: CheckpointRequest, container_id: str, into: Staging
+    ) -> dict[str, Any]:
+        """Checkpoint the container into ``into``'s archive of the request's UID.
+
+        The container is claimed for that UID first (claims live in the
+        migrations' staging area, whoever dumps): one dump at a time per container.
+        """
+        if (holder := self.staging.claim(container_id, request.uid)) is not None:
             raise RemoteError(
                 "ContainerBusy",
                 f"container {request.container!r} is being migrated by migration {holder}; "
@@ -240,23 +257,22 @@ class Operations:
         )
         try:
             result = await self.driver.checkpoint(
-                request.container, self.staging.archive(request.uid), options
+                request.container, into.archive(request.uid), options
             )
         except PodmanError as error:
             raise _podman_failure("CheckpointFailed", error) from None
-        data = {
+        return {
             "sizeBytes": result.size_bytes,
             "sha256": result.sha256,
             "seconds": result.seconds,
             "statistics": result.statistics.as_dict(),
         }
-        self.staging.record(request.uid, "checkpoint", data)
-        return data
 
     async def send(self, request: SendRequest, emit: Emit) -> dict[str, Any]:
         if (done := self.staging.recorded(request.uid, "send")) is not None:
             return done
         data = await self._send_archive(
+            self.staging,
             request.uid,
             into=request.uid,
             target=request.target,
@@ -267,11 +283,11 @@ class Operations:
         return data
 
     async def _send_archive(
-        self, uid: str, *, into: str, target: Peer, credential: str, emit: Emit
+        self, source: Staging, uid: str, *, into: str, target: Peer, credential: str, emit: Emit
     ) -> dict[str, Any]:
-        """Stream the checkpoint of ``uid`` here into ``into`` on ``target``."""
-        checkpoint = self.staging.recorded(uid, "checkpoint")
-        archive = self.staging.archive(uid)
+        """Stream the checkpoint of ``uid`` in ``source`` into ``into`` on ``target``."""
+        checkpoint = source.recorded(uid, "checkpoint")
+        archive = source.archive(uid)
         if checkpoint is None or not archive.exists():
             raise RemoteError("NoCheckpoint", f"no checkpoint {uid} here")
         started = time.monotonic()
@@ -354,7 +370,7 @@ class Operations:
 
     async def store_checkpoint(self, request: CheckpointRequest, emit: Emit) -> dict[str, Any]:
         """A checkpoint kept here (a ContainerCheckpoint), with what a restore elsewhere needs."""
-        if (done := self.staging.recorded(request.uid, "stored")) is not None:
+        if (done := self.store.recorded(request.uid, "stored")) is not None:
             return done
         info = await self.driver.inspect(request.container)
         if info is None:
@@ -362,7 +378,7 @@ class Operations:
                 "ContainerNotFound", f"no container {request.container!r} on node {self.node}"
             )
         try:
-            dumped = await self.checkpoint(request, emit)
+            dumped = await self._dump(request, info.id, self.store)
         finally:
             self.staging.release(request.uid)  # kept, but no longer holding the container
         data = {
@@ -371,14 +387,16 @@ class Operations:
             "imageId": info.image_id,
             "imageName": info.image_name,
         }
-        self.staging.record(request.uid, "stored", data)
+        # Under both names: "checkpoint" is what sending reads.
+        self.store.record(request.uid, "checkpoint", dumped)
+        self.store.record(request.uid, "stored", data)
         return data
 
     async def restore_stored(self, request: RestoreStoredRequest, _: Emit) -> dict[str, Any]:
         if (done := self.staging.recorded(request.uid, "restore")) is not None:
             return done
-        archive = self.staging.archive(request.checkpoint_uid)
-        if self.staging.recorded(request.checkpoint_uid, "stored") is None or not archive.exists():
+        archive = self.store.archive(request.checkpoint_uid)
+        if self.store.recorded(request.checkpoint_uid, "stored") is None or not archive.exists():
             raise RemoteError(
                 "CheckpointNotStored",
                 f"no stored checkpoint {request.checkpoint_uid} on {self.node}",
@@ -392,12 +410,13 @@ class Operations:
         return await self._restore_archive(as_restore, archive)
 
     async def send_stored(self, request: SendStoredRequest, emit: Emit) -> dict[str, Any]:
-        if self.staging.recorded(request.checkpoint_uid, "stored") is None:
+        if self.store.recorded(request.checkpoint_uid, "stored") is None:
             raise RemoteError(
                 "CheckpointNotStored",
                 f"no stored checkpoint {request.checkpoint_uid} on {self.node}",
             )
         return await self._send_archive(
+            self.store,
             request.checkpoint_uid,
             into=request.uid,
             target=request.target,
@@ -406,9 +425,9 @@ class Operations:
         )
 
     async def delete_stored(self, request: DeleteStoredRequest, _: Emit) -> dict[str, Any]:
-        existed = self.staging.recorded(request.uid, "stored") is not None
+        existed = self.store.recorded(request.uid, "stored") is not None
         self.staging.release(request.uid)
-        self.staging.remove(request.uid)
+        self.store.remove(request.uid)
         return {"deleted": existed}
 
     async def authorize_peer(self, request: AuthorizePeerRequest, _: Emit) -> dict[str, Any]:

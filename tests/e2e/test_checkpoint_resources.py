@@ -31,6 +31,8 @@ from kubernetes.client.exceptions import ApiException
 pytestmark = pytest.mark.e2e
 
 STAGING = "/var/lib/ferry-helper/staging"
+#: Where a helper keeps ContainerCheckpoints' archives (apart from migrations' staging).
+STORE = "/var/lib/ferry-helper/checkpoints"
 HTTP_NOT_FOUND = 404
 
 
@@ -212,7 +214,7 @@ def test_deleting_a_checkpoint_removes_its_archive(
     uid = get(custom, namespace, constants.CONTAINER_CHECKPOINT_PLURAL, "brief-cp")["metadata"][
         "uid"
     ]
-    assert sh(node, f"ls {STAGING}/{uid}"), "the archive is stored under the checkpoint's UID"
+    assert sh(node, f"ls {STORE}/{uid}"), "the archive is stored under the checkpoint's UID"
     custom.delete_namespaced_custom_object(
         constants.GROUP,
         constants.VERSION,
@@ -224,7 +226,7 @@ def test_deleting_a_checkpoint_removes_its_archive(
     while exists(custom, namespace, constants.CONTAINER_CHECKPOINT_PLURAL, "brief-cp"):
         assert time.monotonic() < deadline, "the finalizer never let the checkpoint go"
         time.sleep(0.2)
-    assert sh(node, f"ls {STAGING}/{uid} 2>/dev/null || true") == ""
+    assert sh(node, f"ls {STORE}/{uid} 2>/dev/null || true") == ""
     assert state(node, "brief") == "running"
     sh(node, "podman rm -f -t 0 brief")
 
