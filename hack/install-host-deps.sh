@@ -3,7 +3,8 @@
 # Go must be on PATH already (the control plane is built with it).
 set -euo pipefail
 
-need=(debootstrap iproute2 util-linux procps)
+# docker-registry and apache2-utils (htpasswd): the local cluster's checkpoint registry.
+need=(debootstrap iproute2 util-linux procps docker-registry apache2-utils)
 missing=()
 for pkg in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AwareDatetime, ConfigDict, Field
+from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 
 from ferry_api import constants
 from ferry_api.base import SpecModel, StatusModel, parse_body
@@ -47,6 +47,51 @@ class CheckpointPhase(StrEnum):
     CHECKPOINTING = "Checkpointing"
     READY = "Ready"
     FAILED = "Failed"
+
+
+class StorageType(StrEnum):
+    NODE = "Node"
+    REGISTRY = "Registry"
+
+
+REPOSITORY_PATTERN = r"^[a-zA-Z0-9.-]+(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$"
+REGISTRY_NEEDS_REPOSITORY = "storage.repository is required when storage.type is Registry"
+
+
+class CheckpointStorage(SpecModel):
+    """Where the checkpoint is kept."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.type != 'Registry' || has(self.repository)",
+                    "message": REGISTRY_NEEDS_REPOSITORY,
+                }
+            ]
+        }
+    )
+
+    type: StorageType = Field(
+        default=StorageType.NODE,
+        description="Node: an archive in the node-helper's store on the container's node "
+        "(restorable anywhere, shipped over SSH). Registry: a checkpoint image (podman's "
+        "checkpoint annotations) pushed to storage.repository, which any node can pull.",
+    )
+    repository: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=REPOSITORY_PATTERN,
+        description="Registry repository (host[:port]/path) for type Registry; the image is "
+        "tagged with the checkpoint's name and UID. The helpers' credentials come from the "
+        "chart's nodeHelper.registryAuthSecret.",
+    )
+
+    @model_validator(mode="after")
+    def _registry_has_a_repository(self) -> CheckpointStorage:
+        if self.type == StorageType.REGISTRY and not self.repository:
+            raise ValueError(REGISTRY_NEEDS_REPOSITORY)
+        return self
 
 
 class ContainerCheckpointSpec(SpecModel):
@@ -78,6 +123,12 @@ class ContainerCheckpointSpec(SpecModel):
     runtime: MigrationRuntime = Field(
         default=MigrationRuntime.PODMAN, description="Container runtime that runs the container."
     )
+    # A factory, not a default object: the CRD then carries no default holding
+    # ``repository: null``, which the API server refuses.
+    storage: CheckpointStorage = Field(
+        default_factory=CheckpointStorage,
+        description="Where the checkpoint is kept; absent: on the container's node.",
+    )
 
 
 class StoredImage(StatusModel):
@@ -85,6 +136,13 @@ class StoredImage(StatusModel):
 
     id: str | None = Field(default=None, description="Image ID.")
     name: str | None = Field(default=None, description="Image name, when it has one.")
+
+
+class CheckpointImage(StatusModel):
+    """A checkpoint kept as an image in a registry."""
+
+    reference: str | None = Field(default=None, description="Image reference (with its tag).")
+    digest: str | None = Field(default=None, description="Manifest digest the registry gave it.")
 
 
 class ContainerCheckpointStatus(StatusModel):
@@ -100,7 +158,10 @@ class ContainerCheckpointStatus(StatusModel):
         default=None, description="Name the container had when it was checkpointed."
     )
     image: StoredImage | None = Field(default=None, description="The container's image.")
-    archive: Archive | None = Field(default=None, description="The stored archive.")
+    archive: Archive | None = Field(default=None, description="The stored archive (type Node).")
+    checkpoint_image: CheckpointImage | None = Field(
+        default=None, description="The pushed checkpoint image (type Registry)."
+    )
     checkpoint_time: AwareDatetime | None = Field(
         default=None, description="When the container was checkpointed."
     )

@@ -27,11 +27,13 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from . import cluster, helperlayer, kubelet, nodes, procs
+from . import cluster, helperlayer, kubelet, nodes, procs, registry
 from .config import ClusterConfig, NodeSpec
 
 NAMESPACE = "ferry-system"
 RELEASE = "ferry"
+#: The Secret holding the helpers' credentials for the local registry (registry.py).
+REGISTRY_AUTH_SECRET = "ferry-registry-auth"  # noqa: S105 - a Secret's name
 KUBE_VERSION = "1.34.4"
 TOKEN_SECONDS = 24 * 3600
 READY_TIMEOUT = 60.0
@@ -76,6 +78,7 @@ def values(
         "operator.helperStaleSeconds": "30",
         "operator.metrics.port": str(metrics_port(config)),
         "operator.allowAnyNamespace": "true" if allow_any_namespace else "false",
+        "nodeHelper.registryAuthSecret": REGISTRY_AUTH_SECRET,
         **(extra or {}),
     }
     return [flag for key, value in settings.items() for flag in ("--set", f"{key}={value}")]
@@ -142,6 +145,21 @@ def install(
                     "name": NAMESPACE,
                     "labels": {"pod-security.kubernetes.io/enforce": "privileged"},
                 },
+            }
+        ],
+    )
+    # The cluster's registry, for ContainerCheckpoints kept as images, and the
+    # helpers' credentials for it, as a cluster admin would give them.
+    registry.ensure(config)
+    _apply(
+        config,
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": REGISTRY_AUTH_SECRET, "namespace": NAMESPACE},
+                "type": "Opaque",
+                "stringData": {"auth.json": registry.auth_json(config)},
             }
         ],
     )

@@ -53,6 +53,7 @@ async def serve(settings: Settings) -> None:
         driver=driver,
         staging=Staging(settings.state_dir / "staging"),
         store=Staging(settings.state_dir / "checkpoints"),
+        registry_authfile=settings.registry_authfile,
     )
     server = HelperServer(
         operations=operations,

@@ -21,11 +21,11 @@ import asyncssh
 from pydantic import BaseModel, ValidationError
 
 from . import probe as node_probe
-from . import transfer
+from . import registry, transfer
 from .archive_check import StreamingCheck
 from .errors import PodmanError
 from .grants import PeerGrants
-from .podman import CheckpointOptions, PodmanDriver
+from .podman import CheckpointOptions, PodmanDriver, RestoreResult
 from .protocol import (
     AuthorizePeerRequest,
     CheckpointRequest,
@@ -40,6 +40,7 @@ from .protocol import (
     Peer,
     ReceiveRequest,
     RemoteError,
+    RestoreImageRequest,
     RestoreRequest,
     RestoreStoredRequest,
     RollbackRequest,
@@ -83,7 +84,13 @@ def _sha256(path: Path) -> str:
 
 class Operations:
     def __init__(
-        self, *, node: str, driver: PodmanDriver, staging: Staging, store: Staging
+        self,
+        *,
+        node: str,
+        driver: PodmanDriver,
+        staging: Staging,
+        store: Staging,
+        registry_authfile: Path | None = None,
     ) -> None:
         self.node = node
         self.driver = driver
@@ -91,6 +98,8 @@ class Operations:
         self.staging = staging
         #: ContainerCheckpoints' archives, kept until their resource is deleted.
         self.store = store
+        #: podman's --authfile for registries (a Secret the chart mounts), if there is one.
+        self.registry_authfile = registry_authfile
         #: Which migration each peer key may stream into (see :mod:`.grants`).
         self.grants = PeerGrants()
         # One step at a time per migration: a rollback must wait for a checkpoint
@@ -124,6 +133,7 @@ class Operations:
             Operation.RESTORE_STORED: (RestoreStoredRequest, self.restore_stored),
             Operation.SEND_STORED: (SendStoredRequest, self.send_stored),
             Operation.DELETE_STORED: (DeleteStoredRequest, self.delete_stored),
+            Operation.RESTORE_IMAGE: (RestoreImageRequest, self.restore_image),
         }
         if operation == Operation.IMAGE_RECEIVE:
             return await self.image_receive(self._parse(ImageReceiveRequest, request), stdin)
@@ -333,6 +343,19 @@ class Operations:
         return await self._restore_archive(request, archive)
 
     async def _restore_archive(self, request: RestoreRequest, archive: Path) -> dict[str, Any]:
+        return await self._restore_with(
+            request,
+            lambda: self.driver.restore(
+                archive,
+                name=request.name,
+                tcp_established=request.tcp_established,
+                file_locks=request.file_locks,
+            ),
+        )
+
+    async def _restore_with(
+        self, request: RestoreRequest, start: Callable[[], Awaitable[RestoreResult]]
+    ) -> dict[str, Any]:
         # Written before podman starts: if this helper dies mid-restore, podman
         # may still finish, and a later cleanup must know which container is ours.
         if self.staging.recorded(request.uid, "restore-started") is None:
@@ -345,12 +368,7 @@ class Operations:
         elif (ours := await self._restored_copy(request.uid)) is not None:
             return await self._adopt_restored(request, ours)
         try:
-            result = await self.driver.restore(
-                archive,
-                name=request.name,
-                tcp_established=request.tcp_established,
-                file_locks=request.file_locks,
-            )
+            result = await start()
         except PodmanError as error:
             raise _podman_failure("RestoreFailed", error) from None
         info = await self.driver.inspect(result.container_id)
@@ -378,7 +396,10 @@ class Operations:
                 "ContainerNotFound", f"no container {request.container!r} on node {self.node}"
             )
         try:
-            dumped = await self._dump(request, info.id, self.store)
+            if request.image_reference:
+                dumped = await self._dump_image(request, info.id)
+            else:
+                dumped = await self._dump(request, info.id, self.store)
         finally:
             self.staging.release(request.uid)  # kept, but no longer holding the container
         data = {
@@ -391,6 +412,57 @@ class Operations:
         self.store.record(request.uid, "checkpoint", dumped)
         self.store.record(request.uid, "stored", data)
         return data
+
+    async def _dump_image(self, request: CheckpointRequest, container_id: str) -> dict[str, Any]:
+        """Checkpoint into an image pushed to ``request.image_reference`` (claimed as _dump is)."""
+        if (holder := self.staging.claim(container_id, request.uid)) is not None:
+            raise RemoteError(
+                "ContainerBusy",
+                f"container {request.container!r} is being migrated by migration {holder}; "
+                "wait for it to finish",
+            )
+        options = CheckpointOptions(
+            leave_running=request.leave_running,
+            tcp_established=request.tcp_established,
+            file_locks=request.file_locks,
+            compression=request.compression,
+        )
+        try:
+            pushed = await self.driver.checkpoint_image(
+                request.container,
+                str(request.image_reference),
+                options,
+                authfile=self.registry_authfile,
+            )
+        except PodmanError as error:
+            raise _podman_failure("CheckpointFailed", error) from None
+        return {
+            "checkpointImage": pushed.reference,
+            "digest": pushed.digest,
+            "seconds": pushed.seconds,
+            "statistics": pushed.statistics.as_dict(),
+        }
+
+    async def restore_image(self, request: RestoreImageRequest, _: Emit) -> dict[str, Any]:
+        """Restore, as restore ``uid``, from a checkpoint image in a registry."""
+        if (done := self.staging.recorded(request.uid, "restore")) is not None:
+            return done
+        as_restore = RestoreRequest(
+            uid=request.uid,
+            name=request.name,
+            tcp_established=request.tcp_established,
+            file_locks=request.file_locks,
+        )
+        return await self._restore_with(
+            as_restore,
+            lambda: self.driver.restore_image(
+                request.reference,
+                name=request.name,
+                tcp_established=request.tcp_established,
+                file_locks=request.file_locks,
+                authfile=self.registry_authfile,
+            ),
+        )
 
     async def restore_stored(self, request: RestoreStoredRequest, _: Emit) -> dict[str, Any]:
         if (done := self.staging.recorded(request.uid, "restore")) is not None:
@@ -425,7 +497,20 @@ class Operations:
         )
 
     async def delete_stored(self, request: DeleteStoredRequest, _: Emit) -> dict[str, Any]:
-        existed = self.store.recorded(request.uid, "stored") is not None
+        stored = self.store.recorded(request.uid, "stored")
+        reference = request.image_reference or (stored or {}).get("checkpointImage")
+        digest = request.digest or (stored or {}).get("digest")
+        if reference and digest:
+            try:
+                await asyncio.to_thread(
+                    registry.delete_manifest,
+                    str(reference),
+                    str(digest),
+                    authfile=self.registry_authfile,
+                )
+            except registry.RegistryError as error:
+                raise RemoteError("RegistryDeleteFailed", str(error)) from None
+        existed = stored is not None
         self.staging.release(request.uid)
         self.store.remove(request.uid)
         return {"deleted": existed}

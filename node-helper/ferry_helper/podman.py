@@ -48,6 +48,8 @@ import hashlib
 import json
 import logging
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,6 +113,15 @@ class CheckpointResult(_Record):
     archive: Path
     size_bytes: int
     sha256: str
+    seconds: float
+    statistics: CriuStatistics
+
+
+class ImageCheckpoint(_Record):
+    """A checkpoint pushed as an image; ``seconds`` is the dump's wall time (the push aside)."""
+
+    reference: str
+    digest: str
     seconds: float
     statistics: CriuStatistics
 
@@ -219,16 +230,22 @@ def container_id_of_log(log: Path) -> str | None:
     return match.group("id") if match else None
 
 
+def checkpoint_flags(options: CheckpointOptions) -> list[str]:
+    """What a checkpoint keeps and whether the container goes on, wherever the dump goes."""
+    flags = []
+    if options.leave_running:
+        flags.append("--leave-running")
+    if options.tcp_established:
+        flags.append("--tcp-established")
+    if options.file_locks:
+        flags.append("--file-locks")
+    return flags
+
+
 def checkpoint_args(container: str, archive: Path, options: CheckpointOptions) -> list[str]:
     args = ["container", "checkpoint", "--export", str(archive), "--print-stats"]
     args += ["--compress", options.compression]
-    if options.leave_running:
-        args.append("--leave-running")
-    if options.tcp_established:
-        args.append("--tcp-established")
-    if options.file_locks:
-        args.append("--file-locks")
-    return [*args, container]
+    return [*args, *checkpoint_flags(options), container]
 
 
 def restore_flags(*, tcp_established: bool, file_locks: bool) -> list[str]:
@@ -467,6 +484,68 @@ class PodmanDriver:
         return CheckpointResult(
             archive=archive, size_bytes=size, sha256=sha256, seconds=seconds, statistics=statistics
         )
+
+    async def checkpoint_image(
+        self, container: str, reference: str, options: CheckpointOptions, *, authfile: Path | None
+    ) -> ImageCheckpoint:
+        """Checkpoint ``container`` as a checkpoint image and push it to its registry.
+
+        The image carries podman's checkpoint annotations (runtime, CRIU,
+        kernel, rootfs image), so any podman can restore it; the local copy is
+        removed once pushed.
+        """
+        args = ["container", "checkpoint", "--create-image", reference, "--print-stats"]
+        args += [*checkpoint_flags(options), container]
+        started = time.monotonic()
+        output = await self._run(args, limit=self._timeout)
+        seconds = time.monotonic() - started
+        if output.returncode != 0:
+            raise await self._failure(output)
+        _, statistics = parse_print_stats(output.stdout)
+        digest_file = Path(tempfile.mkdtemp(prefix="ferry-push-")) / "digest"
+        try:
+            push = ["push", "--digestfile", str(digest_file)]
+            if authfile is not None:
+                push += ["--authfile", str(authfile)]
+            pushed = await self._run([*push, reference], limit=self._timeout)
+            if pushed.returncode != 0:
+                raise await self._failure(pushed)
+            digest = digest_file.read_text().strip()
+        finally:
+            shutil.rmtree(digest_file.parent, ignore_errors=True)
+            await self._run(["image", "rm", "--ignore", reference], limit=self._timeout)
+        return ImageCheckpoint(
+            reference=reference, digest=digest, seconds=seconds, statistics=statistics
+        )
+
+    async def restore_image(
+        self,
+        reference: str,
+        *,
+        name: str,
+        tcp_established: bool = False,
+        file_locks: bool = False,
+        authfile: Path | None,
+    ) -> RestoreResult:
+        """Pull a checkpoint image and start a container named ``name`` from it."""
+        pull = ["pull", "--quiet"]
+        if authfile is not None:
+            pull += ["--authfile", str(authfile)]
+        pulled = await self._run([*pull, reference], limit=self._timeout)
+        if pulled.returncode != 0:
+            raise await self._failure(pulled)
+        started = time.monotonic()
+        flags = restore_flags(tcp_established=tcp_established, file_locks=file_locks)
+        output = await self._run(
+            ["container", "restore", *flags, "--name", name, reference], limit=self._timeout
+        )
+        seconds = time.monotonic() - started
+        await self._run(["image", "rm", "--ignore", reference], limit=self._timeout)
+        if output.returncode != 0:
+            error = await self._failure(output)
+            await self._clean_failed_restore(error)
+            raise error
+        return await self._restored(output, name, seconds)
 
     async def restore(
         self,

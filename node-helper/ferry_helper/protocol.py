@@ -64,6 +64,7 @@ class Operation(StrEnum):
     RESTORE_STORED = "restore-stored"
     SEND_STORED = "send-stored"
     DELETE_STORED = "delete-stored"
+    RESTORE_IMAGE = "restore-image"
 
 
 PEER_OPERATIONS = frozenset({Operation.RECEIVE, Operation.IMAGE_RECEIVE})
@@ -122,6 +123,8 @@ class CheckpointRequest(Model):
     tcp_established: bool = False
     file_locks: bool = False
     compression: Literal["zstd", "gzip", "none"] = "zstd"
+    #: Push the checkpoint as this image instead of writing an archive (store-checkpoint).
+    image_reference: str | None = None
 
 
 class SendRequest(Model):
@@ -149,6 +152,16 @@ class RestoreStoredRequest(Model):
     file_locks: bool = False
 
 
+class RestoreImageRequest(Model):
+    """Restore, as restore ``uid``, from the checkpoint image ``reference`` (pulled first)."""
+
+    uid: str
+    reference: str
+    name: str
+    tcp_established: bool = False
+    file_locks: bool = False
+
+
 class SendStoredRequest(Model):
     """Stream the checkpoint stored here under ``checkpoint_uid`` into ``uid`` on ``target``."""
 
@@ -159,7 +172,15 @@ class SendStoredRequest(Model):
 
 
 class DeleteStoredRequest(Model):
+    """Delete a stored checkpoint: its archive here, or its image from the registry.
+
+    With ``image_reference`` and ``digest`` any helper can delete the image,
+    not only the one that pushed it.
+    """
+
     uid: str
+    image_reference: str | None = None
+    digest: str | None = None
 
 
 class ReceiveRequest(Model):

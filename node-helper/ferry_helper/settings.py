@@ -30,6 +30,12 @@ class Settings:
         return self.state_dir / "ssh_host_ed25519_key"
 
     @property
+    def registry_authfile(self) -> Path | None:
+        """podman's --authfile for checkpoint registries (the chart's registryAuthSecret)."""
+        path = Path("/etc/ferry/registry/auth.json")
+        return path if path.exists() else None
+
+    @property
     def operator_keys(self) -> Path:
         """Public keys of the operator (one OpenSSH line each), from the SSH Secret."""
         return self.ssh_dir / "operator.pub"

@@ -19,11 +19,13 @@ import kopf
 from ferry_api import constants
 from ferry_api.base import to_wire
 from ferry_api.checkpoint import (
+    CheckpointImage,
     CheckpointPhase,
     ContainerCheckpoint,
     ContainerRestore,
     ContainerRestoreStatus,
     RestorePhase,
+    StorageType,
     StoredImage,
     parse_container_checkpoint,
 )
@@ -151,6 +153,13 @@ class CheckpointTaker:
         kind = "Normal" if phase == CheckpointPhase.READY else "Warning"
         kopf.event(self.body, type=kind, reason=reason, message=message)
 
+    def _image_reference(self) -> str | None:
+        """``repository:<name>-<uid>`` for registry storage; None for the node's store."""
+        storage = self.resource.spec.storage
+        if storage.type != StorageType.REGISTRY:
+            return None
+        return f"{storage.repository}:{self.name}-{self.uid[:8]}"
+
     async def run(self) -> None:
         if self.status.phase in (CheckpointPhase.READY, CheckpointPhase.FAILED):
             return
@@ -181,6 +190,7 @@ class CheckpointTaker:
                     "tcp_established": spec.tcp_established,
                     "file_locks": spec.file_locks,
                     "compression": spec.compression.value,
+                    "image_reference": self._image_reference(),
                 },
             )
         except Refusal as refusal:
@@ -191,42 +201,59 @@ class CheckpointTaker:
                 raise _temporary(error) from None
             await self._end(CheckpointPhase.FAILED, error.reason, error.message)
             return
-        await self._write(
-            container_name=str(result["containerName"]),
-            image=StoredImage(id=str(result["imageId"]), name=str(result["imageName"] or "")),
-            archive=Archive(
+        stored: dict[str, Any] = {}
+        if result.get("checkpointImage"):
+            stored["checkpoint_image"] = CheckpointImage(
+                reference=str(result["checkpointImage"]), digest=str(result["digest"])
+            )
+            where = f"pushed to {result['checkpointImage']}"
+        else:
+            stored["archive"] = Archive(
                 bytes=int(result["sizeBytes"]),
                 sha256=str(result["sha256"]),
                 compression=spec.compression,
-            ),
+            )
+            where = f"{result['sizeBytes']} bytes stored on {spec.source.node}"
+        await self._write(
+            container_name=str(result["containerName"]),
+            image=StoredImage(id=str(result["imageId"]), name=str(result["imageName"] or "")),
             checkpoint_time=_now(),
             checkpoint_seconds=float(result["seconds"]),
             criu_statistics=CriuStatistics.model_validate(result.get("statistics") or {}),
+            **stored,
         )
-        await self._end(
-            CheckpointPhase.READY,
-            "Stored",
-            f"{result['sizeBytes']} bytes stored on {spec.source.node}",
-        )
+        await self._end(CheckpointPhase.READY, "Stored", where)
 
 
 async def delete_stored(resource: ContainerCheckpoint, kube: Kube, helpers: HelperClient) -> None:
-    """Remove the archive a checkpoint stored; a node or helper that is gone has nothing left."""
+    """Remove what a checkpoint stored: its archive on its node, or its image in the registry.
+
+    A registry image can be deleted by any ready helper; an archive only by
+    its node's, and a node (or helper) that is gone has nothing left to delete.
+    """
     node = resource.status.node
-    if not node:
+    image = resource.status.checkpoint_image
+    request: dict[str, Any] = {"uid": resource.metadata.uid}
+    if image is not None and image.reference:
+        request |= {"image_reference": image.reference, "digest": image.digest}
+    all_helpers = await kube.node_helpers()
+    candidates = [h for n, h in all_helpers.items() if n == node]
+    if "image_reference" in request:
+        candidates += [h for n, h in sorted(all_helpers.items()) if n != node]
+    for helper in candidates:
+        try:
+            await helpers.call(peer_of(helper), Operation.DELETE_STORED, request)
+        except RemoteError as error:
+            if error.reason in TRANSPORT_FAILURES:
+                if helper is not candidates[-1]:
+                    continue
+                raise _temporary(error) from None
+            raise kopf.PermanentError(f"{error.reason}: {error.message}") from None
+        except Refusal:
+            continue  # a helper that published no address
         return
-    helper = (await kube.node_helpers()).get(node)
-    if helper is None:
-        log.warning(
-            "checkpoint %s: no helper on %s, nothing to delete", resource.metadata.name, node
-        )
-        return
-    try:
-        await helpers.call(peer_of(helper), Operation.DELETE_STORED, {"uid": resource.metadata.uid})
-    except RemoteError as error:
-        if error.reason in TRANSPORT_FAILURES:
-            raise _temporary(error) from None
-        raise kopf.PermanentError(f"{error.reason}: {error.message}") from None
+    if node:
+        log.warning("checkpoint %s: no helper can delete it; nothing left", resource.metadata.name)
 
 
 # -- ContainerRestore ------------------------------------------------------------
@@ -321,11 +348,16 @@ class Restorer:
         stored_on = checkpoint.status.node or ""
         node = spec.node or stored_on
         name = spec.name or checkpoint.status.container_name or ""
-        source_helper, source = await _ready_helper(
-            self.kube, self.settings, stored_on, "Checkpoint"
-        )
+        image = checkpoint.status.checkpoint_image
         target_helper, target = await _ready_helper(self.kube, self.settings, node, "Target")
-        if node != stored_on:
+        if image is not None and image.reference:
+            # In a registry: the checkpoint's own node need not be up at all.
+            source_helper = (await self.kube.node_helpers()).get(stored_on)
+        else:
+            source_helper, _ = await _ready_helper(
+                self.kube, self.settings, stored_on, "Checkpoint"
+            )
+        if node != stored_on and source_helper is not None:
             validation.check_compatible(source_helper, target_helper)
         validation.check_target_free(name, node, await _inspect(self.helpers, target, name))
         await self._write(node=node, container_name=name)
@@ -335,7 +367,14 @@ class Restorer:
             "tcp_established": spec.tcp_established,
             "file_locks": spec.file_locks,
         }
-        if node == stored_on:
+        if image is not None and image.reference:
+            await self._enter(
+                RestorePhase.RESTORING, f"pulling {image.reference} and restoring {name} on {node}"
+            )
+            result = await self._restore_or_clean(
+                target, Operation.RESTORE_IMAGE, {**request, "reference": image.reference}
+            )
+        elif node == stored_on:
             await self._enter(RestorePhase.RESTORING, f"restoring {name} on {node}")
             result = await self.helpers.call(
                 target,
@@ -346,15 +385,11 @@ class Restorer:
             await self._enter(
                 RestorePhase.TRANSFERRING, f"shipping the checkpoint from {stored_on} to {node}"
             )
-            await self._ship(checkpoint, source, target)
+            if source_helper is None:  # node storage checked its helper above
+                raise Refusal(reason="CheckpointNotReady", message=f"no helper on {stored_on}")
+            await self._ship(checkpoint, peer_of(source_helper), target)
             await self._enter(RestorePhase.RESTORING, f"restoring {name} on {node}")
-            try:
-                result = await self.helpers.call(target, Operation.RESTORE, request)
-            except RemoteError:
-                await self.helpers.call(
-                    target, Operation.CLEANUP, {"uid": self.uid, "remove_restored": True}
-                )
-                raise
+            result = await self._restore_or_clean(target, Operation.RESTORE, request)
         await self.helpers.call(target, Operation.CLEANUP, {"uid": self.uid})
         await self._write(
             container_id=str(result["containerId"]), restore_seconds=float(result["seconds"])
@@ -364,6 +399,19 @@ class Restorer:
             "Restored",
             f"{name} runs on {node} ({result['containerId'][:12]})",
         )
+
+    async def _restore_or_clean(
+        self, target: Peer, operation: Operation, request: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Run the restore; if it fails, remove what it left on the target before saying so."""
+        try:
+            return await self.helpers.call(target, operation, request)
+        except RemoteError as error:
+            if error.reason not in TRANSPORT_FAILURES:
+                await self.helpers.call(
+                    target, Operation.CLEANUP, {"uid": self.uid, "remove_restored": True}
+                )
+            raise
 
     async def _ship(self, checkpoint: ContainerCheckpoint, source: Peer, target: Peer) -> None:
         """The image (when the target lacks it) and the archive, under one per-restore key."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from ferry_api import constants
-from ferry_cluster import deploy
+from ferry_cluster import deploy, registry
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import (
     counted_without_restart,
@@ -251,3 +251,104 @@ def test_bad_input_fails_with_a_reason_and_changes_nothing(
     wait_counting(node, "taken", above=before)
     assert counted_without_restart(logged_counts(node, "taken"))
     sh(node, "podman rm -f -t 0 taken")
+
+
+def test_a_checkpoint_in_the_registry_restores_elsewhere_and_goes_with_its_resource(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node_a, node_b = ferry.node_specs()[:2]
+    repository = f"checkpoints/{namespace}"
+    sh(node_b, "podman rm -f -t 0 -i pulled")
+    run_counter(node_a, "pushed", labels={constants.NAMESPACE_LABEL: namespace})
+    wait_counting(node_a, "pushed", above=3)
+    create(
+        custom,
+        namespace,
+        constants.CONTAINER_CHECKPOINT_PLURAL,
+        "pushed-cp",
+        {
+            "source": {"node": node_a.name, "container": "pushed"},
+            "storage": {
+                "type": "Registry",
+                "repository": f"{registry.address(ferry)}/{repository}",
+            },
+        },
+    )
+    status = wait_phase(
+        custom,
+        namespace,
+        constants.CONTAINER_CHECKPOINT_PLURAL,
+        "pushed-cp",
+        phases=("Ready", "Failed"),
+    )
+    assert status["phase"] == "Ready", status
+    image = status["checkpointImage"]
+    assert image["reference"].startswith(f"{registry.address(ferry)}/{repository}:pushed-cp-")
+    assert image["digest"].startswith("sha256:")
+    assert registry.manifest_exists(ferry, repository, image["digest"])
+    uid = get(custom, namespace, constants.CONTAINER_CHECKPOINT_PLURAL, "pushed-cp")["metadata"][
+        "uid"
+    ]
+    assert sh(node_a, f"find {STORE}/{uid} -name 'checkpoint.*' 2>/dev/null || true") == ""
+
+    done = restore(
+        custom,
+        namespace,
+        "pulled-rs",
+        {"checkpointRef": {"name": "pushed-cp"}, "node": node_b.name, "name": "pulled"},
+    )
+    assert done["phase"] == "Succeeded", done
+    wait_counting(node_b, "pulled", above=read_count(node_b, "pulled"))
+    # A checkpoint image carries no log: the restored process logs from where it was.
+    logged = logged_counts(node_b, "pulled")
+    assert logged[0] > 1, f"started over: {logged[:5]}"
+    assert logged == list(range(logged[0], logged[0] + len(logged)))
+    assert state(node_a, "pushed") == "running"
+
+    custom.delete_namespaced_custom_object(
+        constants.GROUP,
+        constants.VERSION,
+        namespace,
+        constants.CONTAINER_CHECKPOINT_PLURAL,
+        "pushed-cp",
+    )
+    deadline = time.monotonic() + 60
+    while exists(custom, namespace, constants.CONTAINER_CHECKPOINT_PLURAL, "pushed-cp"):
+        assert time.monotonic() < deadline, "the finalizer never let the checkpoint go"
+        time.sleep(0.2)
+    assert not registry.manifest_exists(ferry, repository, image["digest"]), "image left behind"
+    for node, name in ((node_a, "pushed"), (node_b, "pulled")):
+        sh(node, f"podman rm -f -t 0 {name}")
+
+
+def test_an_unreachable_registry_fails_the_checkpoint_and_the_container_runs_on(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node = ferry.node_specs()[0]
+    run_counter(node, "stranded", labels={constants.NAMESPACE_LABEL: namespace})
+    wait_counting(node, "stranded", above=0)
+    create(
+        custom,
+        namespace,
+        constants.CONTAINER_CHECKPOINT_PLURAL,
+        "stranded-cp",
+        {
+            "source": {"node": node.name, "container": "stranded"},
+            # Nothing listens on port 1 of the host.
+            "storage": {"type": "Registry", "repository": f"{ferry.gateway}:1/checkpoints/x"},
+        },
+    )
+    status = wait_phase(
+        custom,
+        namespace,
+        constants.CONTAINER_CHECKPOINT_PLURAL,
+        "stranded-cp",
+        phases=("Ready", "Failed"),
+    )
+    assert status["phase"] == "Failed", status
+    assert reason(status, "Ready") == "CheckpointFailed"
+    assert f"{ferry.gateway}:1" in status["message"], "the message names the registry"
+    before = read_count(node, "stranded")
+    wait_counting(node, "stranded", above=before)
+    assert counted_without_restart(logged_counts(node, "stranded"))
+    sh(node, "podman rm -f -t 0 stranded")

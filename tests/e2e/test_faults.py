@@ -12,6 +12,7 @@ test_faults_transport.py; load: test_load.py.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -171,8 +172,10 @@ def run_as_peer(
             known_hosts=([asyncssh.import_public_key(target.host_key)], [], []),
         ) as conn:
             process = await conn.create_process(operation.value, encoding=None)
-            process.stdin.write(stdin)
-            process.stdin.write_eof()
+            # A refusal may close the channel before the request is even sent.
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.write(stdin)
+                process.stdin.write_eof()
             return (await process.stdout.read()).decode()
 
     answer: dict[str, Any] = json.loads(asyncio.run(stream()).splitlines()[-1])

@@ -773,3 +773,21 @@ def test_notes_say_how_to_check_and_migrate() -> None:
     assert "kubectl apply -f examples/containermigration.yaml" in notes
     assert "ferry.dev/namespace=" in notes
     assert "pod-security.kubernetes.io/enforce=privileged" in notes
+
+
+def test_registry_credentials_are_mounted_only_when_named() -> None:
+    plain = _one(_render(), "DaemonSet")
+    assert "registry-auth" not in {v["name"] for v in _pod_spec(plain)["volumes"]}
+    daemonset = _one(_render("nodeHelper.registryAuthSecret=reg-auth"), "DaemonSet")
+    volumes = {v["name"]: v for v in _pod_spec(daemonset)["volumes"]}
+    assert volumes["registry-auth"]["secret"] == {
+        "secretName": "reg-auth",
+        "defaultMode": 0o400,
+        "items": [{"key": "auth.json", "path": "auth.json", "mode": 0o400}],
+    }
+    mounts = {m["mountPath"]: m for m in _container(daemonset)["volumeMounts"]}
+    assert mounts["/etc/ferry/registry"] == {
+        "name": "registry-auth",
+        "mountPath": "/etc/ferry/registry",
+        "readOnly": True,
+    }

@@ -1,0 +1,157 @@
+"""The local cluster's OCI registry: Debian's docker-registry on the bridge, TLS and a password.
+
+ContainerCheckpoints with registry storage push checkpoint images here, and any
+node pulls them. It serves on the host's bridge address with the API server's
+certificate (the cluster CA signed it for that address), and the nodes trust
+that CA for this registry only (``/etc/containers/certs.d/<host:port>/``).
+One user, ``ferry``, with a password made once per cluster; the helpers get an
+``auth.json`` for it from a Secret, as pods get image pull secrets. Deleting
+manifests is on, so a deleted checkpoint's image can go.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import ssl
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from . import nodes, procs
+from .config import ClusterConfig, NodeSpec
+from .pki import Pki
+
+USER = "ferry"
+BINARY = "/usr/bin/docker-registry"
+READY_TIMEOUT = 30.0
+
+
+def port(config: ClusterConfig) -> int:
+    return 5000 + config.index
+
+
+def address(config: ClusterConfig) -> str:
+    """``host:port`` of the registry, as image references name it."""
+    return f"{config.gateway}:{port(config)}"
+
+
+def _dir(config: ClusterConfig) -> Path:
+    return config.state_dir / "registry"
+
+
+def _pid_file(config: ClusterConfig) -> Path:
+    return _dir(config) / "registry.pid"
+
+
+def password(config: ClusterConfig) -> str:
+    path = _dir(config) / "password"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def auth_json(config: ClusterConfig) -> str:
+    """A podman ``--authfile`` for the registry."""
+    token = base64.b64encode(f"{USER}:{password(config)}".encode()).decode()
+    return json.dumps({"auths": {address(config): {"auth": token}}})
+
+
+def _config_file(config: ClusterConfig) -> Path:
+    pki = Pki(directory=config.pki_dir)
+    root = _dir(config)
+    htpasswd = root / "htpasswd"
+    hashed = procs.run(["htpasswd", "-Bbn", USER, password(config)]).stdout.strip()
+    htpasswd.write_text(hashed + "\n")
+    htpasswd.chmod(0o600)
+    text = f"""version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {root / "data"}
+  delete:
+    enabled: true
+http:
+  addr: {address(config)}
+  tls:
+    certificate: {pki.apiserver_cert}
+    key: {pki.apiserver_key}
+auth:
+  htpasswd:
+    realm: ferry-{config.name}
+    path: {htpasswd}
+"""
+    path = root / "config.yml"
+    path.write_text(text)
+    return path
+
+
+def _context(config: ClusterConfig) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(Pki(directory=config.pki_dir).ca_cert))
+
+
+def _answers(config: ClusterConfig) -> bool:
+    request = urllib.request.Request(f"https://{address(config)}/v2/")
+    try:
+        urllib.request.urlopen(request, context=_context(config), timeout=3)  # noqa: S310
+    except urllib.error.HTTPError as error:
+        return error.code == 401  # up, and asking for the password
+    except OSError:
+        return False
+    return True
+
+
+def trust(config: ClusterConfig, node: NodeSpec) -> None:
+    """Let ``node``'s podman verify the registry (the cluster CA, for that address only)."""
+    ca = Pki(directory=config.pki_dir).ca_cert.read_bytes()
+    target = nodes.host_path(node, f"/etc/containers/certs.d/{address(config)}/ca.crt")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(ca)
+
+
+def ensure(config: ClusterConfig) -> str:
+    """Start the registry unless it runs, trust it on every node; its ``host:port``."""
+    if procs.read_pid(_pid_file(config), str(_dir(config))) is None:
+        if not Path(BINARY).exists():
+            raise RuntimeError(f"{BINARY} is missing: apt-get install docker-registry")
+        config_file = _config_file(config)
+        procs.start(
+            [BINARY, "serve", config_file],
+            pid_file=_pid_file(config),
+            log_file=_dir(config) / "registry.log",
+        )
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not _answers(config):
+        if time.monotonic() > deadline:
+            log = (_dir(config) / "registry.log").read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"the registry at {address(config)} did not come up:\n{log}")
+        time.sleep(0.2)
+    for node in config.node_specs():
+        trust(config, node)
+    return address(config)
+
+
+def manifest_exists(config: ClusterConfig, repository: str, reference: str) -> bool:
+    """Whether the registry serves ``repository:reference`` (a tag or a digest)."""
+    token = base64.b64encode(f"{USER}:{password(config)}".encode()).decode()
+    request = urllib.request.Request(
+        f"https://{address(config)}/v2/{repository}/manifests/{reference}",
+        method="HEAD",
+        headers={
+            "Authorization": f"Basic {token}",
+            "Accept": "application/vnd.oci.image.manifest.v1+json, "
+            "application/vnd.docker.distribution.manifest.v2+json",
+        },
+    )
+    try:
+        urllib.request.urlopen(request, context=_context(config), timeout=5)  # noqa: S310
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return False
+        raise
+    return True
