@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
+from croniter import croniter
 from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 
 from ferry_api import constants
@@ -44,6 +45,7 @@ IMMUTABLE_RESTORE_MESSAGE = "spec is immutable: a ContainerRestore is an action;
 
 class CheckpointPhase(StrEnum):
     PENDING = "Pending"
+    SCHEDULED = "Scheduled"
     CHECKPOINTING = "Checkpointing"
     READY = "Ready"
     FAILED = "Failed"
@@ -123,11 +125,42 @@ class ContainerCheckpointSpec(SpecModel):
     runtime: MigrationRuntime = Field(
         default=MigrationRuntime.PODMAN, description="Container runtime that runs the container."
     )
+    schedule: str | None = Field(
+        default=None,
+        max_length=100,
+        description="Cron schedule (five fields, as a CronJob's; an optional sixth, leading "
+        "field gives seconds). With it this resource checkpoints nothing itself: at each "
+        "time it creates a ContainerCheckpoint <name>-<time> with this spec, labelled "
+        f"{constants.SCHEDULE_LABEL}=<name>, and keeps the newest `keep` of them.",
+    )
+    keep: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="With schedule: how many of its checkpoints to keep; older ones are deleted.",
+    )
+
     # A factory, not a default object: the CRD then carries no default holding
     # ``repository: null``, which the API server refuses.
     storage: CheckpointStorage = Field(
         default_factory=CheckpointStorage,
         description="Where the checkpoint is kept; absent: on the container's node.",
+    )
+
+    @model_validator(mode="after")
+    def _schedule_is_cron(self) -> ContainerCheckpointSpec:
+        if self.schedule is not None and not is_valid_schedule(self.schedule):
+            raise ValueError(
+                f"schedule {self.schedule!r} is not a cron expression of 5 fields "
+                "(or 6, seconds first)"
+            )
+        return self
+
+
+def is_valid_schedule(schedule: str) -> bool:
+    fields = schedule.split()
+    return len(fields) in (5, 6) and croniter.is_valid(
+        schedule, second_at_beginning=len(fields) == 6
     )
 
 
@@ -172,6 +205,12 @@ class ContainerCheckpointStatus(StatusModel):
         default=None, description="Statistics CRIU reported for the dump (microseconds)."
     )
     message: str | None = Field(default=None, description="The latest news, e.g. why it failed.")
+    last_schedule_time: AwareDatetime | None = Field(
+        default=None, description="With schedule: when it last made a checkpoint."
+    )
+    checkpoints: tuple[str, ...] = Field(
+        default=(), description="With schedule: the checkpoints it keeps, newest first."
+    )
 
 
 class ContainerCheckpoint(StatusModel):

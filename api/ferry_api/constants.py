@@ -33,6 +33,9 @@ NODE_HELPER_SHORT_NAMES: Final = ("nh",)
 #: not a Kubernetes one).
 NAMESPACE_LABEL: Final = f"{GROUP}/namespace"
 
+#: The label on each ContainerCheckpoint a scheduled one made, naming that one.
+SCHEDULE_LABEL: Final = f"{GROUP}/schedule"
+
 #: The finalizer that holds a ContainerMigration until its rollback or cleanup
 #: on the nodes is done.
 MIGRATION_FINALIZER: Final = f"{GROUP}/migration-cleanup"

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncssh
 import kopf
+from croniter import croniter
 from ferry_api import constants
 from ferry_api.base import to_wire
 from ferry_api.checkpoint import (
@@ -47,6 +48,8 @@ COND_READY = "Ready"
 COND_SUCCEEDED = "Succeeded"
 #: How long kopf waits before running a handler again after a helper was unreachable.
 RETRY_DELAY_SECONDS = 10
+#: The longest label value Kubernetes accepts.
+MAX_LABEL_VALUE = 63
 
 
 def _now() -> datetime.datetime:
@@ -158,12 +161,33 @@ class CheckpointTaker:
         storage = self.resource.spec.storage
         if storage.type != StorageType.REGISTRY:
             return None
-        return f"{storage.repository}:{self.name}-{self.uid[:8]}"
+        # A tag holds at most 128 characters; a name may have 253.
+        return f"{storage.repository}:{self.name[:110]}-{self.uid[:8]}"
 
     async def run(self) -> None:
-        if self.status.phase in (CheckpointPhase.READY, CheckpointPhase.FAILED):
+        if self.status.phase in (
+            CheckpointPhase.READY,
+            CheckpointPhase.FAILED,
+            CheckpointPhase.SCHEDULED,
+        ):
             return
         spec = self.resource.spec
+        if spec.schedule and len(self.name) > MAX_LABEL_VALUE:
+            await self._end(
+                CheckpointPhase.FAILED,
+                "NameTooLong",
+                f"a schedule's name labels its checkpoints ({constants.SCHEDULE_LABEL}), "
+                f"so it may have at most {MAX_LABEL_VALUE} characters",
+            )
+            return
+        if spec.schedule:
+            await self._write(
+                phase=CheckpointPhase.SCHEDULED,
+                observed_generation=self.resource.metadata.generation,
+                message=f"checkpoints {spec.source.container} on {spec.source.node} at "
+                f"{spec.schedule!r}, keeping the newest {spec.keep}",
+            )
+            return
         try:
             await self._write(
                 phase=CheckpointPhase.CHECKPOINTING,
@@ -254,6 +278,113 @@ async def delete_stored(resource: ContainerCheckpoint, kube: Kube, helpers: Help
         return
     if node:
         log.warning("checkpoint %s: no helper can delete it; nothing left", resource.metadata.name)
+
+
+# -- schedules -------------------------------------------------------------------
+
+
+def next_run(schedule: str, after: datetime.datetime) -> datetime.datetime:
+    """The first time ``schedule`` names after ``after`` (a sixth field: seconds, first)."""
+    six = len(schedule.split()) == 6
+    found: datetime.datetime = croniter(schedule, after, second_at_beginning=six).get_next(
+        datetime.datetime
+    )
+    return found
+
+
+def to_prune(children: list[dict[str, Any]], keep: int) -> list[str]:
+    """Names of the checkpoints past the newest ``keep``, by creation time then name."""
+    ordered = sorted(
+        children,
+        key=lambda c: (c["metadata"].get("creationTimestamp", ""), c["metadata"]["name"]),
+        reverse=True,
+    )
+    return [c["metadata"]["name"] for c in ordered[keep:]]
+
+
+class Scheduler:
+    """A scheduled ContainerCheckpoint: one child checkpoint per run, the newest ``keep`` kept.
+
+    Like a CronJob's Jobs, the children carry an owner reference to it (a real
+    cluster's garbage collector removes them with it) and a label naming it; the
+    delete handler also removes them itself, so nothing depends on a
+    controller-manager. A missed run is not made up: the next one is due from
+    the last run, or from the creation, so an operator that was down makes one
+    checkpoint on return, not a burst.
+    """
+
+    def __init__(self, *, resource: ContainerCheckpoint, kube: Kube) -> None:
+        self.resource = resource
+        self.kube = kube
+        self.namespace = resource.metadata.namespace or ""
+        self.name = resource.metadata.name or ""
+
+    def _child(self, now: datetime.datetime) -> dict[str, Any]:
+        spec = self.resource.spec
+        child_spec = to_wire(spec.model_copy(update={"schedule": None}))
+        child_spec.pop("keep", None)
+        return {
+            "apiVersion": constants.API_VERSION,
+            "kind": constants.CONTAINER_CHECKPOINT_KIND,
+            "metadata": {
+                "name": f"{self.name[:230]}-{now:%Y%m%d%H%M%S}",
+                "labels": {constants.SCHEDULE_LABEL: self.name},
+                "ownerReferences": [
+                    {
+                        "apiVersion": constants.API_VERSION,
+                        "kind": constants.CONTAINER_CHECKPOINT_KIND,
+                        "name": self.name,
+                        "uid": self.resource.metadata.uid,
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "spec": child_spec,
+        }
+
+    async def children(self) -> list[dict[str, Any]]:
+        return await self.kube.list_labelled(
+            constants.CONTAINER_CHECKPOINT_PLURAL,
+            self.namespace,
+            selector=f"{constants.SCHEDULE_LABEL}={self.name}",
+        )
+
+    def due(
+        self, now: datetime.datetime, *, ran: datetime.datetime | None = None
+    ) -> datetime.datetime:
+        """When the next checkpoint is due: after the last run (``ran``, or the one status
+        records, whichever is later), or after the creation."""
+        recorded = self.resource.status.last_schedule_time
+        runs = [t for t in (ran, recorded) if t is not None]
+        since = max(runs) if runs else (self.resource.metadata.creation_timestamp or now)
+        return next_run(self.resource.spec.schedule or "", since)
+
+    async def run(self, now: datetime.datetime) -> None:
+        """Make this run's checkpoint, prune past ``keep``, record the run in status."""
+        spec = self.resource.spec
+        child = self._child(now)
+        await self.kube.create(constants.CONTAINER_CHECKPOINT_PLURAL, self.namespace, child)
+        children = await self.children()
+        pruned = to_prune(children, spec.keep)
+        for name in pruned:
+            await self.kube.delete(constants.CONTAINER_CHECKPOINT_PLURAL, self.namespace, name)
+        kept = [c["metadata"]["name"] for c in children if c["metadata"]["name"] not in pruned]
+        await self.kube.patch_status(
+            constants.CONTAINER_CHECKPOINT_PLURAL,
+            self.namespace,
+            self.name,
+            {
+                "lastScheduleTime": now.isoformat().replace("+00:00", "Z"),
+                "checkpoints": sorted(kept, reverse=True),
+            },
+        )
+
+    async def delete_children(self) -> None:
+        for child in await self.children():
+            await self.kube.delete(
+                constants.CONTAINER_CHECKPOINT_PLURAL, self.namespace, child["metadata"]["name"]
+            )
 
 
 # -- ContainerRestore ------------------------------------------------------------

@@ -11,6 +11,7 @@ repeats one.
 
 from __future__ import annotations
 
+import datetime
 import logging
 from typing import Any
 
@@ -21,7 +22,7 @@ from ferry_api.checkpoint import parse_container_checkpoint, parse_container_res
 from ferry_api.migration import parse_container_migration
 from prometheus_client import start_http_server
 
-from .checkpoints import CheckpointTaker, Restorer, delete_stored
+from .checkpoints import CheckpointTaker, Restorer, Scheduler, delete_stored
 from .helperclient import HelperClient
 from .kube import Kube, api_client
 from .machine import Migration
@@ -88,8 +89,20 @@ def _parsed(parse: Any, body: kopf.Body) -> Any:
 # records their completion, and a resync or a restart never runs one again.
 @kopf.on.create(*CHECKPOINT)
 async def checkpoint_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    try:
+        resource = parse_container_checkpoint(body)
+    except ValueError as error:
+        # The API server's schema cannot check everything (a cron expression):
+        # say so where the user looks, then stop.
+        await memo.kube.patch_status(
+            constants.CONTAINER_CHECKPOINT_PLURAL,
+            body.metadata.namespace or "",
+            body.metadata.name or "",
+            {"phase": "Failed", "message": str(error)},
+        )
+        raise kopf.PermanentError(str(error)) from None
     await CheckpointTaker(
-        resource=_parsed(parse_container_checkpoint, body),
+        resource=resource,
         body=body,
         kube=memo.kube,
         helpers=memo.helpers,
@@ -97,10 +110,39 @@ async def checkpoint_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None
     ).run()
 
 
+# A daemon, not a timer: it sleeps until the next run is due (a timer would
+# wake, and log, every interval), and kopf stops it with the resource.
+@kopf.daemon(
+    *CHECKPOINT,
+    cancellation_polling=0.5,
+    when=lambda spec, status, **_: (
+        bool(spec.get("schedule")) and status.get("phase") == "Scheduled"
+    ),
+)
+async def checkpoint_schedule(
+    body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    """A scheduled ContainerCheckpoint: makes a checkpoint when one is due, prunes old ones."""
+    ran: datetime.datetime | None = None  # the body may not show our own last run yet
+    while not stopped:
+        resource = _parsed(parse_container_checkpoint, body)
+        scheduler = Scheduler(resource=resource, kube=memo.kube)
+        now = datetime.datetime.now(datetime.UTC)
+        due = scheduler.due(now, ran=ran)
+        if due <= now:
+            await scheduler.run(now)
+            ran = now
+            continue
+        await stopped.wait((due - now).total_seconds())
+
+
 @kopf.on.delete(*CHECKPOINT)
 async def checkpoint_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Holds the finalizer until the stored archive is gone from its node."""
-    await delete_stored(_parsed(parse_container_checkpoint, body), memo.kube, memo.helpers)
+    """Holds the finalizer until what the checkpoint stored (or scheduled) is gone."""
+    resource = _parsed(parse_container_checkpoint, body)
+    if resource.spec.schedule:
+        await Scheduler(resource=resource, kube=memo.kube).delete_children()
+    await delete_stored(resource, memo.kube, memo.helpers)
 
 
 @kopf.on.create(*RESTORE, timeout=3600)

@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 #: Longest wait for one API request: a dead connection fails instead of hanging a step.
 REQUEST_TIMEOUT_SECONDS = 15
 HTTP_NOT_FOUND = 404
+HTTP_CONFLICT = 409
 
 
 def api_client() -> client.ApiClient:
@@ -80,6 +81,55 @@ class Kube:
             {"status": status},
             _request_timeout=REQUEST_TIMEOUT_SECONDS,
         )
+
+    async def create(self, plural: str, namespace: str, body: dict[str, Any]) -> bool:
+        """Create one of our namespaced resources; False if one of that name exists."""
+        try:
+            await asyncio.to_thread(
+                self.custom.create_namespaced_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                namespace,
+                plural,
+                body,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+        except ApiException as error:
+            if error.status == HTTP_CONFLICT:
+                return False
+            raise
+        return True
+
+    async def list_labelled(
+        self, plural: str, namespace: str, *, selector: str
+    ) -> list[dict[str, Any]]:
+        listed = await asyncio.to_thread(
+            self.custom.list_namespaced_custom_object,
+            constants.GROUP,
+            constants.VERSION,
+            namespace,
+            plural,
+            label_selector=selector,
+            _request_timeout=REQUEST_TIMEOUT_SECONDS,
+        )
+        items = listed.get("items", []) if isinstance(listed, dict) else []
+        return [item for item in items if isinstance(item, dict)]
+
+    async def delete(self, plural: str, namespace: str, name: str) -> None:
+        """Delete one of our namespaced resources; one already gone is fine."""
+        try:
+            await asyncio.to_thread(
+                self.custom.delete_namespaced_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                namespace,
+                plural,
+                name,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+        except ApiException as error:
+            if error.status != HTTP_NOT_FOUND:
+                raise
 
     async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """One of our namespaced resources, or None if there is none of that name."""

@@ -103,6 +103,12 @@ def exists(custom: client.CustomObjectsApi, namespace: str, plural: str, name: s
     return True
 
 
+def stored(node: NodeSpec, uids: list[str]) -> str:
+    """Which of these checkpoints' directories are still in ``node``'s store."""
+    paths = " ".join(f"{STORE}/{uid}" for uid in uids)
+    return sh(node, f"for d in {paths}; do [ -e $d ] && echo $d; done; true")
+
+
 def reason(status: dict[str, Any], type_: str) -> str:
     return str(next(c["reason"] for c in status["conditions"] if c["type"] == type_))
 
@@ -352,3 +358,77 @@ def test_an_unreachable_registry_fails_the_checkpoint_and_the_container_runs_on(
     wait_counting(node, "stranded", above=before)
     assert counted_without_restart(logged_counts(node, "stranded"))
     sh(node, "podman rm -f -t 0 stranded")
+
+
+def test_a_schedule_makes_checkpoints_and_keeps_only_the_newest(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node = ferry.node_specs()[0]
+    plural = constants.CONTAINER_CHECKPOINT_PLURAL
+    run_counter(node, "nightly", labels={constants.NAMESPACE_LABEL: namespace})
+    wait_counting(node, "nightly", above=0)
+    create(
+        custom,
+        namespace,
+        plural,
+        "nightly",
+        # Every 2 seconds (a leading sixth field is seconds), keeping 2.
+        {
+            "source": {"node": node.name, "container": "nightly"},
+            "schedule": "*/2 * * * * *",
+            "keep": 2,
+        },
+    )
+    assert (
+        wait_phase(custom, namespace, plural, "nightly", phases=("Scheduled", "Failed"))["phase"]
+        == "Scheduled"
+    )
+
+    def children() -> dict[str, str]:
+        listed = custom.list_namespaced_custom_object(
+            constants.GROUP,
+            constants.VERSION,
+            namespace,
+            plural,
+            label_selector=f"{constants.SCHEDULE_LABEL}=nightly",
+        )["items"]
+        return {c["metadata"]["name"]: c["metadata"]["uid"] for c in listed}
+
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + 90
+    while len(seen) < 4:
+        assert time.monotonic() < deadline, f"only {sorted(seen)} in 90s"
+        seen |= children()
+        time.sleep(0.3)
+    # Pruned down to the newest two, each of them a Ready checkpoint.
+    deadline = time.monotonic() + 30
+    while len(kept := children()) > 2:
+        assert time.monotonic() < deadline, kept
+        time.sleep(0.3)
+    assert sorted(kept) == sorted(seen)[-len(kept) :], "the newest are the ones kept"
+    for name in kept:
+        assert (
+            wait_phase(custom, namespace, plural, name, phases=("Ready", "Failed"))["phase"]
+            == "Ready"
+        )
+    pruned = [uid for name, uid in seen.items() if name not in kept and name < min(kept)]
+    assert pruned, seen
+    deadline = time.monotonic() + 30
+    while left := stored(node, pruned):
+        assert time.monotonic() < deadline, f"pruned checkpoints still stored: {left}"
+        time.sleep(0.3)
+    status = get(custom, namespace, plural, "nightly")["status"]
+    assert status["lastScheduleTime"]
+
+    # Deleting the schedule deletes its checkpoints, and what they stored.
+    custom.delete_namespaced_custom_object(
+        constants.GROUP, constants.VERSION, namespace, plural, "nightly"
+    )
+    deadline = time.monotonic() + 60
+    while exists(custom, namespace, plural, "nightly") or children():
+        assert time.monotonic() < deadline, children()
+        time.sleep(0.3)
+    assert stored(node, list(seen.values())) == ""
+    wait_counting(node, "nightly", above=read_count(node, "nightly"))
+    assert counted_without_restart(logged_counts(node, "nightly"))
+    sh(node, "podman rm -f -t 0 nightly")

@@ -397,15 +397,16 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
 def test_every_example_parses_with_its_model(example: str) -> None:
-    body = yaml.safe_load((EXAMPLES / example).read_text())
-    body["metadata"]["uid"] = "0b6f7b8e-2f3c-4f7e-9a51-3c2d1e0f9a8b"
-    parse = {
-        constants.CONTAINER_MIGRATION_KIND: parse_container_migration,
-        constants.CONTAINER_CHECKPOINT_KIND: parse_container_checkpoint,
-        constants.CONTAINER_RESTORE_KIND: parse_container_restore,
-    }[body["kind"]]
-    parsed = parse(body)
-    assert parsed.metadata.name == body["metadata"]["name"]
+    bodies = [b for b in yaml.safe_load_all((EXAMPLES / example).read_text()) if b]
+    assert bodies
+    for body in bodies:
+        body["metadata"]["uid"] = "0b6f7b8e-2f3c-4f7e-9a51-3c2d1e0f9a8b"
+        parse = {
+            constants.CONTAINER_MIGRATION_KIND: parse_container_migration,
+            constants.CONTAINER_CHECKPOINT_KIND: parse_container_checkpoint,
+            constants.CONTAINER_RESTORE_KIND: parse_container_restore,
+        }[body["kind"]]
+        assert parse(body).metadata.name == body["metadata"]["name"]
 
 
 def test_checkpoint_and_restore_defaults() -> None:
