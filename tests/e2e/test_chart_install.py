@@ -174,11 +174,13 @@ def test_uninstall_mid_migration_leaves_no_stuck_finalizer_and_the_source_runnin
     )
     assert cluster_wide == ""
     # Kept on purpose (charts/ferry/README.md): the SSH identities, so a reinstall
-    # keeps the helpers' trust.
+    # keeps the helpers' trust; and the registry credentials, which the admin made
+    # (here the harness), not the chart.
     secrets = kubectl(installed, "get", "secrets", "-n", deploy.NAMESPACE, "-o", "name")
     assert set(secrets.split()) == {
         f"secret/{deploy.RELEASE}-operator-ssh",
         f"secret/{deploy.RELEASE}-node-helper-ssh",
+        f"secret/{deploy.REGISTRY_AUTH_SECRET}",
     }
     nodes.run_in(node_a, ["podman", "rm", "-f", "-t", "0", "held"])
     deploy.deploy(installed)  # for the tests after this one
