@@ -7,6 +7,10 @@ once the daemon has returned. No cancellation timeout: a rollback is never cut
 short.
 Finished migrations return at once, so a resync or an operator restart never
 repeats one.
+
+ContainerCheckpoints and ContainerRestores are single steps: create handlers
+(see :mod:`.checkpoints`), a delete handler that removes what a checkpoint
+stored, and one daemon per scheduled checkpoint.
 """
 
 from __future__ import annotations
