@@ -148,6 +148,14 @@ class ContainerMigrationSpec(SpecModel):
         default=MigrationRuntime.PODMAN,
         description="Container runtime that runs the container on both nodes.",
     )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        ge=0,
+        le=31_536_000,
+        description="Delete the resource this long after it finished (Succeeded, Failed or "
+        "Cancelled), as a Job's ttlSecondsAfterFinished; the container is not touched. "
+        "Leave it out for resources a GitOps tool applies, or it creates them again.",
+    )
 
     @model_validator(mode="after")
     def _target_is_another_node(self) -> ContainerMigrationSpec:

@@ -67,6 +67,9 @@ class Kube:
     ) -> None:
         await self.patch_status(constants.CONTAINER_MIGRATION_PLURAL, namespace, name, status)
 
+    async def delete_migration(self, namespace: str, name: str) -> None:
+        await self.delete(constants.CONTAINER_MIGRATION_PLURAL, namespace, name)
+
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: dict[str, Any]
     ) -> None:

@@ -170,6 +170,7 @@ class Migration:
         An operator shutdown just returns: the next operator resumes.
         """
         if self.status.phase in FINAL:
+            await self._expire(stopped)
             return
         if self.status.phase is None:
             for type_ in (
@@ -188,6 +189,27 @@ class Migration:
             await self._run_until_stopped(stopped)
         finally:
             await self.slots.release(self.uid)
+        if self.status.phase in FINAL and not stopped:
+            await self._expire(stopped)
+
+    async def _expire(self, stopped: kopf.DaemonStopped) -> None:
+        """Delete a finished migration once its ``ttlSecondsAfterFinished`` has passed."""
+        ttl = self.spec.ttl_seconds_after_finished
+        if ttl is None:
+            return
+        finished = self.status.completion_time or _now()
+        remaining = (finished + datetime.timedelta(seconds=ttl) - _now()).total_seconds()
+        if remaining > 0:
+            await stopped.wait(remaining)
+        if stopped:
+            return  # deleted meanwhile, or the operator stops: a restart waits again
+        kopf.event(
+            self.body,
+            type="Normal",
+            reason="Expired",
+            message=f"deleting it {ttl}s after it finished (ttlSecondsAfterFinished)",
+        )
+        await self.kube.delete_migration(self.namespace, self.name)
 
     async def _run_until_stopped(self, stopped: kopf.DaemonStopped) -> None:
         work = asyncio.create_task(self._run_steps(), name=f"migration {self.uid}")

@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from ferry_api import constants
-from ferry_cluster import deploy, images
+from ferry_cluster import deploy, images, procs
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import (
     counter_script,
@@ -383,3 +385,48 @@ def test_deleting_a_migration_in_flight_cancels_it_and_keeps_the_source(
     for node in (node_a, node_b):
         assert sh(node, f"ls /var/lib/ferry-helper/staging/{uid} 2>/dev/null || true") == ""
     sh(node_a, "podman rm -f -t 0 heavy")
+
+
+def test_a_finished_migration_reapplied_changes_nothing_and_its_ttl_removes_it(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str, tmp_path: Path
+) -> None:
+    """What a GitOps tool does: apply the same manifest again and again."""
+    node_a, node_b = ferry.node_specs()[:2]
+    start_counter(node_a, "gitops", namespace)
+    sh(node_b, "podman rm -f -t 0 -i gitops")
+    manifest = tmp_path / "move-gitops.yaml"
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": constants.API_VERSION,
+                "kind": constants.CONTAINER_MIGRATION_KIND,
+                "metadata": {"name": "move-gitops", "namespace": namespace},
+                "spec": {
+                    "source": {"node": node_a.name, "container": "gitops"},
+                    "target": {"node": node_b.name},
+                    "ttlSecondsAfterFinished": 10,
+                },
+            }
+        )
+    )
+    kubectl = [str(ferry.bin_dir / "kubectl"), f"--kubeconfig={ferry.admin_kubeconfig}"]
+    procs.run([*kubectl, "apply", "-f", manifest])
+    body = wait_final(custom, namespace, "move-gitops", timeout=120)
+    assert body["status"]["phase"] == "Succeeded", body["status"]
+
+    again = procs.run([*kubectl, "apply", "-f", manifest]).stdout
+    assert "unchanged" in again, again
+    after = get(custom, namespace, "move-gitops")
+    assert after["metadata"]["generation"] == body["metadata"]["generation"]
+    assert after["status"]["phase"] == "Succeeded"
+    assert not exists(node_a, "gitops"), "a re-apply must not move it again"
+    wait_counting(node_b, "gitops", above=read_count(node_b, "gitops"))
+
+    deadline = time.monotonic() + 60
+    while not gone(custom, namespace, "move-gitops"):
+        assert time.monotonic() < deadline, "ttlSecondsAfterFinished never removed it"
+        time.sleep(0.5)
+    # Deleting a finished migration touches no container.
+    wait_counting(node_b, "gitops", above=read_count(node_b, "gitops"))
+    assert not exists(node_a, "gitops")
+    sh(node_b, "podman rm -f -t 0 gitops")

@@ -450,8 +450,11 @@ def test_operator_serves_each_of_its_kinds_alike() -> None:
     for plural in OPERATED:
         verbs = {v for g, r, v in grants if (g, r) == ("ferry.dev", plural)}
         status_verbs = {v for g, r, v in grants if (g, r) == ("ferry.dev", f"{plural}/status")}
-        scheduling = {"create", "delete"} if plural == "containercheckpoints" else set()
-        assert verbs == {"get", "list", "watch", "patch"} | scheduling, plural
+        extra = {
+            "containercheckpoints": {"create", "delete"},  # schedules and their retention
+            "containermigrations": {"delete"},  # ttlSecondsAfterFinished
+        }.get(plural, set())
+        assert verbs == {"get", "list", "watch", "patch"} | extra, plural
         assert status_verbs == {"get", "patch"}, plural
 
 

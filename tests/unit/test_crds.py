@@ -142,7 +142,9 @@ def test_spec_defaults_are_the_model_defaults() -> None:
         name: sub["default"] for name, sub in spec["properties"].items() if "default" in sub
     }
     model = ContainerMigrationSpec.model_validate({"source": {"node": "a", "container": "c"}})
-    wire = model.model_dump(mode="json", by_alias=True, exclude={"source", "target"})
+    wire = model.model_dump(
+        mode="json", by_alias=True, exclude={"source", "target"}, exclude_none=True
+    )
     assert defaults == wire
     assert spec["properties"]["timeoutSeconds"]["minimum"] == 10
     assert spec["properties"]["timeoutSeconds"]["maximum"] == 3600
