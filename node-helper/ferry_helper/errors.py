@@ -54,6 +54,57 @@ _CRIU_SUMMARY = (
 _PODMAN_LOG_LINE = re.compile(r"^(WARN|INFO|DEBU)\[\d+\]|^time=\S+ level=(warning|info|debug)")
 
 
+#: Failures whose cause is known, and what the user can do about each: the
+#: first pattern that matches the decisive line (or a CRIU error) gives advice.
+_ADVICE: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"Connected TCP socket|--tcp-established", re.IGNORECASE),
+        "the container holds established TCP connections: set spec.tcpEstablished: true "
+        "(its peers then see a pause, not a reset)",
+    ),
+    (
+        re.compile(r"file locks|--file-locks", re.IGNORECASE),
+        "the container holds file locks: set spec.fileLocks: true",
+    ),
+    (
+        re.compile(r"Can't get \d+:\d+ opt: Operation not supported"),
+        "this node's CRIU is too old for its kernel: install CRIU 4.2 or newer there "
+        "(see the NodeHelper's status.criu.version)",
+    ),
+    (
+        re.compile(r"image not known|no such image|image .* not found", re.IGNORECASE),
+        "the container's image is missing on this node: load it there (podman load), "
+        "or push it to a registry the node can pull from",
+    ),
+    (
+        re.compile(r"already in use", re.IGNORECASE),
+        "a container of that name exists on this node: remove it or choose another name",
+    ),
+    (
+        re.compile(
+            r"(mount|bind).*(No such file or directory)|(No such file or directory).*mount",
+            re.IGNORECASE,
+        ),
+        "a path the container mounts is missing on this node: create it there "
+        "(bind-mounted files are not moved with the container)",
+    ),
+    (
+        re.compile(r"External socket|external unix", re.IGNORECASE),
+        "a unix socket joins the container to something outside it, which CRIU cannot "
+        "move: close it, or keep both ends inside the container",
+    ),
+)
+
+
+def advice(lines: Iterable[str]) -> str | None:
+    """What to do about a failure whose ``lines`` (decisive line first) show a known cause."""
+    text = list(lines)
+    for pattern, what_to_do in _ADVICE:
+        if any(pattern.search(line) for line in text):
+            return what_to_do
+    return None
+
+
 class PodmanError(Exception):
     """A podman command failed (or timed out).
 
@@ -89,9 +140,15 @@ class PodmanError(Exception):
             words.append(arg)
         return " ".join(words)
 
+    def advice(self) -> str | None:
+        """What the user can do, when the cause is a known one."""
+        return advice([self.decisive_line, *self.criu_errors, self.stderr])
+
     def message(self) -> str:
         where = f" (CRIU log: {self.criu_log})" if self.criu_log is not None else ""
-        return f"{self.action()} failed: {self.decisive_line}{where}"
+        hint = self.advice()
+        fix = f"; to fix: {hint}" if hint else ""
+        return f"{self.action()} failed: {self.decisive_line}{where}{fix}"
 
     def __str__(self) -> str:
         return self.message()

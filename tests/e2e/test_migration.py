@@ -430,3 +430,30 @@ def test_a_finished_migration_reapplied_changes_nothing_and_its_ttl_removes_it(
     wait_counting(node_b, "gitops", above=read_count(node_b, "gitops"))
     assert not exists(node_a, "gitops")
     sh(node_b, "podman rm -f -t 0 gitops")
+
+
+def test_a_criu_failure_says_what_broke_and_what_to_do(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node_a, node_b = ferry.node_specs()[:2]
+    # An established TCP connection inside the container, migrated without tcpEstablished.
+    talk = "sleep 600 | nc -l -p 9000 >/dev/null & sleep 0.3; sleep 600 | nc 127.0.0.1 9000"
+    sh(node_a, "podman rm -f -t 0 -i talker")
+    sh(
+        node_a,
+        f"podman run -d --name talker --label {constants.NAMESPACE_LABEL}={namespace} "
+        f"{images.BUSYBOX_IMAGE} sh -c '{talk}'",
+    )
+    time.sleep(0.5)
+    body = migrate(
+        custom,
+        namespace,
+        {"source": {"node": node_a.name, "container": "talker"}, "target": {"node": node_b.name}},
+    )
+    failed = condition(body, "Succeeded")
+    assert (body["status"]["phase"], failed["reason"]) == ("Failed", "CheckpointFailed"), failed
+    assert "inet: Connected TCP socket" in failed["message"], "CRIU's own decisive line"
+    assert "set spec.tcpEstablished: true" in failed["message"], "and what to do about it"
+    assert sh(node_a, "podman inspect --format '{{.State.Status}}' talker") == "running"
+    assert not exists(node_b, "talker")
+    sh(node_a, "podman rm -f -t 0 talker")

@@ -398,7 +398,9 @@ def test_error_from_a_criu_failure() -> None:
     assert error.criu_log == Path(f"{USERDATA}/dump.log")
     assert str(error) == (
         "podman container checkpoint failed: inet: Connected TCP socket, consider using "
-        f"--tcp-established option. (CRIU log: {USERDATA}/dump.log)"
+        f"--tcp-established option. (CRIU log: {USERDATA}/dump.log); to fix: the container "
+        "holds established TCP connections: set spec.tcpEstablished: true (its peers then "
+        "see a pause, not a reset)"
     )
 
 
@@ -509,3 +511,25 @@ def test_failed_checkpoint_leaves_no_archive(tmp_path: Path) -> None:
         )
     assert caught.value.exit_code == 125
     assert list(archive.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("line", "fix"),
+    [
+        ("inet: Connected TCP socket, consider using --tcp-established option.", "tcpEstablished"),
+        ("Some file locks are hold without --file-locks option", "fileLocks"),
+        ("sockets: Can't get 1:16 opt: Operation not supported", "CRIU 4.2 or newer"),
+        ("adding rootfs: localhost/web:1: image not known", "image is missing"),
+        ('the container name "web" is already in use by 3f2a', "another name"),
+        ("mount /srv/data: No such file or directory", "mounts is missing"),
+        ("External socket is used. Consider using --ext-unix-sk option.", "unix socket"),
+    ],
+)
+def test_known_causes_come_with_what_to_do(line: str, fix: str) -> None:
+    hint = errors.advice([line])
+    assert hint is not None
+    assert fix in hint
+
+
+def test_an_unknown_cause_gets_no_made_up_advice() -> None:
+    assert errors.advice(["restore: something nobody has seen before"]) is None
