@@ -245,13 +245,11 @@ class Operations:
         self.staging.record(request.uid, "checkpoint", data)
         return data
 
-    async def _dump(
-        self, request: CheckpointRequest, container_id: str, into: Staging
-    ) -> dict[str, Any]:
-        """Checkpoint the container into ``into``'s archive of the request's UID.
+    def _claim(self, request: CheckpointRequest, container_id: str) -> CheckpointOptions:
+        """Claim the container for the request's UID; the options of its dump.
 
-        The container is claimed for that UID first (claims live in the
-        migrations' staging area, whoever dumps): one dump at a time per container.
+        Claims live in the migrations' staging area, whoever dumps: one dump at
+        a time per container, by a migration or a ContainerCheckpoint.
         """
         if (holder := self.staging.claim(container_id, request.uid)) is not None:
             raise RemoteError(
@@ -259,12 +257,18 @@ class Operations:
                 f"container {request.container!r} is being migrated by migration {holder}; "
                 "wait for it to finish",
             )
-        options = CheckpointOptions(
+        return CheckpointOptions(
             leave_running=request.leave_running,
             tcp_established=request.tcp_established,
             file_locks=request.file_locks,
             compression=request.compression,
         )
+
+    async def _dump(
+        self, request: CheckpointRequest, container_id: str, into: Staging
+    ) -> dict[str, Any]:
+        """Checkpoint the container into ``into``'s archive of the request's UID (claimed)."""
+        options = self._claim(request, container_id)
         try:
             result = await self.driver.checkpoint(
                 request.container, into.archive(request.uid), options
@@ -415,18 +419,7 @@ class Operations:
 
     async def _dump_image(self, request: CheckpointRequest, container_id: str) -> dict[str, Any]:
         """Checkpoint into an image pushed to ``request.image_reference`` (claimed as _dump is)."""
-        if (holder := self.staging.claim(container_id, request.uid)) is not None:
-            raise RemoteError(
-                "ContainerBusy",
-                f"container {request.container!r} is being migrated by migration {holder}; "
-                "wait for it to finish",
-            )
-        options = CheckpointOptions(
-            leave_running=request.leave_running,
-            tcp_established=request.tcp_established,
-            file_locks=request.file_locks,
-            compression=request.compression,
-        )
+        options = self._claim(request, container_id)
         try:
             pushed = await self.driver.checkpoint_image(
                 request.container,

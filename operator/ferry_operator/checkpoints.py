@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncssh
 import kopf
@@ -31,9 +31,11 @@ from ferry_api.checkpoint import (
     parse_container_checkpoint,
 )
 from ferry_api.conditions import Condition, Conditions, ConditionStatus, set_condition
+from ferry_api.meta import ObjectMeta
 from ferry_api.migration import Archive, CriuStatistics, MigrationRuntime
 from ferry_api.nodehelper import NodeHelper, RuntimeName
 from ferry_helper.protocol import Operation, Peer, RemoteError
+from pydantic import BaseModel
 
 from . import validation
 from .helperclient import HelperClient
@@ -113,34 +115,47 @@ async def _inspect(helpers: HelperClient, peer: Peer, container: str) -> dict[st
         return None
 
 
-# -- ContainerCheckpoint ---------------------------------------------------------
+class _Step:
+    """What handling one of these resources needs: where it is, its body, the clients."""
 
+    plural: ClassVar[str]
 
-class CheckpointTaker:
     def __init__(
         self,
         *,
-        resource: ContainerCheckpoint,
+        metadata: ObjectMeta,
         body: kopf.Body,
         kube: Kube,
         helpers: HelperClient,
         settings: Settings,
     ) -> None:
-        self.resource = resource
         self.body = body
         self.kube = kube
         self.helpers = helpers
         self.settings = settings
+        self.generation = metadata.generation
+        self.uid = metadata.uid or ""
+        self.namespace = metadata.namespace or ""
+        self.name = metadata.name or ""
+
+    async def _patch(self, status: BaseModel) -> None:
+        await self.kube.patch_status(self.plural, self.namespace, self.name, to_wire(status))
+
+
+# -- ContainerCheckpoint ---------------------------------------------------------
+
+
+class CheckpointTaker(_Step):
+    plural = constants.CONTAINER_CHECKPOINT_PLURAL
+
+    def __init__(self, *, resource: ContainerCheckpoint, **clients: Any) -> None:
+        super().__init__(metadata=resource.metadata, **clients)
+        self.resource = resource
         self.status = resource.status
-        self.uid = resource.metadata.uid or ""
-        self.namespace = resource.metadata.namespace or ""
-        self.name = resource.metadata.name or ""
 
     async def _write(self, **changes: Any) -> None:
         self.status = self.status.model_copy(update=changes)
-        await self.kube.patch_status(
-            constants.CONTAINER_CHECKPOINT_PLURAL, self.namespace, self.name, to_wire(self.status)
-        )
+        await self._patch(self.status)
 
     async def _end(self, phase: CheckpointPhase, reason: str, message: str) -> None:
         ready = ConditionStatus.TRUE if phase == CheckpointPhase.READY else ConditionStatus.FALSE
@@ -150,7 +165,7 @@ class CheckpointTaker:
             ready,
             reason=reason,
             message=message,
-            generation=self.resource.metadata.generation,
+            generation=self.generation,
         )
         await self._write(phase=phase, message=message, conditions=conditions)
         kind = "Normal" if phase == CheckpointPhase.READY else "Warning"
@@ -183,7 +198,7 @@ class CheckpointTaker:
         if spec.schedule:
             await self._write(
                 phase=CheckpointPhase.SCHEDULED,
-                observed_generation=self.resource.metadata.generation,
+                observed_generation=self.generation,
                 message=f"checkpoints {spec.source.container} on {spec.source.node} at "
                 f"{spec.schedule!r}, keeping the newest {spec.keep}",
             )
@@ -192,7 +207,7 @@ class CheckpointTaker:
             await self._write(
                 phase=CheckpointPhase.CHECKPOINTING,
                 node=spec.source.node,
-                observed_generation=self.resource.metadata.generation,
+                observed_generation=self.generation,
                 message=f"checkpointing {spec.source.container} on {spec.source.node}",
             )
             _, peer = await _ready_helper(self.kube, self.settings, spec.source.node, "Source")
@@ -390,36 +405,20 @@ class Scheduler:
 # -- ContainerRestore ------------------------------------------------------------
 
 
-class Restorer:
-    def __init__(
-        self,
-        *,
-        resource: ContainerRestore,
-        body: kopf.Body,
-        kube: Kube,
-        helpers: HelperClient,
-        settings: Settings,
-    ) -> None:
+class Restorer(_Step):
+    plural = constants.CONTAINER_RESTORE_PLURAL
+
+    def __init__(self, *, resource: ContainerRestore, **clients: Any) -> None:
+        super().__init__(metadata=resource.metadata, **clients)
         self.resource = resource
-        self.body = body
-        self.kube = kube
-        self.helpers = helpers
-        self.settings = settings
         self.status: ContainerRestoreStatus = resource.status
-        self.uid = resource.metadata.uid or ""
-        self.namespace = resource.metadata.namespace or ""
-        self.name = resource.metadata.name or ""
 
     async def _write(self, **changes: Any) -> None:
         self.status = self.status.model_copy(update=changes)
-        await self.kube.patch_status(
-            constants.CONTAINER_RESTORE_PLURAL, self.namespace, self.name, to_wire(self.status)
-        )
+        await self._patch(self.status)
 
     async def _enter(self, phase: RestorePhase, message: str) -> None:
-        await self._write(
-            phase=phase, message=message, observed_generation=self.resource.metadata.generation
-        )
+        await self._write(phase=phase, message=message, observed_generation=self.generation)
         kopf.event(self.body, type="Normal", reason=phase.value, message=message)
 
     async def _end(self, phase: RestorePhase, reason: str, message: str) -> None:
@@ -430,7 +429,7 @@ class Restorer:
             ok,
             reason=reason,
             message=message,
-            generation=self.resource.metadata.generation,
+            generation=self.generation,
         )
         await self._write(
             phase=phase, message=message, conditions=conditions, completion_time=_now()

@@ -103,6 +103,18 @@ def exists(custom: client.CustomObjectsApi, namespace: str, plural: str, name: s
     return True
 
 
+def delete_checkpoint(custom: client.CustomObjectsApi, namespace: str, name: str) -> None:
+    """Delete a ContainerCheckpoint and wait until its finalizer has let it go."""
+    plural = constants.CONTAINER_CHECKPOINT_PLURAL
+    custom.delete_namespaced_custom_object(
+        constants.GROUP, constants.VERSION, namespace, plural, name
+    )
+    deadline = time.monotonic() + 60
+    while exists(custom, namespace, plural, name):
+        assert time.monotonic() < deadline, f"the finalizer never let {name} go"
+        time.sleep(0.2)
+
+
 def stored(node: NodeSpec, uids: list[str]) -> str:
     """Which of these checkpoints' directories are still in ``node``'s store."""
     paths = " ".join(f"{STORE}/{uid}" for uid in uids)
@@ -221,17 +233,7 @@ def test_deleting_a_checkpoint_removes_its_archive(
         "uid"
     ]
     assert sh(node, f"ls {STORE}/{uid}"), "the archive is stored under the checkpoint's UID"
-    custom.delete_namespaced_custom_object(
-        constants.GROUP,
-        constants.VERSION,
-        namespace,
-        constants.CONTAINER_CHECKPOINT_PLURAL,
-        "brief-cp",
-    )
-    deadline = time.monotonic() + 60
-    while exists(custom, namespace, constants.CONTAINER_CHECKPOINT_PLURAL, "brief-cp"):
-        assert time.monotonic() < deadline, "the finalizer never let the checkpoint go"
-        time.sleep(0.2)
+    delete_checkpoint(custom, namespace, "brief-cp")
     assert sh(node, f"ls {STORE}/{uid} 2>/dev/null || true") == ""
     assert state(node, "brief") == "running"
     sh(node, "podman rm -f -t 0 brief")
@@ -311,17 +313,7 @@ def test_a_checkpoint_in_the_registry_restores_elsewhere_and_goes_with_its_resou
     assert logged == list(range(logged[0], logged[0] + len(logged)))
     assert state(node_a, "pushed") == "running"
 
-    custom.delete_namespaced_custom_object(
-        constants.GROUP,
-        constants.VERSION,
-        namespace,
-        constants.CONTAINER_CHECKPOINT_PLURAL,
-        "pushed-cp",
-    )
-    deadline = time.monotonic() + 60
-    while exists(custom, namespace, constants.CONTAINER_CHECKPOINT_PLURAL, "pushed-cp"):
-        assert time.monotonic() < deadline, "the finalizer never let the checkpoint go"
-        time.sleep(0.2)
+    delete_checkpoint(custom, namespace, "pushed-cp")
     assert not registry.manifest_exists(ferry, repository, image["digest"]), "image left behind"
     for node, name in ((node_a, "pushed"), (node_b, "pulled")):
         sh(node, f"podman rm -f -t 0 {name}")
