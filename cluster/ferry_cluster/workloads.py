@@ -55,6 +55,11 @@ def run_counter(
     )
 
 
+def container_state(node: NodeSpec, name: str) -> str:
+    """podman's state of container ``name`` on ``node`` (``running``, ``exited``...); "" if none."""
+    return sh(node, f"podman inspect --format '{{{{.State.Status}}}}' {name} 2>/dev/null || true")
+
+
 def read_count(node: NodeSpec, name: str) -> int:
     """The counter's value; 0 until it has written its first one."""
     return int(sh(node, f"podman exec {name} sh -c 'cat /tmp/count 2>/dev/null || echo 0'"))

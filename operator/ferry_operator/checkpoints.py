@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import datetime
 import logging
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import asyncssh
 import kopf
 from croniter import croniter
 from ferry_api import constants
@@ -84,16 +84,27 @@ def _temporary(error: RemoteError) -> kopf.TemporaryError:
     return kopf.TemporaryError(f"{error.reason}: {error.message}", delay=RETRY_DELAY_SECONDS)
 
 
-async def _ready_helper(
-    kube: Kube, settings: Settings, node: str, reason: str
+@dataclass(frozen=True)
+class Cluster:
+    """The nodes and their helpers, read once per handler run."""
+
+    nodes: list[str]
+    helpers: dict[str, NodeHelper]
+
+    @classmethod
+    async def read(cls, kube: Kube) -> Cluster:
+        return cls(nodes=await kube.node_names(), helpers=await kube.node_helpers())
+
+
+def _ready_helper(
+    cluster: Cluster, settings: Settings, node: str, reason: str
 ) -> tuple[NodeHelper, Peer]:
-    nodes = await kube.node_names()
-    if node not in nodes:
+    if node not in cluster.nodes:
         raise Refusal(
             reason=f"{reason}NodeNotFound",
-            message=f"there is no node {node!r}; nodes: {', '.join(sorted(nodes))}",
+            message=f"there is no node {node!r}; nodes: {', '.join(sorted(cluster.nodes))}",
         )
-    helper = (await kube.node_helpers()).get(node)
+    helper = cluster.helpers.get(node)
     problem = validation.helper_problem(
         helper,
         node=node,
@@ -104,15 +115,6 @@ async def _ready_helper(
     if problem or helper is None:
         raise Refusal(reason=f"{reason}NotReady", message=problem or "no helper")
     return helper, peer_of(helper)
-
-
-async def _inspect(helpers: HelperClient, peer: Peer, container: str) -> dict[str, Any] | None:
-    try:
-        return await helpers.call(peer, Operation.INSPECT, {"container": container})
-    except RemoteError as error:
-        if error.reason != "ContainerNotFound":
-            raise
-        return None
 
 
 class _Step:
@@ -210,8 +212,10 @@ class CheckpointTaker(_Step):
                 observed_generation=self.generation,
                 message=f"checkpointing {spec.source.container} on {spec.source.node}",
             )
-            _, peer = await _ready_helper(self.kube, self.settings, spec.source.node, "Source")
-            info = await _inspect(self.helpers, peer, spec.source.container)
+            _, peer = _ready_helper(
+                await Cluster.read(self.kube), self.settings, spec.source.node, "Source"
+            )
+            info = await self.helpers.inspect(peer, spec.source.container)
             validation.check_container(
                 spec,
                 info,
@@ -479,17 +483,16 @@ class Restorer(_Step):
         node = spec.node or stored_on
         name = spec.name or checkpoint.status.container_name or ""
         image = checkpoint.status.checkpoint_image
-        target_helper, target = await _ready_helper(self.kube, self.settings, node, "Target")
+        cluster = await Cluster.read(self.kube)
+        target_helper, target = _ready_helper(cluster, self.settings, node, "Target")
         if image is not None and image.reference:
             # In a registry: the checkpoint's own node need not be up at all.
-            source_helper = (await self.kube.node_helpers()).get(stored_on)
+            source_helper = cluster.helpers.get(stored_on)
         else:
-            source_helper, _ = await _ready_helper(
-                self.kube, self.settings, stored_on, "Checkpoint"
-            )
+            source_helper, _ = _ready_helper(cluster, self.settings, stored_on, "Checkpoint")
         if node != stored_on and source_helper is not None:
             validation.check_compatible(source_helper, target_helper)
-        validation.check_target_free(name, node, await _inspect(self.helpers, target, name))
+        validation.check_target_free(name, node, await self.helpers.inspect(target, name))
         await self._write(node=node, container_name=name)
         request = {
             "uid": self.uid,
@@ -545,31 +548,20 @@ class Restorer(_Step):
 
     async def _ship(self, checkpoint: ContainerCheckpoint, source: Peer, target: Peer) -> None:
         """The image (when the target lacks it) and the archive, under one per-restore key."""
-        key = asyncssh.generate_private_key("ssh-ed25519", comment=f"ferry-restore-{self.uid}")
-        await self.helpers.call(
-            target,
-            Operation.AUTHORIZE_PEER,
-            {
-                "uid": self.uid,
-                "public_key": key.export_public_key().decode(),
-                "ttl_seconds": self.resource.spec.timeout_seconds,
-            },
+        credential = await self.helpers.grant_stream(
+            target, uid=self.uid, ttl_seconds=self.resource.spec.timeout_seconds
         )
-        credential = key.export_private_key().decode()
         image = checkpoint.status.image or StoredImage()
         if image.id:
             present = await self.helpers.call(target, Operation.IMAGE_HAS, {"image_id": image.id})
             if not present.get("present"):
-                await self.helpers.call(
+                await self.helpers.send_image(
                     source,
-                    Operation.IMAGE_SEND,
-                    {
-                        "uid": self.uid,
-                        "image_id": image.id,
-                        "image_name": image.name or "",
-                        "target": target.model_dump(),
-                        "credential": credential,
-                    },
+                    target,
+                    uid=self.uid,
+                    image_id=image.id,
+                    image_name=image.name or "",
+                    credential=credential,
                 )
         sent = await self.helpers.call(
             source,

@@ -59,3 +59,54 @@ class HelperClient:
                 f"the helper on {peer.node} ({peer.address}:{peer.port}) could not be reached: "
                 f"{error}",
             ) from None
+
+    async def inspect(self, peer: Peer, container: str) -> dict[str, Any] | None:
+        """The container as ``peer``'s helper sees it; None if it has none of that name."""
+        try:
+            return await self.call(peer, Operation.INSPECT, {"container": container})
+        except RemoteError as error:
+            if error.reason != "ContainerNotFound":
+                raise
+            return None
+
+    async def grant_stream(self, target: Peer, *, uid: str, ttl_seconds: int) -> str:
+        """A fresh key pair for one migration or restore: its public half granted on ``target``.
+
+        Returns the private half (OpenSSH) for the helper that streams. The
+        grant allows streaming into ``uid`` only, for ``ttl_seconds`` at most;
+        the target drops it when ``uid`` ends there.
+        """
+        key = asyncssh.generate_private_key("ssh-ed25519", comment=f"ferry-{uid}")
+        await self.call(
+            target,
+            Operation.AUTHORIZE_PEER,
+            {
+                "uid": uid,
+                "public_key": key.export_public_key().decode(),
+                "ttl_seconds": ttl_seconds,
+            },
+        )
+        return key.export_private_key().decode()
+
+    async def send_image(
+        self,
+        source: Peer,
+        target: Peer,
+        *,
+        uid: str,
+        image_id: str,
+        image_name: str,
+        credential: str,
+    ) -> dict[str, Any]:
+        """Ship an image from ``source`` to ``target`` under ``uid``'s grant (same image ID)."""
+        return await self.call(
+            source,
+            Operation.IMAGE_SEND,
+            {
+                "uid": uid,
+                "image_id": image_id,
+                "image_name": image_name,
+                "target": target.model_dump(),
+                "credential": credential,
+            },
+        )

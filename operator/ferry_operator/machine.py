@@ -21,7 +21,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncssh
 import kopf
 import tenacity
 from ferry_api.base import to_wire
@@ -297,15 +296,6 @@ class Migration:
             self._peer_pair = (peer_of(source_helper), peer_of(target_helper))
         return self._peer_pair
 
-    async def _inspect(self, peer: Peer, container: str) -> dict[str, Any] | None:
-        """The container as ``peer``'s helper sees it; None if it has none of that name."""
-        try:
-            return await self.helpers.call(peer, Operation.INSPECT, {"container": container})
-        except RemoteError as error:
-            if error.reason != "ContainerNotFound":
-                raise
-            return None
-
     async def _validate(self) -> Phase:
         await self._enter(Phase.VALIDATING, "checking nodes, helpers and the container")
         nodes = await self.kube.node_names()
@@ -320,7 +310,7 @@ class Migration:
         )
         validation.check_compatible(helpers[self.spec.source.node], helpers[target])
         source_peer = peer_of(helpers[self.spec.source.node])
-        info = await self._inspect(source_peer, self.spec.source.container)
+        info = await self.helpers.inspect(source_peer, self.spec.source.container)
         checked = validation.check_container(
             self.spec,
             info,
@@ -333,7 +323,7 @@ class Migration:
         validation.check_target_free(
             self.spec.source.container,
             target,
-            await self._inspect(target_peer, self.spec.source.container),
+            await self.helpers.inspect(target_peer, self.spec.source.container),
         )
         self._update(target_node=target)
         self._peer_pair = (source_peer, target_peer)
@@ -363,16 +353,13 @@ class Migration:
                 reason="ImageStaging",
                 message=f"shipping image {image_name} to {target.node} before the freeze",
             )
-            await self.helpers.call(
+            await self.helpers.send_image(
                 source,
-                Operation.IMAGE_SEND,
-                {
-                    "uid": self.uid,
-                    "image_id": image_id,
-                    "image_name": image_name,
-                    "target": target.model_dump(),
-                    "credential": await self._grant_stream(target),
-                },
+                target,
+                uid=self.uid,
+                image_id=image_id,
+                image_name=image_name,
+                credential=await self._grant_stream(target),
             )
         await self._enter(
             Phase.CHECKPOINTING, f"checkpointing {self.spec.source.container} on {source.node}"
@@ -414,23 +401,11 @@ class Migration:
         return Phase.TRANSFERRING
 
     async def _grant_stream(self, target: Peer) -> str:
-        """A fresh key pair for this migration: its public half granted on the target.
-
-        Returns the private half (OpenSSH) for the source helper. The grant
-        allows streaming into this migration only, for no longer than the
-        migration may last; the target drops it when the migration ends there.
-        """
-        key = asyncssh.generate_private_key("ssh-ed25519", comment=f"ferry-migration-{self.uid}")
-        await self.helpers.call(
-            target,
-            Operation.AUTHORIZE_PEER,
-            {
-                "uid": self.uid,
-                "public_key": key.export_public_key().decode(),
-                "ttl_seconds": self.spec.timeout_seconds,
-            },
+        """A key for the source to stream into this migration on ``target``, no longer than
+        the migration may last."""
+        return await self.helpers.grant_stream(
+            target, uid=self.uid, ttl_seconds=self.spec.timeout_seconds
         )
-        return key.export_private_key().decode()
 
     async def _on_progress(self, data: dict[str, Any]) -> None:
         self._update(

@@ -18,6 +18,7 @@ from ferry_api import constants
 from ferry_cluster import deploy, registry
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import (
+    container_state,
     counted_without_restart,
     logged_counts,
     read_count,
@@ -139,10 +140,6 @@ def resumed_once(logged: list[int]) -> bool:
     )
 
 
-def state(node: NodeSpec, name: str) -> str:
-    return sh(node, f"podman inspect --format '{{{{.State.Status}}}}' {name} 2>/dev/null || true")
-
-
 def checkpoint(
     custom: client.CustomObjectsApi, namespace: str, name: str, node: NodeSpec, container: str
 ) -> dict[str, Any]:
@@ -180,7 +177,7 @@ def test_a_checkpoint_restored_in_place_takes_the_counter_back(
     assert status["archive"]["bytes"] > 0
     assert status["node"] == node.name
     after = read_count(node, "rewind")
-    assert state(node, "rewind") == "running", "leaveRunning is the default"
+    assert container_state(node, "rewind") == "running", "leaveRunning is the default"
     # It runs on to Y, well past the checkpoint; then the user throws it away.
     ran_to = wait_counting(node, "rewind", above=after + 20, timeout=30)
     sh(node, "podman rm -f -t 0 rewind")
@@ -212,10 +209,10 @@ def test_a_checkpoint_starts_a_copy_on_another_node_under_a_new_name(
     )
     assert done["phase"] == "Succeeded", done
     assert done["transferSeconds"] >= 0
-    assert state(node_b, "warm-copy") == "running"
+    assert container_state(node_b, "warm-copy") == "running"
     wait_counting(node_b, "warm-copy", above=read_count(node_b, "warm-copy"))
     assert resumed_once(logged_counts(node_b, "warm-copy"))
-    assert state(node_a, "warm") == "running", "the original runs on"
+    assert container_state(node_a, "warm") == "running", "the original runs on"
     # node-b keeps the container and nothing of the transfer.
     assert sh(node_b, f"find {STAGING} -name 'checkpoint.*'") == ""
     for node, name in ((node_a, "warm"), (node_b, "warm-copy")):
@@ -235,7 +232,7 @@ def test_deleting_a_checkpoint_removes_its_archive(
     assert sh(node, f"ls {STORE}/{uid}"), "the archive is stored under the checkpoint's UID"
     delete_checkpoint(custom, namespace, "brief-cp")
     assert sh(node, f"ls {STORE}/{uid} 2>/dev/null || true") == ""
-    assert state(node, "brief") == "running"
+    assert container_state(node, "brief") == "running"
     sh(node, "podman rm -f -t 0 brief")
 
 
@@ -311,7 +308,7 @@ def test_a_checkpoint_in_the_registry_restores_elsewhere_and_goes_with_its_resou
     logged = logged_counts(node_b, "pulled")
     assert logged[0] > 1, f"started over: {logged[:5]}"
     assert logged == list(range(logged[0], logged[0] + len(logged)))
-    assert state(node_a, "pushed") == "running"
+    assert container_state(node_a, "pushed") == "running"
 
     delete_checkpoint(custom, namespace, "pushed-cp")
     assert not registry.manifest_exists(ferry, repository, image["digest"]), "image left behind"

@@ -27,7 +27,7 @@ from archives import COMPRESSIONS, UNSAFE
 from ferry_api import constants
 from ferry_cluster import deploy, procs
 from ferry_cluster.config import ClusterConfig, NodeSpec
-from ferry_cluster.workloads import logged_counts, run_counter, sh, wait_counting
+from ferry_cluster.workloads import container_state, logged_counts, run_counter, sh, wait_counting
 from ferry_helper.protocol import OPERATOR_USER, PEER_USER, Operation, Peer, RemoteError
 from ferry_operator.helperclient import HelperClient
 from kubernetes import client
@@ -43,10 +43,7 @@ def ferry(local_cluster: ClusterConfig) -> ClusterConfig:
 
 
 def running(node: NodeSpec, name: str) -> bool:
-    state = sh(
-        node, f"podman inspect --format '{{{{.State.Status}}}}' {name} 2>/dev/null || echo absent"
-    )
-    return state == "running"
+    return container_state(node, name) == "running"
 
 
 def peer(ferry: ClusterConfig, node: NodeSpec) -> Peer:

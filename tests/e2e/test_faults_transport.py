@@ -21,6 +21,7 @@ from ferry_api import constants
 from ferry_cluster import deploy, procs
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import (
+    container_state,
     counted_without_restart,
     logged_counts,
     read_count,
@@ -47,13 +48,9 @@ def custom(admin_api: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(admin_api)
 
 
-def state(node: NodeSpec, name: str) -> str:
-    return sh(node, f"podman inspect --format '{{{{.State.Status}}}}' {name} 2>/dev/null || true")
-
-
 def assert_one_copy_on_the_source(source: NodeSpec, target: NodeSpec, name: str) -> None:
-    assert state(target, name) == "", f"{name} left on {target.name}"
-    assert state(source, name) == "running"
+    assert container_state(target, name) == "", f"{name} left on {target.name}"
+    assert container_state(source, name) == "running"
     wait_counting(source, name, above=read_count(source, name), timeout=10)
     assert counted_without_restart(logged_counts(source, name)), "the process started over"
 

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from ferry_api import constants
 from ferry_cluster import deploy
-from ferry_cluster.config import ClusterConfig, NodeSpec
+from ferry_cluster.config import ClusterConfig
 from ferry_cluster.workloads import (
+    container_state,
     counted_without_restart,
     logged_counts,
     read_count,
@@ -40,10 +41,6 @@ PER_NODE = 2
 def ferry(local_cluster: ClusterConfig) -> ClusterConfig:
     deploy.deploy(local_cluster, extra={"operator.maxMigrationsPerNode": str(PER_NODE)})
     return local_cluster
-
-
-def state(node: NodeSpec, name: str) -> str:
-    return sh(node, f"podman inspect --format '{{{{.State.Status}}}}' {name} 2>/dev/null || true")
 
 
 def _time(text: str) -> datetime.datetime:
@@ -96,8 +93,8 @@ def test_twenty_migrations_across_three_nodes_all_succeed_within_the_node_limit(
     failed = {n: s.get("message") for n, s in finals.items() if s["phase"] != "Succeeded"}
     assert not failed, failed
     for name, (source, target) in moves.items():
-        assert state(source, name) == "", f"{name} still on its source {source.name}"
-        assert state(target, name) == "running", f"{name} does not run on {target.name}"
+        assert container_state(source, name) == "", f"{name} still on its source {source.name}"
+        assert container_state(target, name) == "running", f"{name} does not run on {target.name}"
         wait_counting(target, name, above=read_count(target, name), timeout=10)
         assert counted_without_restart(logged_counts(target, name)), f"{name} started over"
 
