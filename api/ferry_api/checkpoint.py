@@ -25,6 +25,7 @@ from ferry_api import constants
 from ferry_api.base import SpecModel, StatusModel, parse_body
 from ferry_api.conditions import Conditions
 from ferry_api.definition import PrinterColumn, ResourceDefinition
+from ferry_api.diagnostics import CheckpointSummary, FailureLogs
 from ferry_api.meta import ObjectMeta
 from ferry_api.migration import (
     CONTAINER_PATTERN,
@@ -204,7 +205,13 @@ class ContainerCheckpointStatus(StatusModel):
     criu_statistics: CriuStatistics | None = Field(
         default=None, description="Statistics CRIU reported for the dump (microseconds)."
     )
+    summary: CheckpointSummary | None = Field(
+        default=None, description="What the checkpoint holds and what made it."
+    )
     message: str | None = Field(default=None, description="The latest news, e.g. why it failed.")
+    failure_logs: FailureLogs | None = Field(
+        default=None, description="Where the full logs of the failed step are, when one failed."
+    )
     last_schedule_time: AwareDatetime | None = Field(
         default=None, description="With schedule: when it last made a checkpoint."
     )
@@ -270,6 +277,13 @@ class ContainerRestoreSpec(SpecModel):
     timeout_seconds: int = Field(
         default=300, ge=10, le=3600, description="Give up when the restore takes longer."
     )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        ge=0,
+        le=31_536_000,
+        description="Delete the resource this long after it finished (Succeeded or Failed), "
+        "as a Job's ttlSecondsAfterFinished; the restored container is not touched.",
+    )
 
 
 class ContainerRestoreStatus(StatusModel):
@@ -289,6 +303,9 @@ class ContainerRestoreStatus(StatusModel):
         default=None, description="When the restore reached a final phase."
     )
     message: str | None = Field(default=None, description="The latest news, e.g. why it failed.")
+    failure_logs: FailureLogs | None = Field(
+        default=None, description="Where the full logs of the failed step are, when one failed."
+    )
 
 
 class ContainerRestore(StatusModel):

@@ -25,6 +25,7 @@ from ferry_api import constants
 from ferry_api.base import SpecModel, StatusModel, parse_body
 from ferry_api.conditions import Conditions
 from ferry_api.definition import PrinterColumn, ResourceDefinition
+from ferry_api.diagnostics import FailureLogs
 from ferry_api.meta import ObjectMeta
 
 #: A Kubernetes node name (DNS-1123 subdomain).
@@ -303,6 +304,9 @@ class ContainerMigrationStatus(StatusModel):
     progress: Progress | None = Field(default=None, description="Progress of the transfer.")
     message: str | None = Field(
         default=None, description="The latest human-readable news, e.g. why it failed."
+    )
+    failure_logs: FailureLogs | None = Field(
+        default=None, description="Where the full logs of the failed step are, when one failed."
     )
 
 
