@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ferry_api import constants
-from kubernetes.client import CustomObjectsApi
+from ferry_api.diagnostics import LOG_KEY_SUFFIX
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 T = TypeVar("T")
@@ -83,3 +86,12 @@ def wait_migration(
 def succeeded_reason(status: dict[str, Any]) -> str:
     """The reason of the ``Succeeded`` condition: why a migration ended as it did."""
     return str(next(c["reason"] for c in status["conditions"] if c["type"] == "Succeeded"))
+
+
+def config_map_files(api: ApiClient, namespace: str, name: str) -> dict[str, str]:
+    """The failure logs in ConfigMap ``name``: file name -> text (gunzipped binaryData)."""
+    config_map = CoreV1Api(api).read_namespaced_config_map(name, namespace)
+    return {
+        key.removesuffix(LOG_KEY_SUFFIX): gzip.decompress(base64.b64decode(value)).decode()
+        for key, value in (config_map.binary_data or {}).items()
+    }

@@ -22,7 +22,7 @@ from pydantic import Field
 from ferry_api.base import StatusModel
 from ferry_api.nodehelper import RuntimeInfo
 
-#: The ConfigMap holding a failed resource's logs is named ``<resource name>`` plus this.
+#: The ConfigMap holding a failed resource's logs is ``<name>-<kind word>`` plus this.
 LOGS_CONFIGMAP_SUFFIX = "-logs"
 #: Its ``binaryData`` keys are the log file names plus this (gzip-compressed content).
 LOG_KEY_SUFFIX = ".gz"
@@ -34,9 +34,13 @@ MAX_CONFIGMAP_BYTES = 900 * 1024
 LOGS_LABEL = "ferry.dev/logs-of"
 
 
-def logs_config_map_name(resource_name: str) -> str:
-    """The ConfigMap holding the logs of the failed resource ``resource_name``."""
-    return f"{resource_name[: 253 - len(LOGS_CONFIGMAP_SUFFIX)]}{LOGS_CONFIGMAP_SUFFIX}"
+def logs_config_map_name(kind: str, resource_name: str) -> str:
+    """The ConfigMap holding the logs of a failed resource: ``web-move-migration-logs``.
+
+    The kind is in the name because a migration and a checkpoint may share one.
+    """
+    suffix = f"-{kind.lower()}{LOGS_CONFIGMAP_SUFFIX}"
+    return f"{resource_name[: 253 - len(suffix)]}{suffix}"
 
 
 class FailureLogs(StatusModel):
@@ -46,8 +50,12 @@ class FailureLogs(StatusModel):
         description="ConfigMap in this namespace holding the logs, gzip-compressed in "
         "binaryData (`kubectl ferry logs` prints them)."
     )
-    node: str = Field(description="Node whose helper kept them (under its stateDir/logs).")
-    files: tuple[str, ...] = Field(default=(), description="Names of the log files.")
+    nodes: tuple[str, ...] = Field(
+        default=(), description="Nodes whose helpers kept them (under their stateDir/logs)."
+    )
+    files: tuple[str, ...] = Field(
+        default=(), description="Names of the log files: `<node>.<step>.<tool>.<ext>`."
+    )
     truncated: bool = Field(
         default=False, description="True when a log was cut to its tail to fit the ConfigMap."
     )

@@ -13,6 +13,7 @@ import asyncssh
 from kubernetes import client
 from kubernetes import config as kube_config
 
+from .failure_logs import FailureLogs
 from .operations import Operations
 from .podman import PodmanDriver
 from .probe import probe
@@ -53,6 +54,9 @@ async def serve(settings: Settings) -> None:
         driver=driver,
         staging=Staging(settings.state_dir / "staging"),
         store=Staging(settings.state_dir / "checkpoints"),
+        logs=FailureLogs(
+            settings.state_dir / "logs", retention_seconds=settings.log_retention_hours * 3600
+        ),
         registry_authfile=settings.registry_authfile,
     )
     server = HelperServer(

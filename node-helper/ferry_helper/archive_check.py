@@ -42,7 +42,7 @@ class UnsafeArchive(ValueError):
 
 
 @contextmanager
-def _decompressed(raw: io.BufferedReader) -> Iterator[IO[bytes]]:
+def decompressed(raw: io.BufferedReader) -> Iterator[IO[bytes]]:
     magic = raw.peek(4)[:4]
     if magic.startswith(GZIP_MAGIC):
         with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
@@ -84,7 +84,7 @@ def check_checkpoint_stream(raw: io.BufferedReader) -> int:
     and ``tarfile.TarError`` if the bytes are no tar archive at all.
     """
     members = 0
-    with _decompressed(raw) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+    with decompressed(raw) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
             members += 1
             name = _safe_name(member.name, "archive")

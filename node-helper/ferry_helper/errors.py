@@ -109,8 +109,9 @@ class PodmanError(Exception):
     """A podman command failed (or timed out).
 
     ``decisive_line`` is the one line that says what broke; ``criu_errors`` are
-    the error lines of CRIU's log when the failure was CRIU's (kept here because
-    a failed restore's log is removed with the container it belonged to).
+    the error lines of CRIU's log when the failure was CRIU's, and
+    ``criu_log_tail`` the end of that log (both kept here because a failed
+    restore's log is removed with the container it belonged to).
     """
 
     def __init__(
@@ -122,6 +123,7 @@ class PodmanError(Exception):
         decisive_line: str,
         criu_log: Path | None = None,
         criu_errors: Sequence[str] = (),
+        criu_log_tail: bytes | None = None,
     ) -> None:
         self.command = list(command)
         self.exit_code = exit_code
@@ -129,6 +131,8 @@ class PodmanError(Exception):
         self.decisive_line = decisive_line
         self.criu_log = criu_log
         self.criu_errors = tuple(criu_errors)
+        #: The end of CRIU's whole log, read before anything could remove it.
+        self.criu_log_tail = criu_log_tail
         super().__init__(self.message())
 
     def action(self) -> str:
@@ -240,6 +244,7 @@ def build_error(
     stderr: str,
     *,
     criu_errors: Sequence[str] = (),
+    criu_log_tail: bytes | None = None,
     timeout: float | None = None,
 ) -> PodmanError:
     """A :class:`PodmanError` for a finished command; ``criu_errors`` as :func:`read_criu_errors`.
@@ -260,6 +265,7 @@ def build_error(
             decisive_line=decisive,
             criu_log=log,
             criu_errors=criu_errors,
+            criu_log_tail=criu_log_tail,
         )
     if decisive is None:
         decisive = f"exit code {exit_code} and no error output"
@@ -270,4 +276,5 @@ def build_error(
         decisive_line=decisive,
         criu_log=log,
         criu_errors=criu_errors,
+        criu_log_tail=criu_log_tail,
     )

@@ -10,8 +10,12 @@ one did instead of acting twice.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import dataclasses
 import hashlib
+import logging
+import tarfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,10 +24,11 @@ from typing import Any
 import asyncssh
 from pydantic import BaseModel, ValidationError
 
+from . import criu_images, registry, transfer
 from . import probe as node_probe
-from . import registry, transfer
 from .archive_check import StreamingCheck
 from .errors import PodmanError
+from .failure_logs import FailureLogs
 from .grants import PeerGrants
 from .podman import CheckpointOptions, PodmanDriver, RestoreResult
 from .protocol import (
@@ -31,6 +36,7 @@ from .protocol import (
     CheckpointRequest,
     CleanupRequest,
     DeleteStoredRequest,
+    FetchLogsRequest,
     FinishSourceRequest,
     ImageReceiveRequest,
     ImageRequest,
@@ -49,6 +55,7 @@ from .protocol import (
 )
 from .staging import Staging
 
+logger = logging.getLogger(__name__)
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 PROGRESS_INTERVAL = 0.5
 #: Steps that only make sense while a migration is under way on this node.
@@ -61,10 +68,6 @@ STEPS_OF_AN_OPEN_MIGRATION = frozenset(
         Operation.AUTHORIZE_PEER,
     }
 )
-
-
-def _podman_failure(reason: str, error: PodmanError) -> RemoteError:
-    return RemoteError(reason, str(error))
 
 
 def _credential(text: str) -> asyncssh.SSHKey:
@@ -90,6 +93,7 @@ class Operations:
         driver: PodmanDriver,
         staging: Staging,
         store: Staging,
+        logs: FailureLogs,
         registry_authfile: Path | None = None,
     ) -> None:
         self.node = node
@@ -98,6 +102,8 @@ class Operations:
         self.staging = staging
         #: ContainerCheckpoints' archives, kept until their resource is deleted.
         self.store = store
+        #: The full logs of failed steps, kept for the operator to fetch.
+        self.logs = logs
         #: podman's --authfile for registries (a Secret the chart mounts), if there is one.
         self.registry_authfile = registry_authfile
         #: Which migration each peer key may stream into (see :mod:`.grants`).
@@ -134,6 +140,7 @@ class Operations:
             Operation.SEND_STORED: (SendStoredRequest, self.send_stored),
             Operation.DELETE_STORED: (DeleteStoredRequest, self.delete_stored),
             Operation.RESTORE_IMAGE: (RestoreImageRequest, self.restore_image),
+            Operation.FETCH_LOGS: (FetchLogsRequest, self.fetch_logs),
         }
         if operation == Operation.IMAGE_RECEIVE:
             return await self.image_receive(self._parse(ImageReceiveRequest, request), stdin)
@@ -158,6 +165,11 @@ class Operations:
                 return result
             handled: dict[str, Any] = await handler(self._parse(model, request), emit)
             return handled
+
+    def _failed(self, reason: str, uid: str, step: str, error: PodmanError) -> RemoteError:
+        """The error for a failed podman step, its full logs kept for ``fetch-logs``."""
+        self.logs.keep(uid, step, error)
+        return RemoteError(reason, str(error))
 
     @staticmethod
     def _parse(model: type[Any], request: dict[str, Any]) -> Any:
@@ -204,7 +216,7 @@ class Operations:
                 on_progress=self._progress(emit, "image"),
             )
         except PodmanError as error:
-            raise _podman_failure("ImageSaveFailed", error) from None
+            raise self._failed("ImageSaveFailed", request.uid, "image-save", error) from None
         except (OSError, asyncssh.Error) as error:
             raise RemoteError(
                 "ImageTransferFailed", f"sending image to {request.target.node}: {error}"
@@ -224,7 +236,7 @@ class Operations:
             )
             loaded = await self.driver.load_image(archive)
         except PodmanError as error:
-            raise _podman_failure("ImageLoadFailed", error) from None
+            raise RemoteError("ImageLoadFailed", str(error)) from None
         finally:
             archive.unlink(missing_ok=True)
         if loaded.removeprefix("sha256:") != image_id:
@@ -274,7 +286,7 @@ class Operations:
                 request.container, into.archive(request.uid), options
             )
         except PodmanError as error:
-            raise _podman_failure("CheckpointFailed", error) from None
+            raise self._failed("CheckpointFailed", request.uid, "checkpoint", error) from None
         return {
             "sizeBytes": result.size_bytes,
             "sha256": result.sha256,
@@ -374,7 +386,7 @@ class Operations:
         try:
             result = await start()
         except PodmanError as error:
-            raise _podman_failure("RestoreFailed", error) from None
+            raise self._failed("RestoreFailed", request.uid, "restore", error) from None
         info = await self.driver.inspect(result.container_id)
         if info is None or not info.running:
             raise RemoteError(
@@ -404,6 +416,7 @@ class Operations:
                 dumped = await self._dump_image(request, info.id)
             else:
                 dumped = await self._dump(request, info.id, self.store)
+                dumped["contents"] = await self._contents(self.store.archive(request.uid))
         finally:
             self.staging.release(request.uid)  # kept, but no longer holding the container
         data = {
@@ -417,6 +430,16 @@ class Operations:
         self.store.record(request.uid, "stored", data)
         return data
 
+    @staticmethod
+    async def _contents(archive: Path) -> dict[str, Any] | None:
+        """What the archive holds (processes, memory, sockets), or None if it cannot be read."""
+        try:
+            contents = await asyncio.to_thread(criu_images.summarize_archive, archive)
+        except (OSError, tarfile.TarError, ValueError) as error:
+            logger.warning("cannot summarize %s: %s", archive, error)
+            return None
+        return dataclasses.asdict(contents)
+
     async def _dump_image(self, request: CheckpointRequest, container_id: str) -> dict[str, Any]:
         """Checkpoint into an image pushed to ``request.image_reference`` (claimed as _dump is)."""
         options = self._claim(request, container_id)
@@ -428,7 +451,7 @@ class Operations:
                 authfile=self.registry_authfile,
             )
         except PodmanError as error:
-            raise _podman_failure("CheckpointFailed", error) from None
+            raise self._failed("CheckpointFailed", request.uid, "checkpoint", error) from None
         return {
             "checkpointImage": pushed.reference,
             "digest": pushed.digest,
@@ -508,6 +531,24 @@ class Operations:
         self.store.remove(request.uid)
         return {"deleted": existed}
 
+    async def fetch_logs(self, request: FetchLogsRequest, _: Emit) -> dict[str, Any]:
+        """The kept logs of ``uid``'s failed steps, gzipped, within the request's budget."""
+        files = await asyncio.to_thread(
+            self.logs.read, request.uid, budget_bytes=request.budget_bytes
+        )
+        return {
+            "node": self.node,
+            "files": [
+                {
+                    "name": f.name,
+                    "gzipBase64": base64.b64encode(f.gzipped).decode(),
+                    "sizeBytes": f.size_bytes,
+                    "truncated": f.truncated,
+                }
+                for f in files
+            ],
+        }
+
     async def authorize_peer(self, request: AuthorizePeerRequest, _: Emit) -> dict[str, Any]:
         try:
             key = asyncssh.import_public_key(request.public_key)
@@ -536,7 +577,7 @@ class Operations:
                 request.container, archive, file_locks=request.file_locks
             )
         except PodmanError as error:
-            raise _podman_failure("RollbackFailed", error) from None
+            raise self._failed("RollbackFailed", request.uid, "rollback", error) from None
         return {"containerId": result.container_id, "seconds": result.seconds}
 
     async def finish_source(self, request: FinishSourceRequest, _: Emit) -> dict[str, Any]:

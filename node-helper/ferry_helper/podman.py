@@ -60,6 +60,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .criu_stats import CriuStatistics, parse_print_stats
 from .errors import PodmanError, build_error, criu_log_path, read_criu_errors
+from .failure_logs import read_tail
 
 logger = logging.getLogger(__name__)
 
@@ -415,8 +416,13 @@ class PodmanDriver:
         """The error for a failed command, with CRIU's log read when podman names one."""
         log = criu_log_path(output.stderr)
         criu_errors = await asyncio.to_thread(read_criu_errors, log) if log is not None else []
+        tail = await asyncio.to_thread(read_tail, log) if log is not None else None
         error = build_error(
-            output.command, output.returncode, output.stderr, criu_errors=criu_errors
+            output.command,
+            output.returncode,
+            output.stderr,
+            criu_errors=criu_errors,
+            criu_log_tail=tail,
         )
         logger.info("%s", error)
         return error

@@ -65,6 +65,7 @@ class Operation(StrEnum):
     SEND_STORED = "send-stored"
     DELETE_STORED = "delete-stored"
     RESTORE_IMAGE = "restore-image"
+    FETCH_LOGS = "fetch-logs"
 
 
 PEER_OPERATIONS = frozenset({Operation.RECEIVE, Operation.IMAGE_RECEIVE})
@@ -87,6 +88,13 @@ class Peer(Model):
     address: str
     port: int
     host_key: str
+
+
+class FetchLogsRequest(Model):
+    """The kept logs of a resource's failed steps, compressed to fit ``budget_bytes``."""
+
+    uid: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+    budget_bytes: int = Field(default=900 * 1024, ge=1024, le=8 * 1024 * 1024)
 
 
 class InspectRequest(Model):

@@ -24,6 +24,8 @@ class Settings:
     state_dir: Path
     ssh_dir: Path
     heartbeat_seconds: float
+    #: How long the full logs of failed steps stay on the node.
+    log_retention_hours: float = 72
 
     @property
     def host_key(self) -> Path:
@@ -53,4 +55,5 @@ class Settings:
             state_dir=Path(env.get("FERRY_STATE_DIR", "/var/lib/ferry-helper")),
             ssh_dir=Path(env.get("FERRY_SSH_DIR", "/etc/ferry/ssh")),
             heartbeat_seconds=float(env.get("FERRY_HEARTBEAT_SECONDS", "30")),
+            log_retention_hours=float(env.get("FERRY_LOG_RETENTION_HOURS", "72")),
         )

@@ -31,13 +31,14 @@ from ferry_api.checkpoint import (
     parse_container_checkpoint,
 )
 from ferry_api.conditions import Condition, Conditions, ConditionStatus, set_condition
+from ferry_api.diagnostics import CheckpointSummary, FailureLogs
 from ferry_api.meta import ObjectMeta
 from ferry_api.migration import Archive, CriuStatistics, MigrationRuntime
 from ferry_api.nodehelper import NodeHelper, RuntimeName
 from ferry_helper.protocol import Operation, Peer, RemoteError
 from pydantic import BaseModel
 
-from . import validation
+from . import failurelogs, validation
 from .helperclient import HelperClient
 from .kube import Kube
 from .machine import TRANSPORT_FAILURES, peer_of
@@ -117,10 +118,27 @@ def _ready_helper(
     return helper, peer_of(helper)
 
 
+def _summary(contents: Any, helper: NodeHelper) -> CheckpointSummary | None:
+    """What the helper read from the checkpoint's images, with what its node runs."""
+    if not isinstance(contents, dict):
+        return None  # a registry image, or an archive the helper could not read
+    podman = next((r for r in helper.status.runtimes if r.name == RuntimeName.PODMAN), None)
+    criu = helper.status.criu
+    return CheckpointSummary.model_validate(
+        {
+            **contents,
+            "runtime": podman,
+            "criuVersion": criu.version if criu else None,
+            "kernel": helper.status.kernel,
+        }
+    )
+
+
 class _Step:
     """What handling one of these resources needs: where it is, its body, the clients."""
 
     plural: ClassVar[str]
+    kind: ClassVar[str]
 
     def __init__(
         self,
@@ -139,9 +157,30 @@ class _Step:
         self.uid = metadata.uid or ""
         self.namespace = metadata.namespace or ""
         self.name = metadata.name or ""
+        #: The helpers this resource has asked for something, whose logs tell of a failure.
+        self.peers: list[Peer] = []
 
     async def _patch(self, status: BaseModel) -> None:
         await self.kube.patch_status(self.plural, self.namespace, self.name, to_wire(status))
+
+    async def _failure_logs(self) -> FailureLogs | None:
+        """Copy the helpers' logs of this resource's failed steps into its ConfigMap."""
+        if not self.peers:
+            return None
+        return await failurelogs.collect(
+            kube=self.kube,
+            helpers=self.helpers,
+            owner=failurelogs.Owner(
+                kind=self.kind, name=self.name, namespace=self.namespace, uid=self.uid
+            ),
+            peers=self.peers,
+        )
+
+    def _with_logs_hint(self, message: str, logs: FailureLogs | None) -> str:
+        if logs is None:
+            return message
+        kind = self.kind.removeprefix("Container").lower()
+        return f"{message} (full logs: kubectl ferry logs --kind {kind} {self.name})"
 
 
 # -- ContainerCheckpoint ---------------------------------------------------------
@@ -149,6 +188,7 @@ class _Step:
 
 class CheckpointTaker(_Step):
     plural = constants.CONTAINER_CHECKPOINT_PLURAL
+    kind = constants.CONTAINER_CHECKPOINT_KIND
 
     def __init__(self, *, resource: ContainerCheckpoint, **clients: Any) -> None:
         super().__init__(metadata=resource.metadata, **clients)
@@ -161,6 +201,7 @@ class CheckpointTaker(_Step):
 
     async def _end(self, phase: CheckpointPhase, reason: str, message: str) -> None:
         ready = ConditionStatus.TRUE if phase == CheckpointPhase.READY else ConditionStatus.FALSE
+        logs = await self._failure_logs() if phase == CheckpointPhase.FAILED else None
         conditions = _condition(
             self.status.conditions,
             COND_READY,
@@ -169,7 +210,12 @@ class CheckpointTaker(_Step):
             message=message,
             generation=self.generation,
         )
-        await self._write(phase=phase, message=message, conditions=conditions)
+        await self._write(
+            phase=phase,
+            message=self._with_logs_hint(message, logs),
+            conditions=conditions,
+            failure_logs=logs,
+        )
         kind = "Normal" if phase == CheckpointPhase.READY else "Warning"
         kopf.event(self.body, type=kind, reason=reason, message=message)
 
@@ -212,9 +258,10 @@ class CheckpointTaker(_Step):
                 observed_generation=self.generation,
                 message=f"checkpointing {spec.source.container} on {spec.source.node}",
             )
-            _, peer = _ready_helper(
+            helper, peer = _ready_helper(
                 await Cluster.read(self.kube), self.settings, spec.source.node, "Source"
             )
+            self.peers.append(peer)
             info = await self.helpers.inspect(peer, spec.source.container)
             validation.check_container(
                 spec,
@@ -263,6 +310,7 @@ class CheckpointTaker(_Step):
             checkpoint_time=_now(),
             checkpoint_seconds=float(result["seconds"]),
             criu_statistics=CriuStatistics.model_validate(result.get("statistics") or {}),
+            summary=_summary(result.get("contents"), helper),
             **stored,
         )
         await self._end(CheckpointPhase.READY, "Stored", where)
@@ -411,6 +459,7 @@ class Scheduler:
 
 class Restorer(_Step):
     plural = constants.CONTAINER_RESTORE_PLURAL
+    kind = constants.CONTAINER_RESTORE_KIND
 
     def __init__(self, *, resource: ContainerRestore, **clients: Any) -> None:
         super().__init__(metadata=resource.metadata, **clients)
@@ -427,6 +476,7 @@ class Restorer(_Step):
 
     async def _end(self, phase: RestorePhase, reason: str, message: str) -> None:
         ok = ConditionStatus.TRUE if phase == RestorePhase.SUCCEEDED else ConditionStatus.FALSE
+        logs = await self._failure_logs() if phase == RestorePhase.FAILED else None
         conditions = _condition(
             self.status.conditions,
             COND_SUCCEEDED,
@@ -436,7 +486,11 @@ class Restorer(_Step):
             generation=self.generation,
         )
         await self._write(
-            phase=phase, message=message, conditions=conditions, completion_time=_now()
+            phase=phase,
+            message=self._with_logs_hint(message, logs),
+            conditions=conditions,
+            completion_time=_now(),
+            failure_logs=logs,
         )
         kind = "Normal" if phase == RestorePhase.SUCCEEDED else "Warning"
         kopf.event(self.body, type=kind, reason=reason, message=message)
@@ -492,6 +546,7 @@ class Restorer(_Step):
             source_helper, _ = _ready_helper(cluster, self.settings, stored_on, "Checkpoint")
         if node != stored_on and source_helper is not None:
             validation.check_compatible(source_helper, target_helper)
+        self.peers.append(target)
         validation.check_target_free(name, node, await self.helpers.inspect(target, name))
         await self._write(node=node, container_name=name)
         request = {
@@ -520,7 +575,9 @@ class Restorer(_Step):
             )
             if source_helper is None:  # node storage checked its helper above
                 raise Refusal(reason="CheckpointNotReady", message=f"no helper on {stored_on}")
-            await self._ship(checkpoint, peer_of(source_helper), target)
+            source = peer_of(source_helper)
+            self.peers.append(source)
+            await self._ship(checkpoint, source, target)
             await self._enter(RestorePhase.RESTORING, f"restoring {name} on {node}")
             result = await self._restore_or_clean(target, Operation.RESTORE, request)
         await self.helpers.call(target, Operation.CLEANUP, {"uid": self.uid})

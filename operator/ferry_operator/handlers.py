@@ -27,6 +27,7 @@ from ferry_api.migration import parse_container_migration
 from prometheus_client import start_http_server
 
 from .checkpoints import CheckpointTaker, Restorer, Scheduler, delete_stored
+from .expiry import delete_when_expired
 from .helperclient import HelperClient
 from .kube import Kube, api_client
 from .machine import Migration
@@ -76,10 +77,18 @@ async def migrate(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped,
 
 
 @kopf.on.delete(*RESOURCE)
-async def deleted(body: kopf.Body, **_: Any) -> None:
+async def deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Holds the finalizer until the daemon, which rolls back, has stopped."""
     phase = (body.get("status") or {}).get("phase")
     kopf.event(body, type="Normal", reason="Deleted", message=f"deleted in phase {phase}")
+    await _delete_failure_logs(body, memo)
+
+
+async def _delete_failure_logs(body: kopf.Body, memo: kopf.Memo) -> None:
+    """The logs ConfigMap goes with its resource, also where no garbage collector runs."""
+    logs = (body.get("status") or {}).get("failureLogs") or {}
+    if logs.get("configMap"):
+        await memo.kube.delete_config_map(body.metadata.namespace or "", logs["configMap"])
 
 
 def _parsed(parse: Any, body: kopf.Body) -> Any:
@@ -147,6 +156,7 @@ async def checkpoint_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None
     if resource.spec.schedule:
         await Scheduler(resource=resource, kube=memo.kube).delete_children()
     await delete_stored(resource, memo.kube, memo.helpers)
+    await _delete_failure_logs(body, memo)
 
 
 @kopf.on.create(*RESTORE, timeout=3600)
@@ -158,3 +168,32 @@ async def restore_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         helpers=memo.helpers,
         settings=memo.settings,
     ).run()
+
+
+@kopf.daemon(
+    *RESTORE,
+    cancellation_polling=0.5,
+    when=lambda spec, status, **_: (
+        spec.get("ttlSecondsAfterFinished") is not None
+        and status.get("phase") in ("Succeeded", "Failed")
+    ),
+)
+async def restore_expiry(
+    body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    """A finished ContainerRestore with ``ttlSecondsAfterFinished``: deleted once it is up."""
+    resource = _parsed(parse_container_restore, body)
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    await delete_when_expired(
+        ttl_seconds=resource.spec.ttl_seconds_after_finished,
+        finished=resource.status.completion_time,
+        stopped=stopped,
+        body=body,
+        delete=lambda: memo.kube.delete(constants.CONTAINER_RESTORE_PLURAL, namespace, name),
+    )
+
+
+@kopf.on.delete(*RESTORE)
+async def restore_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The restored container stays; only the failure logs go with the resource."""
+    await _delete_failure_logs(body, memo)

@@ -151,3 +151,36 @@ class Kube:
                 return None
             raise
         return body if isinstance(body, dict) else None
+
+    async def put_config_map(self, namespace: str, name: str, body: client.V1ConfigMap) -> None:
+        """Create the ConfigMap ``body`` named ``name``, or replace the one of that name."""
+        try:
+            await asyncio.to_thread(
+                self.core.create_namespaced_config_map,
+                namespace,
+                body,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+        except ApiException as error:
+            if error.status != HTTP_CONFLICT:
+                raise
+            await asyncio.to_thread(
+                self.core.replace_namespaced_config_map,
+                name,
+                namespace,
+                body,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+
+    async def delete_config_map(self, namespace: str, name: str) -> None:
+        """Delete a ConfigMap; one already gone is fine."""
+        try:
+            await asyncio.to_thread(
+                self.core.delete_namespaced_config_map,
+                name,
+                namespace,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+        except ApiException as error:
+            if error.status != HTTP_NOT_FOUND:
+                raise

@@ -23,6 +23,7 @@ from typing import Any
 
 import kopf
 import tenacity
+from ferry_api import constants
 from ferry_api.base import to_wire
 from ferry_api.conditions import Condition, ConditionStatus, set_condition
 from ferry_api.migration import (
@@ -37,7 +38,8 @@ from ferry_api.migration import (
 from ferry_api.nodehelper import NodeHelper
 from ferry_helper.protocol import Operation, Peer, RemoteError
 
-from . import metrics, validation
+from . import failurelogs, metrics, validation
+from .expiry import delete_when_expired
 from .helperclient import HelperClient
 from .kube import Kube
 from .settings import Settings
@@ -192,23 +194,13 @@ class Migration:
             await self._expire(stopped)
 
     async def _expire(self, stopped: kopf.DaemonStopped) -> None:
-        """Delete a finished migration once its ``ttlSecondsAfterFinished`` has passed."""
-        ttl = self.spec.ttl_seconds_after_finished
-        if ttl is None:
-            return
-        finished = self.status.completion_time or _now()
-        remaining = (finished + datetime.timedelta(seconds=ttl) - _now()).total_seconds()
-        if remaining > 0:
-            await stopped.wait(remaining)
-        if stopped:
-            return  # deleted meanwhile, or the operator stops: a restart waits again
-        kopf.event(
-            self.body,
-            type="Normal",
-            reason="Expired",
-            message=f"deleting it {ttl}s after it finished (ttlSecondsAfterFinished)",
+        await delete_when_expired(
+            ttl_seconds=self.spec.ttl_seconds_after_finished,
+            finished=self.status.completion_time,
+            stopped=stopped,
+            body=self.body,
+            delete=lambda: self.kube.delete_migration(self.namespace, self.name),
         )
-        await self.kube.delete_migration(self.namespace, self.name)
 
     async def _run_until_stopped(self, stopped: kopf.DaemonStopped) -> None:
         work = asyncio.create_task(self._run_steps(), name=f"migration {self.uid}")
@@ -518,7 +510,28 @@ class Migration:
         self._update(completion_time=_now().replace(microsecond=0))
         metrics.MIGRATIONS.labels("failed", reason).inc()
         kopf.warn(self.body, reason=reason, message=message)
-        await self._enter(Phase.FAILED, f"{reason}: {message}")
+        summary = f"{reason}: {message}"
+        if await self._keep_failure_logs():
+            summary += f" (full logs: kubectl ferry logs {self.name})"
+        await self._enter(Phase.FAILED, summary)
+
+    async def _keep_failure_logs(self) -> bool:
+        """Copy the nodes' logs of the failed steps next to the migration; True if there were."""
+        if self.status.phase in (Phase.PENDING, Phase.VALIDATING) or self._peer_pair is None:
+            return False  # refused before any node did anything
+        logs = await failurelogs.collect(
+            kube=self.kube,
+            helpers=self.helpers,
+            owner=failurelogs.Owner(
+                kind=constants.CONTAINER_MIGRATION_KIND,
+                name=self.name,
+                namespace=self.namespace,
+                uid=self.uid,
+            ),
+            peers=self._peer_pair,
+        )
+        self._update(failure_logs=logs)
+        return logs is not None
 
     async def _fail_after_error(self, reason: str, message: str) -> None:
         if self.status.phase in AFTER_FREEZE:

@@ -10,12 +10,13 @@ stored; bad input ends Failed with a reason and changes nothing.
 from __future__ import annotations
 
 import itertools
+import shlex
 import time
 from typing import Any
 
 import pytest
 from ferry_api import constants
-from ferry_cluster import deploy, registry
+from ferry_cluster import deploy, images, registry
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import (
     container_state,
@@ -205,7 +206,12 @@ def test_a_checkpoint_starts_a_copy_on_another_node_under_a_new_name(
         custom,
         namespace,
         "warm-rs",
-        {"checkpointRef": {"name": "warm-cp"}, "node": node_b.name, "name": "warm-copy"},
+        {
+            "checkpointRef": {"name": "warm-cp"},
+            "node": node_b.name,
+            "name": "warm-copy",
+            "ttlSecondsAfterFinished": 5,
+        },
     )
     assert done["phase"] == "Succeeded", done
     assert done["transferSeconds"] >= 0
@@ -215,8 +221,47 @@ def test_a_checkpoint_starts_a_copy_on_another_node_under_a_new_name(
     assert container_state(node_a, "warm") == "running", "the original runs on"
     # node-b keeps the container and nothing of the transfer.
     assert sh(node_b, f"find {STAGING} -name 'checkpoint.*'") == ""
+    # ttlSecondsAfterFinished removes the finished restore, not what it restored.
+    deadline = time.monotonic() + 60
+    while exists(custom, namespace, constants.CONTAINER_RESTORE_PLURAL, "warm-rs"):
+        assert time.monotonic() < deadline, "ttlSecondsAfterFinished never removed it"
+        time.sleep(0.5)
+    assert container_state(node_b, "warm-copy") == "running"
     for node, name in ((node_a, "warm"), (node_b, "warm-copy")):
         sh(node, f"podman rm -f -t 0 {name}")
+
+
+def test_a_checkpoint_says_what_it_holds(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node = ferry.node_specs()[0]
+    # Two processes: a shell holding 3 MB in a variable, and a TCP listener.
+    script = (
+        "nc -ll -p 7100 -e true & x=$(head -c 3000000 /dev/zero | tr '\\0' a); "
+        "while true; do sleep 600; done"
+    )
+    sh(node, "podman rm -f -t 0 -i holder")
+    sh(
+        node,
+        f"podman run -d --name holder --label {constants.NAMESPACE_LABEL}={namespace} "
+        f"{images.BUSYBOX_IMAGE} sh -c {shlex.quote(script)}",
+    )
+    deadline = time.monotonic() + 30
+    while "sleep" not in sh(node, "podman top holder comm 2>/dev/null || true"):
+        assert time.monotonic() < deadline, "the holder never filled its memory"
+        time.sleep(0.3)
+    status = checkpoint(custom, namespace, "holder-cp", node, "holder")
+    assert status["phase"] == "Ready", status
+    summary = status["summary"]
+    assert summary["processes"] == 3, summary  # sh, nc and sleep
+    assert summary["threads"] == 3, summary
+    assert summary["memoryBytes"] >= 3_000_000, summary
+    assert summary["sockets"]["tcpListening"] == 1, summary
+    assert summary["sockets"]["tcpEstablished"] == 0, summary
+    assert summary["runtime"]["name"] == "podman"
+    assert summary["criuVersion"].startswith("4."), summary
+    assert summary["kernel"], summary
+    sh(node, "podman rm -f -t 0 holder")
 
 
 def test_deleting_a_checkpoint_removes_its_archive(

@@ -29,11 +29,13 @@ from ferry_cluster.workloads import (
 )
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from support import create_migration
+from support import config_map_files, create_migration
 
 pytestmark = pytest.mark.e2e
 
 FINAL = {"Succeeded", "Failed", "Cancelled"}
+#: Where a helper keeps the full logs of failed steps.
+LOGS = "/var/lib/ferry-helper/logs"
 
 
 @pytest.fixture(scope="module")
@@ -433,7 +435,10 @@ def test_a_finished_migration_reapplied_changes_nothing_and_its_ttl_removes_it(
 
 
 def test_a_criu_failure_says_what_broke_and_what_to_do(
-    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+    ferry: ClusterConfig,
+    custom: client.CustomObjectsApi,
+    admin_api: client.ApiClient,
+    namespace: str,
 ) -> None:
     node_a, node_b = ferry.node_specs()[:2]
     # An established TCP connection inside the container, migrated without tcpEstablished.
@@ -456,4 +461,16 @@ def test_a_criu_failure_says_what_broke_and_what_to_do(
     assert "set spec.tcpEstablished: true" in failed["message"], "and what to do about it"
     assert sh(node_a, "podman inspect --format '{{.State.Status}}' talker") == "running"
     assert not exists(node_b, "talker")
+    # The whole CRIU log: kept on the node, and readable through the API without a shell there.
+    uid = body["metadata"]["uid"]
+    assert "Connected TCP socket" in sh(node_a, f"cat {LOGS}/{uid}/checkpoint.criu.log")
+    logs = body["status"]["failureLogs"]
+    assert "kubectl ferry logs" in body["status"]["message"]
+    assert logs["nodes"] == [node_a.name]
+    files = config_map_files(admin_api, namespace, logs["configMap"])
+    assert sorted(files) == sorted(logs["files"])
+    criu_log = files[f"{node_a.name}.checkpoint.criu.log"]
+    assert "Connected TCP socket" in criu_log
+    assert "Dumping FAILED" in criu_log, "the whole log, not only its error lines"
+    assert "exit code: " in files[f"{node_a.name}.checkpoint.podman.txt"]
     sh(node_a, "podman rm -f -t 0 talker")

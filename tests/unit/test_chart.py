@@ -67,6 +67,7 @@ HELPER_ENV = [
     {"name": "FERRY_SSH_DIR", "value": "/etc/ferry/ssh"},
     {"name": "FERRY_STATE_DIR", "value": "/var/lib/ferry-helper"},
     {"name": "FERRY_HEARTBEAT_SECONDS", "value": "30"},
+    {"name": "FERRY_LOG_RETENTION_HOURS", "value": "72"},
 ]
 #: Value sets that switch templates on and off: every check on all objects runs on each.
 VARIANTS = {
@@ -434,14 +435,21 @@ def test_no_wildcards_in_any_role(variant: str) -> None:
 def test_operator_cannot_touch_secrets_or_exec() -> None:
     grants = _grants(_rules(_render(), "ClusterRole", "ferry-operator"))
     resources = {resource for _, resource, _ in grants}
-    assert not resources & {"secrets", "pods", "pods/exec", "pods/attach", "configmaps"}
-    # It writes only its own resources, their status and events.
+    assert not resources & {"secrets", "pods", "pods/exec", "pods/attach"}
+    # ConfigMaps (failure logs) it may write but never read.
+    assert {v for g, r, v in grants if (g, r) == ("", "configmaps")} == {
+        "create",
+        "update",
+        "delete",
+    }
+    # It writes only its own resources, their status, events and the logs ConfigMaps.
     writes = {(g, r) for g, r, v in grants if v not in {"get", "list", "watch"}}
     assert writes == {
         *(("ferry.dev", plural) for plural in OPERATED),
         *(("ferry.dev", f"{plural}/status") for plural in OPERATED),
         ("", "events"),
         ("events.k8s.io", "events"),
+        ("", "configmaps"),
     }
 
 
@@ -453,6 +461,7 @@ def test_operator_serves_each_of_its_kinds_alike() -> None:
         extra = {
             "containercheckpoints": {"create", "delete"},  # schedules and their retention
             "containermigrations": {"delete"},  # ttlSecondsAfterFinished
+            "containerrestores": {"delete"},  # ttlSecondsAfterFinished
         }.get(plural, set())
         assert verbs == {"get", "list", "watch", "patch"} | extra, plural
         assert status_verbs == {"get", "patch"}, plural
