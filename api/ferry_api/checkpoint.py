@@ -177,6 +177,9 @@ class CheckpointImage(StatusModel):
 
     reference: str | None = Field(default=None, description="Image reference (with its tag).")
     digest: str | None = Field(default=None, description="Manifest digest the registry gave it.")
+    bytes: int | None = Field(
+        default=None, ge=0, description="Size of the image (checkpoint and rootfs changes)."
+    )
 
 
 class ContainerCheckpointStatus(StatusModel):

@@ -177,3 +177,16 @@ def summarize_archive(path: Path) -> Contents:
     """:func:`summarize_stream` of the archive at ``path``."""
     with path.open("rb") as raw:
         return summarize_stream(raw)
+
+
+def summarize_tree(root: Path) -> Contents:
+    """The :class:`Contents` of a checkpoint laid out as files (a mounted checkpoint image)."""
+    contents = Contents()
+    images = root / "checkpoint"
+    for path in images.glob("pages-*.img"):
+        contents.memory_bytes += path.stat().st_size
+    if (pstree := images / "pstree.img").is_file():
+        contents.add_pstree(pstree.read_bytes())
+    if (files := images / "files.img").is_file():
+        contents.add_files(files.read_bytes())
+    return contents

@@ -455,6 +455,8 @@ class Operations:
         return {
             "checkpointImage": pushed.reference,
             "digest": pushed.digest,
+            "sizeBytes": pushed.size_bytes,
+            "contents": dataclasses.asdict(pushed.contents) if pushed.contents else None,
             "seconds": pushed.seconds,
             "statistics": pushed.statistics.as_dict(),
         }

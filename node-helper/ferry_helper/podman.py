@@ -58,6 +58,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from .criu_images import Contents, summarize_tree
 from .criu_stats import CriuStatistics, parse_print_stats
 from .errors import PodmanError, build_error, criu_log_path, read_criu_errors
 from .failure_logs import read_tail
@@ -125,6 +126,9 @@ class ImageCheckpoint(_Record):
     digest: str
     seconds: float
     statistics: CriuStatistics
+    #: The image's size, and what its CRIU images hold, when they could be read.
+    size_bytes: int | None = None
+    contents: Contents | None = None
 
 
 class RestoreResult(_Record):
@@ -517,12 +521,38 @@ class PodmanDriver:
             if pushed.returncode != 0:
                 raise await self._failure(pushed)
             digest = digest_file.read_text().strip()
+            size, contents = await self._image_contents(reference)
         finally:
             shutil.rmtree(digest_file.parent, ignore_errors=True)
             await self._run(["image", "rm", "--ignore", reference], limit=self._timeout)
         return ImageCheckpoint(
-            reference=reference, digest=digest, seconds=seconds, statistics=statistics
+            reference=reference,
+            digest=digest,
+            seconds=seconds,
+            statistics=statistics,
+            size_bytes=size,
+            contents=contents,
         )
+
+    async def _image_contents(self, reference: str) -> tuple[int | None, Contents | None]:
+        """The size of a local checkpoint image and what its CRIU images hold; None if unknown."""
+        size: int | None = None
+        inspected = await self._run(
+            ["image", "inspect", "--format", "{{.Size}}", reference], limit=self._quick
+        )
+        if inspected.returncode == 0 and inspected.stdout.strip().isdigit():
+            size = int(inspected.stdout.strip())
+        mounted = await self._run(["image", "mount", reference], limit=self._quick)
+        if mounted.returncode != 0:
+            logger.warning("cannot mount %s: %s", reference, mounted.stderr.strip())
+            return size, None
+        try:
+            return size, await asyncio.to_thread(summarize_tree, Path(mounted.stdout.strip()))
+        except (OSError, ValueError) as error:
+            logger.warning("cannot read %s: %s", reference, error)
+            return size, None
+        finally:
+            await self._run(["image", "unmount", reference], limit=self._quick)
 
     async def restore_image(
         self,

@@ -121,7 +121,7 @@ def _ready_helper(
 def _summary(contents: Any, helper: NodeHelper) -> CheckpointSummary | None:
     """What the helper read from the checkpoint's images, with what its node runs."""
     if not isinstance(contents, dict):
-        return None  # a registry image, or an archive the helper could not read
+        return None  # an archive or image the helper could not read
     podman = next((r for r in helper.status.runtimes if r.name == RuntimeName.PODMAN), None)
     criu = helper.status.criu
     return CheckpointSummary.model_validate(
@@ -294,7 +294,9 @@ class CheckpointTaker(_Step):
         stored: dict[str, Any] = {}
         if result.get("checkpointImage"):
             stored["checkpoint_image"] = CheckpointImage(
-                reference=str(result["checkpointImage"]), digest=str(result["digest"])
+                reference=str(result["checkpointImage"]),
+                digest=str(result["digest"]),
+                bytes=result.get("sizeBytes"),
             )
             where = f"pushed to {result['checkpointImage']}"
         else:

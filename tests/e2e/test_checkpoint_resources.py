@@ -336,6 +336,9 @@ def test_a_checkpoint_in_the_registry_restores_elsewhere_and_goes_with_its_resou
     assert image["reference"].startswith(f"{registry.address(ferry)}/{repository}:pushed-cp-")
     assert image["digest"].startswith("sha256:")
     assert registry.manifest_exists(ferry, repository, image["digest"])
+    assert image["bytes"] > 0
+    assert status["summary"]["processes"] >= 1, status["summary"]
+    assert status["summary"]["memoryBytes"] > 0, status["summary"]
     uid = get(custom, namespace, constants.CONTAINER_CHECKPOINT_PLURAL, "pushed-cp")["metadata"][
         "uid"
     ]
