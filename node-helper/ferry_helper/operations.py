@@ -17,7 +17,7 @@ import hashlib
 import logging
 import tarfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,30 @@ STEPS_OF_AN_OPEN_MIGRATION = frozenset(
 )
 
 
+class KeyedLocks:
+    """One lock per key, forgotten when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 def _credential(text: str) -> asyncssh.SSHKey:
     try:
         return asyncssh.import_private_key(text)
@@ -111,7 +135,7 @@ class Operations:
         # One step at a time per migration: a rollback must wait for a checkpoint
         # still in flight (its client may have gone), or it would see the source
         # running, do nothing, and then watch the checkpoint stop it.
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = KeyedLocks()
 
     async def run(
         self,
@@ -145,8 +169,7 @@ class Operations:
         if operation == Operation.IMAGE_RECEIVE:
             return await self.image_receive(self._parse(ImageReceiveRequest, request), stdin)
         uid = request.get("uid")
-        lock = self._locks.setdefault(uid, asyncio.Lock()) if isinstance(uid, str) else None
-        async with lock or contextlib.nullcontext():
+        async with self._locks.hold(uid) if isinstance(uid, str) else contextlib.nullcontext():
             if (
                 isinstance(uid, str)
                 and operation in STEPS_OF_AN_OPEN_MIGRATION

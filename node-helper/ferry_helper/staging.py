@@ -9,14 +9,19 @@ may ask again after a restart and get the same answer without a second freeze.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 UID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 ARCHIVE = "checkpoint.tar"
+#: How long a finished migration's mark is kept (see :meth:`Staging.close`): a week,
+#: far beyond the longest timeoutSeconds (an hour) and its rollback's retries.
+CLOSED_RETENTION_SECONDS = 7 * 24 * 3600
 IMAGE = "image.tar"
 
 
@@ -26,10 +31,14 @@ class Staging:
         root.mkdir(parents=True, exist_ok=True)
         root.chmod(0o700)
 
-    def directory(self, uid: str) -> Path:
+    @staticmethod
+    def _check(uid: str) -> str:
         if not UID_PATTERN.match(uid):
             raise ValueError(f"not a migration UID: {uid!r}")
-        path = self.root / uid
+        return uid
+
+    def directory(self, uid: str) -> Path:
+        path = self.root / self._check(uid)
         path.mkdir(mode=0o700, exist_ok=True)
         return path
 
@@ -70,12 +79,29 @@ class Staging:
         """
         closed = self.root / ".closed"
         closed.mkdir(mode=0o700, exist_ok=True)
-        self.directory(uid)  # validates the UID
-        (closed / uid).touch()
+        (closed / self._check(uid)).touch()
+        self.prune_closed()
 
     def is_closed(self, uid: str) -> bool:
-        self.directory(uid)
-        return (self.root / ".closed" / uid).exists()
+        return (self.root / ".closed" / self._check(uid)).exists()
+
+    def prune_closed(self, *, now: float | None = None) -> list[str]:
+        """Forget marks older than :data:`CLOSED_RETENTION_SECONDS`; the UIDs forgotten.
+
+        A mark only has to outlive the requests still on their way for its
+        migration, and none is older than a migration's longest timeout.
+        """
+        closed = self.root / ".closed"
+        if not closed.is_dir():
+            return []
+        limit = (time.time() if now is None else now) - CLOSED_RETENTION_SECONDS
+        forgotten = []
+        for mark in closed.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if mark.stat().st_mtime < limit:
+                    mark.unlink()
+                    forgotten.append(mark.name)
+        return forgotten
 
     def _claims(self) -> Path:
         claims = self.root / ".claims"
@@ -92,7 +118,7 @@ class Staging:
         """
         if not re.fullmatch(r"[0-9a-f]{64}", container_id):
             raise ValueError(f"not a container ID: {container_id!r}")
-        self.directory(uid)  # validates the UID
+        self._check(uid)
         marker = self._claims() / container_id
         if marker.exists():
             holder = marker.read_text().strip()
@@ -113,7 +139,9 @@ class Staging:
                 marker.unlink(missing_ok=True)
 
     def remove(self, uid: str, *, keep_archive: bool = False) -> None:
-        path = self.directory(uid)
+        path = self.root / self._check(uid)
+        if not path.is_dir():
+            return
         if keep_archive:
             for entry in path.iterdir():
                 if entry.name not in (ARCHIVE, "journal.json"):
@@ -122,7 +150,7 @@ class Staging:
         shutil.rmtree(path, ignore_errors=True)
 
     def _journal(self, uid: str) -> dict[str, Any]:
-        path = self.directory(uid) / "journal.json"
+        path = self.root / self._check(uid) / "journal.json"
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
-from ferry_helper.operations import Operations
+from ferry_helper.operations import KeyedLocks, Operations
 from ferry_helper.protocol import (
     OPERATOR_USER,
     PEER_USER,
@@ -85,3 +87,36 @@ def test_a_bad_request_is_explained_without_echoing_its_credential() -> None:
     assert refused.value.reason == "BadRequest"
     assert "target" in refused.value.message
     assert "very-secret" not in refused.value.message
+
+
+def test_a_closed_migration_stays_closed_for_a_week_and_leaves_nothing_else(
+    tmp_path: Path,
+) -> None:
+    staging = Staging(tmp_path / "staging")
+    staging.close(UID)
+    assert staging.is_closed(UID)
+    assert not (tmp_path / "staging" / UID).exists(), "asking made no directory"
+    now = time.time()
+    assert staging.prune_closed(now=now + 6 * 24 * 3600) == []
+    assert staging.prune_closed(now=now + 8 * 24 * 3600) == [UID]
+    assert not staging.is_closed(UID)
+
+
+def test_per_migration_locks_serialize_and_are_forgotten() -> None:
+    locks = KeyedLocks()
+    order: list[str] = []
+
+    async def step(name: str, pause: float) -> None:
+        async with locks.hold(UID):
+            order.append(f"{name} in")
+            await asyncio.sleep(pause)
+            order.append(f"{name} out")
+
+    async def both() -> None:
+        first = asyncio.create_task(step("rollback", 0.05))
+        await asyncio.sleep(0)
+        await asyncio.gather(first, step("checkpoint", 0))
+
+    asyncio.run(both())
+    assert order == ["rollback in", "rollback out", "checkpoint in", "checkpoint out"]
+    assert len(locks) == 0
