@@ -139,8 +139,10 @@ class Cluster:
 
     def list(self, kind: Kind, namespace: str | None) -> list[dict[str, Any]]:
         """Every object of ``kind`` in ``namespace`` (all namespaces when None)."""
-        where = f'in namespace "{namespace}"' if namespace else "in any namespace"
-        with api_errors("list", f"{kind.plural} {where}", not_found=kind.not_served()):
+        where = ""
+        if kind.namespaced:
+            where = f' in namespace "{namespace}"' if namespace else " in any namespace"
+        with api_errors("list", f"{kind.plural}{where}", not_found=kind.not_served()):
             if kind.namespaced and namespace is not None:
                 listed = self.custom.list_namespaced_custom_object(
                     constants.GROUP,

@@ -101,6 +101,27 @@ def phase_lines(status: ContainerMigrationStatus) -> list[str]:
     return [f"{elapsed((t.time - start).total_seconds()):>7}  {t.phase.value}" for t in transitions]
 
 
+def started(migration: ContainerMigration) -> datetime | None:
+    """When the migration started: its first phase, to the microsecond."""
+    status = migration.status
+    if status.phase_transitions:
+        return status.phase_transitions[0].time
+    return status.start_time or migration.metadata.creation_timestamp
+
+
+def finished(migration: ContainerMigration) -> datetime | None:
+    """When it reached its final phase; None while it runs.
+
+    The final transition, not completionTime, which is kept to the second only.
+    """
+    status = migration.status
+    if status.phase is None or not status.phase.is_final:
+        return None
+    if status.phase_transitions:
+        return status.phase_transitions[-1].time
+    return status.completion_time
+
+
 def timing_rows(status: ContainerMigrationStatus) -> Pairs:
     """The measured steps, the archive sent and how long CRIU kept the processes frozen."""
     timings = status.timings

@@ -13,8 +13,16 @@ from types import TracebackType
 from typing import Any
 
 from ferry_api.migration import ContainerMigration, Phase, parse_container_migration
-from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, Task, TextColumn
-from rich.progress import ProgressColumn as _ProgressColumn
+from rich.console import RenderableType
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+)
 from rich.text import Text
 
 from ferry_kubectl import render
@@ -31,20 +39,20 @@ def is_final(body: dict[str, Any]) -> bool:
     return phase is not None and phase.is_final
 
 
-def started(migration: ContainerMigration) -> datetime:
-    status = migration.status
-    if status.phase_transitions:
-        return status.phase_transitions[0].time
-    return status.start_time or migration.metadata.creation_timestamp or datetime.now(UTC)
-
-
-class SinceColumn(_ProgressColumn):
+class SinceColumn(ProgressColumn):
     """Time since the migration started (to its completion once it has one)."""
 
     def render(self, task: Task) -> Text:
         since: datetime = task.fields["since"]
         until: datetime | None = task.fields["until"]
         return Text(render.elapsed(((until or datetime.now(UTC)) - since).total_seconds()))
+
+
+class RunningSpinner(SpinnerColumn):
+    """Spins until the migration is final, not until the bar is full: a restore follows."""
+
+    def render(self, task: Task) -> RenderableType:
+        return self.finished_text if task.fields["until"] else self.spinner.render(task.get_time())
 
 
 class PlainView:
@@ -78,7 +86,7 @@ class LiveView(PlainView):
     def __init__(self, output: Output) -> None:
         super().__init__(output)
         self.progress = Progress(
-            SpinnerColumn(),
+            RunningSpinner(),
             TextColumn("{task.fields[phase]:<13}"),
             BarColumn(),
             DownloadColumn(),
@@ -112,8 +120,8 @@ class LiveView(PlainView):
             phase=status.phase.value if status.phase else "Pending",
             completed=(progress.bytes_sent or 0) if progress else 0,
             total=total or None,
-            since=started(migration),
-            until=status.completion_time,
+            since=render.started(migration) or datetime.now(UTC),
+            until=render.finished(migration),
         )
 
 

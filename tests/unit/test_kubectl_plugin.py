@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,10 @@ from ferry_kubectl import cli, commands, logs, manifest, render
 from ferry_kubectl.errors import PluginError, translate
 from ferry_kubectl.follow import Event, Resync, follow
 from ferry_kubectl.kube import Kind
+from ferry_kubectl.output import Output
+from ferry_kubectl.watch import watch
 from kubernetes.client.exceptions import ApiException
+from rich.console import Console
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 PHASES = [
@@ -321,6 +325,13 @@ def test_a_failed_migration_renders_why_and_where_its_logs_are() -> None:
     assert (rows["checkpoint"], rows["restore"], rows["archive"]) == ("0.200 s", "-", "-")
 
 
+def test_a_migration_runs_from_its_first_phase_to_its_last() -> None:
+    done = parse_container_migration(succeeded_body())
+    assert (render.started(done), render.finished(done)) == (T0, T0 + timedelta(seconds=1.75))
+    running = parse_container_migration(migration_body("Pending"))
+    assert (render.started(running), render.finished(running)) == (T0, None)
+
+
 def test_a_migration_without_transitions_shows_its_phase() -> None:
     body = migration_body("Pending")
     body["status"]["phaseTransitions"] = []
@@ -568,6 +579,20 @@ def test_watch_prints_a_line_per_phase_then_the_timings_and_exits_0(
     assert "\x1b[" not in out, "no colours when stdout is not a terminal"
 
 
+def test_watch_on_a_terminal_draws_the_bar_and_the_same_report(fake: FakeCluster) -> None:
+    fake.states = [migration_body("Pending"), succeeded_body()]
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100, markup=False)
+    terminal = Output(console=console, interactive=True, json=False)
+    code = watch(fake, "apps", "web-x7k2p", terminal)  # type: ignore[arg-type]
+    assert code == 0
+    drawn = screen.getvalue()
+    assert "\x1b[" in drawn, "colours and cursor moves on a terminal"
+    assert "38.2/38.2 kB" in drawn, "the bar: bytes sent of the archive"
+    assert "Succeeded: web moved node-a -> node-b" in drawn
+    assert "1.301 s" in drawn
+
+
 def test_watch_of_a_failure_exits_1_with_the_reason_and_the_logs_hint(
     fake: FakeCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -618,7 +643,7 @@ def test_apply_from_stdin_with_dry_run_prints_yaml(
         "metadata": {"name": "move-web"},
         "spec": {"source": {"node": "node-a", "container": "web"}},
     }
-    monkeypatch.setattr("sys.stdin", __import__("io").StringIO(yaml.safe_dump(document)))
+    monkeypatch.setattr("sys.stdin", io.StringIO(yaml.safe_dump(document)))
     code, out, _ = run(capsys, "apply", "-f", "-", "--dry-run")
     assert code == 0
     shown = yaml.safe_load(out)
