@@ -6,7 +6,7 @@ and the caller decides how rows become a table (see ``output``).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ferry_api import constants
@@ -67,6 +67,11 @@ def elapsed(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
+def timestamp(moment: datetime) -> str:
+    """A time as Kubernetes writes it: UTC, to the second, ``Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def seconds(value: float | None) -> str:
     return NONE if value is None else f"{value:.3f} s"
 
@@ -123,7 +128,10 @@ def finished(migration: ContainerMigration) -> datetime | None:
 
 
 def timing_rows(status: ContainerMigrationStatus) -> Pairs:
-    """The measured steps, the archive sent and how long CRIU kept the processes frozen."""
+    """The measured steps, the archive sent and how long CRIU kept the processes frozen.
+
+    Only what was measured: a migration refused at validation has no rows.
+    """
     timings = status.timings
     archive = status.archive
     stats = status.criu_statistics
@@ -132,7 +140,7 @@ def timing_rows(status: ContainerMigrationStatus) -> Pairs:
     if archive and archive.bytes is not None:
         compression = f" ({archive.compression.value})" if archive.compression else ""
         archive_text = size(archive.bytes) + compression
-    return [
+    rows = [
         ("checkpoint", seconds(timings.checkpoint_seconds if timings else None)),
         ("transfer", seconds(timings.transfer_seconds if timings else None)),
         ("restore", seconds(timings.restore_seconds if timings else None)),
@@ -141,6 +149,7 @@ def timing_rows(status: ContainerMigrationStatus) -> Pairs:
         ("archive", archive_text),
         ("CRIU frozen", seconds(None if frozen is None else frozen / MICROSECONDS)),
     ]
+    return [(name, value) for name, value in rows if value != NONE]
 
 
 def target_node(migration: ContainerMigration) -> str | None:
@@ -320,7 +329,7 @@ def checkpoint_rows(checkpoint: ContainerCheckpoint) -> Pairs:
             image_text += f" ({image.id[:12]})"
     taken = NONE
     if status.checkpoint_time:
-        taken = status.checkpoint_time.isoformat()
+        taken = timestamp(status.checkpoint_time)
         if status.checkpoint_seconds is not None:
             taken += f" (took {seconds(status.checkpoint_seconds)})"
     rows: Pairs = [

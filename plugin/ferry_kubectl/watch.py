@@ -126,13 +126,15 @@ class LiveView(PlainView):
 
 
 def report(output: Output, migration: ContainerMigration) -> None:
-    """The outcome, then the timings table."""
+    """The timings measured, then the outcome (why, for a failure), so the outcome ends it."""
+    rows = render.timing_rows(migration.status)
+    if rows:
+        output.line("")
+        output.table(["MEASURE", "VALUE"], rows)
     failed = migration.status.phase != Phase.SUCCEEDED
     output.line("")
     for i, line in enumerate(render.outcome_lines(migration)):
         output.line(line, style=("bold red" if failed else "bold green") if i == 0 else "")
-    output.line("")
-    output.table(["MEASURE", "VALUE"], render.timing_rows(migration.status))
 
 
 def watch(cluster: Cluster, namespace: str, name: str, output: Output) -> int:
