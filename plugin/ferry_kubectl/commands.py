@@ -74,10 +74,16 @@ def _created(env: Env, bodies: list[dict[str, Any]]) -> int:
         if env.output.json:
             print_json(created[0] if len(created) == 1 else created)
         return 0
-    code = 0
+    code, finals = 0, []
     for made in created:
         metadata = made["metadata"]
-        code = max(code, watch(env.cluster, metadata["namespace"], metadata["name"], env.output))
+        code_one, final = watch(env.cluster, metadata["namespace"], metadata["name"], env.output)
+        if final is None:
+            return code_one
+        code = max(code, code_one)
+        finals.append(final)
+    if env.output.json:
+        print_json(finals[0] if len(finals) == 1 else finals)
     return code
 
 
@@ -127,7 +133,10 @@ def apply(env: Env) -> int:
 
 
 def watch_command(env: Env) -> int:
-    return watch(env.cluster, env.namespace, env.args.name, env.output)
+    code, final = watch(env.cluster, env.namespace, env.args.name, env.output)
+    if env.output.json and final is not None:
+        print_json(final)
+    return code
 
 
 def nodes(env: Env) -> int:

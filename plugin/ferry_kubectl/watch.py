@@ -28,7 +28,7 @@ from rich.text import Text
 from ferry_kubectl import render
 from ferry_kubectl.follow import follow
 from ferry_kubectl.kube import MIGRATION, Cluster
-from ferry_kubectl.output import Output, print_json
+from ferry_kubectl.output import Output
 
 #: What the shell reports for a process stopped with Ctrl-C.
 EXIT_INTERRUPTED = 130
@@ -137,8 +137,14 @@ def report(output: Output, migration: ContainerMigration) -> None:
         output.line(line, style=("bold red" if failed else "bold green") if i == 0 else "")
 
 
-def watch(cluster: Cluster, namespace: str, name: str, output: Output) -> int:
-    """Follow a migration until it is final; 0 when it Succeeded, 1 otherwise."""
+def watch(
+    cluster: Cluster, namespace: str, name: str, output: Output
+) -> tuple[int, dict[str, Any] | None]:
+    """Follow a migration until it is final, reporting it unless the output is JSON.
+
+    The exit code (0 when it Succeeded, 1 otherwise, 130 when the user stopped
+    watching) and the final object, for the caller to print as JSON.
+    """
     states = follow(
         lambda: cluster.list_one(MIGRATION, name, namespace),
         lambda version: cluster.watch_one(MIGRATION, name, namespace, version),
@@ -163,10 +169,8 @@ def watch(cluster: Cluster, namespace: str, name: str, output: Output) -> int:
             "\nstopped watching; the migration goes on: "
             f"kubectl ferry watch {name} -n {namespace}\n"
         )
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED, None
     migration = parse_container_migration(last)
-    if output.json:
-        print_json(last)
-    else:
+    if not output.json:
         report(output, migration)
-    return 0 if migration.status.phase == Phase.SUCCEEDED else 1
+    return (0 if migration.status.phase == Phase.SUCCEEDED else 1), last

@@ -583,8 +583,8 @@ def test_watch_on_a_terminal_draws_the_bar_and_the_same_report(fake: FakeCluster
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=100, markup=False)
     terminal = Output(console=console, interactive=True, json=False)
-    code = watch(fake, "apps", "web-x7k2p", terminal)  # type: ignore[arg-type]
-    assert code == 0
+    code, final = watch(fake, "apps", "web-x7k2p", terminal)  # type: ignore[arg-type]
+    assert (code, final) == (0, succeeded_body())
     drawn = screen.getvalue()
     assert "\x1b[" in drawn, "colours and cursor moves on a terminal"
     assert "38.2/38.2 kB" in drawn, "the bar: bytes sent of the archive"
@@ -620,6 +620,24 @@ def test_migrate_creates_then_watches(
     assert out.splitlines()[0] == "containermigration.ferry.dev/web-x7k2p created"
     assert fake.created[0]["metadata"] == {"generateName": "web-", "namespace": "apps"}
     assert "Succeeded: web moved node-a -> node-b" in out
+
+
+def test_apply_of_two_migrations_watches_both_and_prints_one_json_list(
+    fake: FakeCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    fake.states = [failed_body()]
+    document = {
+        "apiVersion": constants.API_VERSION,
+        "kind": constants.CONTAINER_MIGRATION_KIND,
+        "metadata": {"generateName": "web-"},
+        "spec": {"source": {"node": "node-a", "container": "web"}},
+    }
+    manifest_file = tmp_path / "moves.yaml"
+    manifest_file.write_text(yaml.safe_dump_all([document, document]))
+    code, out, _ = run(capsys, "apply", "-f", str(manifest_file), "-o", "json")
+    assert code == 1, "one failed"
+    assert [b["status"]["phase"] for b in json.loads(out)] == ["Failed", "Failed"]
+    assert len(fake.created) == 2
 
 
 def test_migrate_dry_run_json_parses_and_creates_nothing(
