@@ -37,7 +37,7 @@ CONTAINERFILES = {
     "ferry/node-helper": "node-helper/Containerfile",
 }
 #: What the Containerfiles COPY: the cache key covers all of it.
-COPIED = ("pyproject.toml", "README.md", "api", "operator", "node-helper", "cluster")
+COPIED = ("pyproject.toml", "README.md", "api", "operator", "node-helper", "cluster", "plugin")
 IN_NODE = "/var/lib/ferry-build"
 LENT_DIR = "/run/ferry-build-host"
 BUILD_TIMEOUT = 1800.0
