@@ -198,7 +198,8 @@ def _logs_of(env: Env, kind: Kind, name: str) -> tuple[FailureLogs, dict[str, by
     if config_map is None:
         raise PluginError(
             f'configmap "{where.config_map}" holding the logs of the {env.args.kind} {name} '
-            f'is gone from namespace "{namespace}" (the copy on node {where.node} may remain)'
+            f'is gone from namespace "{namespace}" (the helpers on {", ".join(where.nodes)} '
+            "keep a copy for a while)"
         )
     return where, logs.select(logs.decode(config_map), env.args.file)
 

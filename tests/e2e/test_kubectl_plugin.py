@@ -11,12 +11,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ferry_api import constants
-from ferry_cluster import deploy
+from ferry_cluster import deploy, images
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import logged_counts, read_count, run_counter, sh, wait_counting
 from kubernetes import client
@@ -174,3 +175,76 @@ def test_errors_are_one_line_naming_the_resource(ferry: ClusterConfig, namespace
     assert done.stderr == (
         f'error: containermigration "nosuch" in namespace "{namespace}" not found\n'
     )
+
+
+def test_logs_prints_the_whole_criu_log_of_a_failed_migration(
+    ferry: ClusterConfig, namespace: str
+) -> None:
+    node_a, node_b = ferry.node_specs()[:2]
+    # An established TCP connection, moved without --tcp-established: CRIU refuses.
+    talk = "sleep 600 | nc -l -p 9000 >/dev/null & sleep 0.3; sleep 600 | nc 127.0.0.1 9000"
+    sh(node_a, "podman rm -f -t 0 -i talker")
+    sh(
+        node_a,
+        f"podman run -d --name talker --label {constants.NAMESPACE_LABEL}={namespace} "
+        f"{images.BUSYBOX_IMAGE} sh -c '{talk}'",
+    )
+    time.sleep(0.5)
+    moved = kubectl_ferry(
+        ferry, "migrate", "talker", "--from", node_a.name, "--to", node_b.name,
+        "--name", "move-talker", "-n", namespace,
+    )  # fmt: skip
+    assert moved.returncode == 1, moved.stdout + moved.stderr
+    assert "Failed (CheckpointFailed): " in moved.stdout
+    assert "kubectl ferry logs move-talker" in moved.stdout
+
+    logs = kubectl_ferry(ferry, "logs", "move-talker", "-n", namespace)
+    assert logs.returncode == 0, logs.stderr
+    criu_log = f"{node_a.name}.checkpoint.criu.log"
+    assert f"==> {criu_log} <==" in logs.stdout
+    assert "Connected TCP socket" in logs.stdout
+    assert "Dumping FAILED" in logs.stdout, "the whole log, not only its error lines"
+    as_json = json.loads(
+        kubectl_ferry(ferry, "logs", "move-talker", "-n", namespace, "-o", "json").stdout
+    )
+    assert set(as_json) == {criu_log, f"{node_a.name}.checkpoint.podman.txt"}
+    assert sh(node_a, "podman inspect --format '{{.State.Status}}' talker") == "running"
+    sh(node_a, "podman rm -f -t 0 talker")
+
+
+def test_inspect_shows_what_a_checkpoint_holds(
+    ferry: ClusterConfig, admin_api: client.ApiClient, namespace: str
+) -> None:
+    node = ferry.node_specs()[0]
+    start_counter(node, "snap", namespace)
+    custom = client.CustomObjectsApi(admin_api)
+    custom.create_namespaced_custom_object(
+        constants.GROUP,
+        constants.VERSION,
+        namespace,
+        constants.CONTAINER_CHECKPOINT_PLURAL,
+        {
+            "apiVersion": constants.API_VERSION,
+            "kind": constants.CONTAINER_CHECKPOINT_KIND,
+            "metadata": {"name": "snap-cp"},
+            "spec": {"source": {"node": node.name, "container": "snap"}},
+        },
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        shown = kubectl_ferry(ferry, "inspect", "snap-cp", "-n", namespace, "-o", "json")
+        status = json.loads(shown.stdout) if shown.returncode == 0 else {}
+        if status.get("phase") in ("Ready", "Failed"):
+            break
+        assert time.monotonic() < deadline, shown.stdout + shown.stderr
+        time.sleep(0.5)
+    assert status["phase"] == "Ready", status
+    assert status["summary"]["processes"] >= 2, status["summary"]  # the shell and its sleep
+    text = kubectl_ferry(ferry, "inspect", "snap-cp", "-n", namespace).stdout
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    assert fields["Phase"].strip() == "Ready"
+    assert int(fields["Processes"]) == status["summary"]["processes"]
+    assert fields["Memory"].strip().endswith(("kB", "MB")), text
+    assert fields["Runtime"].strip().startswith("podman "), text
+    assert fields["CRIU"].strip().startswith("4."), text
+    sh(node, "podman rm -f -t 0 snap")

@@ -98,7 +98,7 @@ def failed_body() -> dict[str, Any]:
                 "message": "inet: Connected TCP socket; to fix: set spec.tcpEstablished: true",
             }
         ],
-        failureLogs={"configMap": "web-x7k2p-logs", "node": "node-a", "files": ["dump.log"]},
+        failureLogs={"configMap": "web-x7k2p-logs", "nodes": ["node-a"], "files": ["dump.log"]},
     )
 
 
@@ -742,7 +742,8 @@ def test_logs_errors_are_one_line_and_exit_1(
         ("logs", "ok"): "error: the migration ok has no failure logs: it is Succeeded\n",
         ("logs", "nosuch"): 'error: containermigration "nosuch" in namespace "apps" not found\n',
         ("logs", "web-x7k2p"): 'error: configmap "web-x7k2p-logs" holding the logs of the '
-        'migration web-x7k2p is gone from namespace "apps" (the copy on node node-a may remain)\n',
+        'migration web-x7k2p is gone from namespace "apps" (the helpers on node-a keep a copy '
+        "for a while)\n",
     }
     for argv, said in cases.items():
         code, out, err = run(capsys, *argv)
