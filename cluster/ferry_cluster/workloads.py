@@ -55,6 +55,21 @@ def run_counter(
     )
 
 
+def run_tcp_talker(node: NodeSpec, name: str, *, labels: Mapping[str, str] | None = None) -> None:
+    """(Re)start a container holding an established TCP connection between two of its processes.
+
+    What CRIU refuses to checkpoint without ``--tcp-established``.
+    """
+    flags = " ".join(f"--label {shlex.quote(f'{k}={v}')}" for k, v in (labels or {}).items())
+    talk = "sleep 600 | nc -l -p 9000 >/dev/null & sleep 0.3; sleep 600 | nc 127.0.0.1 9000"
+    sh(
+        node,
+        f"podman rm -f -t 0 -i {name}; podman run -d --name {name} {flags} "
+        f"{images.BUSYBOX_IMAGE} sh -c {shlex.quote(talk)}",
+    )
+    time.sleep(0.5)  # until the connection is made
+
+
 def container_state(node: NodeSpec, name: str) -> str:
     """podman's state of container ``name`` on ``node`` (``running``, ``exited``...); "" if none."""
     return sh(node, f"podman inspect --format '{{{{.State.Status}}}}' {name} 2>/dev/null || true")

@@ -17,9 +17,16 @@ from typing import Any
 
 import pytest
 from ferry_api import constants
-from ferry_cluster import deploy, images
+from ferry_cluster import deploy
 from ferry_cluster.config import ClusterConfig, NodeSpec
-from ferry_cluster.workloads import logged_counts, read_count, run_counter, sh, wait_counting
+from ferry_cluster.workloads import (
+    logged_counts,
+    read_count,
+    run_counter,
+    run_tcp_talker,
+    sh,
+    wait_counting,
+)
 from kubernetes import client
 
 pytestmark = pytest.mark.e2e
@@ -181,15 +188,7 @@ def test_logs_prints_the_whole_criu_log_of_a_failed_migration(
     ferry: ClusterConfig, namespace: str
 ) -> None:
     node_a, node_b = ferry.node_specs()[:2]
-    # An established TCP connection, moved without --tcp-established: CRIU refuses.
-    talk = "sleep 600 | nc -l -p 9000 >/dev/null & sleep 0.3; sleep 600 | nc 127.0.0.1 9000"
-    sh(node_a, "podman rm -f -t 0 -i talker")
-    sh(
-        node_a,
-        f"podman run -d --name talker --label {constants.NAMESPACE_LABEL}={namespace} "
-        f"{images.BUSYBOX_IMAGE} sh -c '{talk}'",
-    )
-    time.sleep(0.5)
+    run_tcp_talker(node_a, "talker", labels={constants.NAMESPACE_LABEL: namespace})
     moved = kubectl_ferry(
         ferry, "migrate", "talker", "--from", node_a.name, "--to", node_b.name,
         "--name", "move-talker", "-n", namespace,

@@ -24,6 +24,7 @@ from ferry_cluster.workloads import (
     logged_counts,
     read_count,
     run_counter,
+    run_tcp_talker,
     sh,
     wait_counting,
 )
@@ -441,15 +442,7 @@ def test_a_criu_failure_says_what_broke_and_what_to_do(
     namespace: str,
 ) -> None:
     node_a, node_b = ferry.node_specs()[:2]
-    # An established TCP connection inside the container, migrated without tcpEstablished.
-    talk = "sleep 600 | nc -l -p 9000 >/dev/null & sleep 0.3; sleep 600 | nc 127.0.0.1 9000"
-    sh(node_a, "podman rm -f -t 0 -i talker")
-    sh(
-        node_a,
-        f"podman run -d --name talker --label {constants.NAMESPACE_LABEL}={namespace} "
-        f"{images.BUSYBOX_IMAGE} sh -c '{talk}'",
-    )
-    time.sleep(0.5)
+    run_tcp_talker(node_a, "talker", labels={constants.NAMESPACE_LABEL: namespace})
     body = migrate(
         custom,
         namespace,
