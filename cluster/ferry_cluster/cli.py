@@ -132,7 +132,7 @@ def cmd_image_load(args: argparse.Namespace) -> int:
     config = _config(args)
     for node in config.node_specs():
         _progress(f"loading {args.archive} on {node.name}")
-        cluster.load_image(node, Path(args.archive))
+        cluster.load_image(node, Path(args.archive), docker=args.docker)
     return 0
 
 
@@ -224,6 +224,7 @@ def parser() -> argparse.ArgumentParser:
     ferry_images.set_defaults(func=cmd_image_ferry)
     load = img_sub.add_parser("load", help="podman load an archive on every node")
     load.add_argument("archive")
+    load.add_argument("--docker", action="store_true", help="docker load it too")
     load.set_defaults(func=cmd_image_load)
 
     dep = sub.add_parser(

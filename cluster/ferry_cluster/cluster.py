@@ -23,6 +23,7 @@ from kubernetes import config as kube_config
 from . import (
     cgroups,
     controlplane,
+    dockerd,
     helperlayer,
     images,
     kubeconfig,
@@ -36,8 +37,8 @@ from .pki import Pki, ensure_pki
 
 Progress = Callable[[str], None]
 #: Bumped whenever a cluster built by older code cannot serve newer code (the
-#: node layers, the certificates' extensions): ``up`` then rebuilds it.
-LAYOUT = 2
+#: node layers, the certificates' extensions, dockerd in the nodes): ``up`` then rebuilds it.
+LAYOUT = 3
 
 
 def _quiet(_: str) -> None:
@@ -154,20 +155,29 @@ def status(config: ClusterConfig) -> Status:
     )
 
 
-def load_image(node: NodeSpec, archive: Path) -> None:
-    """``podman load`` a docker-archive from the host on a node."""
+def load_image(
+    node: NodeSpec, archive: Path, *, docker: bool = False, image_id: str | None = None
+) -> None:
+    """``podman load`` a docker-archive from the host on a node; ``docker``: ``docker load`` too.
+
+    ``image_id``: fail unless docker gives the image that ID (podman's follows from the archive).
+    """
     inside = f"/run/{archive.name}"  # the node's own tmpfs; gone with the node
     shutil.copyfile(archive, nodes.host_path(node, inside))
     nodes.run_in(node, ["podman", "load", "-q", "-i", inside])
+    if docker:
+        dockerd.load_image(node, inside, image_id=image_id)
     nodes.run_in(node, ["rm", "-f", inside])
 
 
 def _start_node(
     config: ClusterConfig, node: NodeSpec, layers: list[Path], archive: images.ImageArchive
 ) -> str:
+    dockerd.write_config(node)
     init = nodes.start(config, node, layers, helperlayer.source_root())
     network.attach_node(config, node, init)
-    load_image(node, archive.path)
+    dockerd.start(node)
+    load_image(node, archive.path, docker=True, image_id=archive.image_id)
     return nodes.run_in(
         node, ["podman", "version", "--format", "{{.Client.Version}}"]
     ).stdout.strip()

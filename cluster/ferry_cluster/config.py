@@ -61,6 +61,16 @@ class NodeSpec:
         return self.state_dir / "containers"
 
     @property
+    def docker_dir(self) -> Path:
+        """dockerd's data root (``/var/lib/docker`` in the node), plain for the same reason."""
+        return self.state_dir / "docker"
+
+    @property
+    def containerd_dir(self) -> Path:
+        """containerd's root (``/var/lib/containerd`` in the node)."""
+        return self.state_dir / "containerd"
+
+    @property
     def pid_file(self) -> Path:
         return self.state_dir / "init.pid"
 

@@ -74,9 +74,11 @@ def start(config: ClusterConfig, node: NodeSpec, layers: Sequence[Path], source:
     ``layers`` are the read-only layers of its root, top first; ``source`` is
     the project tree, mounted read-only at /opt/ferry/src.
     """
-    for directory in (node.upper_dir, node.work_dir, node.root_mountpoint, node.containers_dir):
+    storage = (node.containers_dir, node.docker_dir, node.containerd_dir)
+    for directory in (node.upper_dir, node.work_dir, node.root_mountpoint, *storage):
         directory.mkdir(parents=True, exist_ok=True)
-    node.containers_dir.chmod(0o700)
+    for directory in storage:
+        directory.chmod(0o700)
     write_etc(config, node)
     cgroup_paths = cgroups.ensure(node.cgroup)
     specs = [h.spec() for h in cgroups.hierarchies()]
@@ -102,6 +104,8 @@ def start(config: ClusterConfig, node: NodeSpec, layers: Sequence[Path], source:
         str(node.work_dir),
         str(node.root_mountpoint),
         str(node.containers_dir),
+        str(node.docker_dir),
+        str(node.containerd_dir),
         str(source),
         node.name,
         *specs,

@@ -3,7 +3,8 @@
 ContainerCheckpoints with registry storage push checkpoint images here, and any
 node pulls them. It serves on the host's bridge address with the API server's
 certificate (the cluster CA signed it for that address), and the nodes trust
-that CA for this registry only (``/etc/containers/certs.d/<host:port>/``).
+that CA for this registry only (``/etc/containers/certs.d/<host:port>/``, and
+``/etc/docker/certs.d/`` for docker).
 One user, ``ferry``, with a password made once per cluster; the helpers get an
 ``auth.json`` for it from a Secret, as pods get image pull secrets. Deleting
 manifests is on, so a deleted checkpoint's image can go.
@@ -107,11 +108,12 @@ def _answers(config: ClusterConfig) -> bool:
 
 
 def trust(config: ClusterConfig, node: NodeSpec) -> None:
-    """Let ``node``'s podman verify the registry (the cluster CA, for that address only)."""
+    """Let ``node``'s podman and docker verify the registry (the cluster CA, that address only)."""
     ca = Pki(directory=config.pki_dir).ca_cert.read_bytes()
-    target = nodes.host_path(node, f"/etc/containers/certs.d/{address(config)}/ca.crt")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(ca)
+    for certs_d in ("/etc/containers/certs.d", "/etc/docker/certs.d"):
+        target = nodes.host_path(node, f"{certs_d}/{address(config)}/ca.crt")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(ca)
 
 
 def ensure(config: ClusterConfig) -> str:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the simulated nodes' root filesystem: Debian trixie (debootstrap) with
-# podman, crun, CRIU >= 4.2.1 from sid (older CRIU fails on this kernel, see
-# DESIGN.md), networking tools, busybox-static and Python for the node-helper.
+# podman, crun, Docker Engine (docker.io, its CLI, containerd and runc),
+# CRIU >= 4.2.1 from sid (older CRIU fails on this kernel, see DESIGN.md),
+# networking tools, busybox-static and Python for the node-helper.
 # Cached outside the repo, keyed by this script's package set: a second run is free.
 set -euo pipefail
 
@@ -11,7 +12,8 @@ SUITE=trixie
 PACKAGES=(podman crun conmon catatonit netavark aardvark-dns containers-storage uidmap fuse-overlayfs
   iproute2 iputils-ping nftables iptables busybox-static procps psmisc zstd gzip tar ca-certificates
   python3 python3-venv python3-pip util-linux dbus-user-session
-  openssh-client openssh-server)
+  openssh-client openssh-server
+  docker.io docker-cli containerd runc)
 SID_PACKAGES=(criu libcriu2 libcompel1)
 KEY="$(printf '%s\n' "$SUITE" "${PACKAGES[@]}" -- "${SID_PACKAGES[@]}" rev2 | sha256sum | cut -c1-12)"
 OUT="$CACHE/rootfs-$SUITE-$KEY"

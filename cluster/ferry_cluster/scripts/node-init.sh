@@ -5,14 +5,16 @@
 # and nothing leaks to the host, then pivots into the node's root and becomes
 # catatonit, a reaping init.
 #
-# usage: node-init.sh LOWER UPPER WORK ROOT CONTAINERS SRC HOSTNAME CGROUP_SPEC...
+# usage: node-init.sh LOWER UPPER WORK ROOT CONTAINERS DOCKER CONTAINERD SRC HOSTNAME CGROUP_SPEC...
 #   LOWER is overlayfs' lowerdir (colon-separated layers, top first);
+#   CONTAINERS, DOCKER and CONTAINERD are plain directories for podman's, dockerd's
+#   and containerd's storage (their overlay mounts cannot stack on the node's root);
 #   SRC is the project's source tree, mounted read-only at /opt/ferry/src;
 #   CGROUP_SPEC is DIR:FSTYPE:OPTIONS for each hierarchy to mount under
 #   /sys/fs/cgroup ("-" as DIR for a cgroup2-only host: mounted at the top).
 set -eu
-LOWER=$1 UPPER=$2 WORK=$3 ROOT=$4 CONTAINERS=$5 SRC=$6 NAME=$7
-shift 7
+LOWER=$1 UPPER=$2 WORK=$3 ROOT=$4 CONTAINERS=$5 DOCKER=$6 CONTAINERD=$7 SRC=$8 NAME=$9
+shift 9
 
 mount --make-rprivate /
 mount -t overlay overlay -o "lowerdir=$LOWER,upperdir=$UPPER,workdir=$WORK" "$ROOT"
@@ -54,8 +56,10 @@ ln -s /proc/self/fd/2 "$ROOT/dev/stderr"
 
 mount -t tmpfs -o mode=755,nosuid,nodev tmpfs "$ROOT/run"
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$ROOT/tmp"
-mkdir -p "$ROOT/var/lib/containers"
-mount --bind "$CONTAINERS" "$ROOT/var/lib/containers"
+for bind in "$CONTAINERS:containers" "$DOCKER:docker" "$CONTAINERD:containerd"; do
+  mkdir -p "$ROOT/var/lib/${bind##*:}"
+  mount --bind "${bind%:*}" "$ROOT/var/lib/${bind##*:}"
+done
 mkdir -p "$ROOT/opt/ferry/src"
 mount --bind "$SRC" "$ROOT/opt/ferry/src"
 mount -o remount,bind,ro "$ROOT/opt/ferry/src"
