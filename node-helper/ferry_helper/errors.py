@@ -1,10 +1,10 @@
-"""What the runtime driver raises when podman fails, and how one line is found to say why.
+"""What a runtime driver raises when its tool fails, and how one line is found to say why.
 
 A podman failure prints a lot and says little: a failed checkpoint ends with
 ``Error: `/usr/bin/crun checkpoint --image-path ...` failed: exit status 1``,
 while what broke is in CRIU's log, whose path podman prints one line earlier
 (``Please check CRIU logfile /var/lib/containers/.../dump.log``). So a
-:class:`PodmanError` carries a *decisive line*: the line a user reads to know
+:class:`RuntimeCommandError` carries a *decisive line*: the line a user reads to know
 what to change, taken from CRIU's log when podman names one, else from podman's
 own ``Error:`` line.
 
@@ -105,7 +105,7 @@ def advice(lines: Iterable[str]) -> str | None:
     return None
 
 
-class PodmanError(Exception):
+class RuntimeCommandError(Exception):
     """A podman command failed (or timed out).
 
     ``decisive_line`` is the one line that says what broke; ``criu_errors`` are
@@ -158,7 +158,7 @@ class PodmanError(Exception):
         return self.message()
 
 
-class PodmanTimeoutError(PodmanError):
+class RuntimeCommandTimeoutError(RuntimeCommandError):
     """A podman command ran longer than its timeout and was killed."""
 
 
@@ -246,8 +246,10 @@ def build_error(
     criu_errors: Sequence[str] = (),
     criu_log_tail: bytes | None = None,
     timeout: float | None = None,
-) -> PodmanError:
-    """A :class:`PodmanError` for a finished command; ``criu_errors`` as :func:`read_criu_errors`.
+) -> RuntimeCommandError:
+    """A :class:`RuntimeCommandError` for a finished command.
+
+    ``criu_errors`` are as :func:`read_criu_errors` gives them.
 
     With ``timeout`` set the command did not finish: it was killed after that many seconds.
     """
@@ -258,7 +260,7 @@ def build_error(
     if timeout is not None:
         ran = f"no answer in {timeout:g}s, killed"
         decisive = f"{ran}; last output: {decisive}" if decisive else ran
-        return PodmanTimeoutError(
+        return RuntimeCommandTimeoutError(
             command=command,
             exit_code=exit_code,
             stderr=stderr,
@@ -269,7 +271,7 @@ def build_error(
         )
     if decisive is None:
         decisive = f"exit code {exit_code} and no error output"
-    return PodmanError(
+    return RuntimeCommandError(
         command=command,
         exit_code=exit_code,
         stderr=stderr,

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PodmanError
+from .errors import RuntimeCommandError
 from .staging import UID_PATTERN
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class FailureLogs:
             raise ValueError(f"not a resource UID: {uid!r}")
         return self.root / uid
 
-    def keep(self, uid: str, step: str, error: PodmanError) -> None:
+    def keep(self, uid: str, step: str, error: RuntimeCommandError) -> None:
         """Keep what ``error`` knows of the failed ``step`` of ``uid``; never raises."""
         try:
             directory = self._directory(uid)

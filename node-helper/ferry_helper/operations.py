@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from . import criu_images, registry, transfer
 from . import probe as node_probe
 from .archive_check import StreamingCheck
-from .errors import PodmanError
+from .errors import RuntimeCommandError
 from .failure_logs import FailureLogs
 from .grants import PeerGrants
 from .podman import CheckpointOptions, PodmanDriver, RestoreResult
@@ -189,7 +189,7 @@ class Operations:
             handled: dict[str, Any] = await handler(self._parse(model, request), emit)
             return handled
 
-    def _failed(self, reason: str, uid: str, step: str, error: PodmanError) -> RemoteError:
+    def _failed(self, reason: str, uid: str, step: str, error: RuntimeCommandError) -> RemoteError:
         """The error for a failed podman step, its full logs kept for ``fetch-logs``."""
         self.logs.keep(uid, step, error)
         return RemoteError(reason, str(error))
@@ -238,7 +238,7 @@ class Operations:
                 path=archive,
                 on_progress=self._progress(emit, "image"),
             )
-        except PodmanError as error:
+        except RuntimeCommandError as error:
             raise self._failed("ImageSaveFailed", request.uid, "image-save", error) from None
         except (OSError, asyncssh.Error) as error:
             raise RemoteError(
@@ -258,7 +258,7 @@ class Operations:
                 stdin, archive, size=request.size_bytes, sha256=request.sha256
             )
             loaded = await self.driver.load_image(archive)
-        except PodmanError as error:
+        except RuntimeCommandError as error:
             raise RemoteError("ImageLoadFailed", str(error)) from None
         finally:
             archive.unlink(missing_ok=True)
@@ -308,7 +308,7 @@ class Operations:
             result = await self.driver.checkpoint(
                 request.container, into.archive(request.uid), options
             )
-        except PodmanError as error:
+        except RuntimeCommandError as error:
             raise self._failed("CheckpointFailed", request.uid, "checkpoint", error) from None
         return {
             "sizeBytes": result.size_bytes,
@@ -408,7 +408,7 @@ class Operations:
             return await self._adopt_restored(request, ours)
         try:
             result = await start()
-        except PodmanError as error:
+        except RuntimeCommandError as error:
             raise self._failed("RestoreFailed", request.uid, "restore", error) from None
         info = await self.driver.inspect(result.container_id)
         if info is None or not info.running:
@@ -473,7 +473,7 @@ class Operations:
                 options,
                 authfile=self.registry_authfile,
             )
-        except PodmanError as error:
+        except RuntimeCommandError as error:
             raise self._failed("CheckpointFailed", request.uid, "checkpoint", error) from None
         return {
             "checkpointImage": pushed.reference,
@@ -601,7 +601,7 @@ class Operations:
             result = await self.driver.rollback(
                 request.container, archive, file_locks=request.file_locks
             )
-        except PodmanError as error:
+        except RuntimeCommandError as error:
             raise self._failed("RollbackFailed", request.uid, "rollback", error) from None
         return {"containerId": result.container_id, "seconds": result.seconds}
 

@@ -43,34 +43,33 @@ nodes, and what the driver therefore does:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import json
 import logging
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from .criu_images import Contents, summarize_tree
 from .criu_stats import CriuStatistics, parse_print_stats
-from .errors import PodmanError, build_error, criu_log_path, read_criu_errors
-from .failure_logs import read_tail
+from .errors import RuntimeCommandError
+from .runtime import (
+    CheckpointOptions,
+    CheckpointResult,
+    CliDriver,
+    CommandOutput,
+    Compression,
+    ContainerInfo,
+    Record,
+    RestoreResult,
+    file_digest,
+    partial_path,
+)
 
 logger = logging.getLogger(__name__)
 
-Compression = Literal["zstd", "gzip", "none"]
-
-#: Seconds allowed to the quick commands (inspect, image exists, info, rm).
-QUICK_TIMEOUT = 60.0
-#: Bytes read at a time when hashing an archive.
-HASH_CHUNK = 1 << 20
 #: Where the cgroup hierarchies are mounted.
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -81,45 +80,7 @@ _VERSION_WORD = re.compile(r"\bversion\s+(?P<version>\S+)")
 _FULL_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class ContainerInfo(_Record):
-    """A container as podman reports it; ``pid`` is 0 unless it runs."""
-
-    id: str
-    name: str
-    image_id: str
-    image_name: str
-    state: str
-    running: bool
-    labels: dict[str, str]
-    pid: int
-    #: Stopped by a checkpoint (and not restored since): an in-place restore may work.
-    checkpointed: bool = False
-    #: podman's directory for the container (``userdata``, holding ``checkpoint/``).
-    static_dir: str = ""
-
-
-class CheckpointOptions(_Record):
-    leave_running: bool = False
-    tcp_established: bool = False
-    file_locks: bool = False
-    compression: Compression = "zstd"
-
-
-class CheckpointResult(_Record):
-    """A checkpoint archive; ``seconds`` is the podman command's wall time."""
-
-    archive: Path
-    size_bytes: int
-    sha256: str
-    seconds: float
-    statistics: CriuStatistics
-
-
-class ImageCheckpoint(_Record):
+class ImageCheckpoint(Record):
     """A checkpoint pushed as an image; ``seconds`` is the dump's wall time (the push aside)."""
 
     reference: str
@@ -131,16 +92,7 @@ class ImageCheckpoint(_Record):
     contents: Contents | None = None
 
 
-class RestoreResult(_Record):
-    """A restored container; ``seconds`` is the wall time of the restore (0 if none was needed)."""
-
-    container_id: str
-    name: str
-    seconds: float
-    statistics: CriuStatistics
-
-
-class RuntimeInfo(_Record):
+class RuntimeInfo(Record):
     name: Literal["podman"] = "podman"
     version: str
     oci_runtime: str
@@ -316,33 +268,10 @@ def holds_tcp_streams(checkpoint_dir: Path) -> bool:
         return False
 
 
-def file_digest(path: Path) -> tuple[int, str]:
-    """Size and SHA-256 of ``path``, read in chunks (archives can be many gigabytes)."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as stream:
-        while chunk := stream.read(HASH_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
-def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
-
-
 # --- The driver ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Output:
-    command: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-class PodmanDriver:
+class PodmanDriver(CliDriver):
     """Podman on this node, driven through its CLI; every call is bounded by a timeout.
 
     ``timeout`` bounds the long commands (checkpoint, restore, image save and
@@ -353,91 +282,8 @@ class PodmanDriver:
     def __init__(
         self, *, podman: str = "podman", timeout: float = 600, cgroup_root: Path = CGROUP_ROOT
     ) -> None:
-        self._podman = podman
-        self._timeout = timeout
-        self._quick = min(timeout, QUICK_TIMEOUT)
+        super().__init__(tool=podman, timeout=timeout)
         self._cgroup_root = cgroup_root
-
-    # -- running podman
-
-    async def _run(self, args: Sequence[str], *, limit: float) -> _Output:
-        """Run podman with ``args`` for at most ``limit`` seconds.
-
-        Running too long or not starting raises; an exit code does not.
-        """
-        command = [self._podman, *args]
-        logger.debug("running %s", command)
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        except OSError as error:
-            raise PodmanError(
-                command=command,
-                exit_code=None,
-                stderr="",
-                decisive_line=f"cannot run {self._podman}: {error}",
-            ) from error
-        out, err = bytearray(), bytearray()
-        if process.stdout is None or process.stderr is None:  # pragma: no cover - PIPE was asked
-            raise RuntimeError("podman started without pipes")
-        try:
-            await asyncio.wait_for(
-                asyncio.gather(
-                    _drain(process.stdout, out), _drain(process.stderr, err), process.wait()
-                ),
-                limit,
-            )
-        except TimeoutError:
-            stderr = err.decode(errors="replace")
-            raise build_error(command, None, stderr, timeout=limit) from None
-        finally:
-            # NB: also on cancellation. Killing podman does not stop a CRIU run it started.
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-        returncode = process.returncode
-        if returncode is None:  # pragma: no cover - waited for above
-            raise RuntimeError("podman has no exit code after it exited")
-        return _Output(
-            command=command,
-            returncode=returncode,
-            stdout=out.decode(errors="replace"),
-            stderr=err.decode(errors="replace"),
-        )
-
-    async def _check(self, args: Sequence[str], *, limit: float) -> _Output:
-        output = await self._run(args, limit=limit)
-        if output.returncode != 0:
-            raise await self._failure(output)
-        return output
-
-    async def _failure(self, output: _Output) -> PodmanError:
-        """The error for a failed command, with CRIU's log read when podman names one."""
-        log = criu_log_path(output.stderr)
-        criu_errors = await asyncio.to_thread(read_criu_errors, log) if log is not None else []
-        tail = await asyncio.to_thread(read_tail, log) if log is not None else None
-        error = build_error(
-            output.command,
-            output.returncode,
-            output.stderr,
-            criu_errors=criu_errors,
-            criu_log_tail=tail,
-        )
-        logger.info("%s", error)
-        return error
-
-    def _unexpected(self, output: _Output, problem: Exception | str) -> PodmanError:
-        return PodmanError(
-            command=output.command,
-            exit_code=output.returncode,
-            stderr=output.stderr,
-            decisive_line=f"unexpected output ({problem}): {output.stdout[:200]!r}",
-        )
 
     # -- queries
 
@@ -476,7 +322,7 @@ class PodmanDriver:
         The archive appears only once complete; its size and SHA-256 are read
         back from the file in chunks, not held in memory.
         """
-        partial = _partial(archive)
+        partial = partial_path(archive)
         partial.unlink(missing_ok=True)
         started = time.monotonic()
         try:
@@ -610,7 +456,7 @@ class PodmanDriver:
         return await self._restored(output, name, seconds)
 
     async def _restored(
-        self, output: _Output, reference: str | None, seconds: float
+        self, output: CommandOutput, reference: str | None, seconds: float
     ) -> RestoreResult:
         container_id, statistics = parse_print_stats(output.stdout)
         reference = container_id or reference
@@ -623,7 +469,7 @@ class PodmanDriver:
             container_id=info.id, name=info.name, seconds=seconds, statistics=statistics
         )
 
-    async def _clean_failed_restore(self, error: PodmanError) -> None:
+    async def _clean_failed_restore(self, error: RuntimeCommandError) -> None:
         """Remove what a failed CRIU restore left: its ``created`` container and cgroups.
 
         Only the container whose userdata holds the failing restore log is
@@ -638,7 +484,7 @@ class PodmanDriver:
             if info is not None and info.state == "created":
                 logger.info("removing %s (%s), left by a failed restore", info.name, info.id)
                 await self.remove(info.id)
-        except PodmanError as cleanup_error:
+        except RuntimeCommandError as cleanup_error:
             logger.warning("could not remove what the failed restore left: %s", cleanup_error)
         await self._remove_stale_cgroups(container_id)
 
@@ -748,7 +594,7 @@ class PodmanDriver:
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise self._unexpected(output, error) from error
         reference = names[0] if names and is_image_id(image, image_id) else image
-        partial = _partial(out)
+        partial = partial_path(out)
         partial.unlink(missing_ok=True)
         try:
             await self._check(
@@ -786,11 +632,6 @@ class PodmanDriver:
         return image_id
 
 
-async def _drain(stream: asyncio.StreamReader, sink: bytearray) -> None:
-    while chunk := await stream.read(65536):
-        sink.extend(chunk)
-
-
 __all__ = [
     "CheckpointOptions",
     "CheckpointResult",
@@ -798,8 +639,8 @@ __all__ = [
     "ContainerInfo",
     "CriuStatistics",
     "PodmanDriver",
-    "PodmanError",
     "RestoreResult",
+    "RuntimeCommandError",
     "RuntimeInfo",
     "file_digest",
 ]

@@ -23,7 +23,7 @@ from ferry_api.nodehelper import (
     RuntimeName,
 )
 
-from .errors import PodmanError
+from .errors import RuntimeCommandError
 from .podman import PodmanDriver
 
 PROBE_TIMEOUT = 30.0
@@ -115,7 +115,7 @@ async def probe(driver: PodmanDriver) -> NodeHelperStatus:
                 oci_runtime_version=info.oci_runtime_version,
             )
         )
-    except (PodmanError, OSError):
+    except (RuntimeCommandError, OSError):
         pass
     return NodeHelperStatus(
         runtimes=tuple(runtimes),

@@ -32,7 +32,7 @@ COUNTER = counter_script()
 PROGRAM = """
 import asyncio, json, sys
 from pathlib import Path
-from ferry_helper.errors import PodmanError
+from ferry_helper.errors import RuntimeCommandError
 from ferry_helper.podman import CheckpointOptions, PodmanDriver
 
 args = json.loads(sys.argv[1])
@@ -403,7 +403,7 @@ def test_restore_over_an_existing_name_fails_clearly(node_pair: tuple[NodeSpec, 
         """
         try:
             await driver.restore(Path(args["archive"]))
-        except PodmanError as error:
+        except RuntimeCommandError as error:
             return failure(error)
         return None
         """,
@@ -440,7 +440,7 @@ def test_criu_failures_name_what_broke(node_pair: tuple[NodeSpec, NodeSpec]) -> 
         try:
             await driver.checkpoint(args["tcp"], Path(args["tcp_archive"]), CheckpointOptions())
             dumped = None
-        except PodmanError as error:
+        except RuntimeCommandError as error:
             dumped = failure(error)
         await driver.checkpoint(args["vol"], Path(args["archive"]), CheckpointOptions())
         return dumped
@@ -466,7 +466,7 @@ def test_criu_failures_name_what_broke(node_pair: tuple[NodeSpec, NodeSpec]) -> 
     try:
         await driver.restore(Path(args["archive"]))
         return None
-    except PodmanError as error:
+    except RuntimeCommandError as error:
         failed = failure(error)
     left = dump(await driver.inspect(args["vol"]))
     Path(args["held"]).write_text("held\\n")

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 from ferry_helper import criu_images
-from ferry_helper.errors import PodmanError
+from ferry_helper.errors import RuntimeCommandError
 from ferry_helper.failure_logs import FailureLogs
 
 UID = "0b5a1c2d-3e4f-4a5b-8c6d-7e8f90a1b2c3"
 
 
-def _error(log_tail: bytes | None) -> PodmanError:
-    return PodmanError(
+def _error(log_tail: bytes | None) -> RuntimeCommandError:
+    return RuntimeCommandError(
         command=["podman", "container", "checkpoint", "web"],
         exit_code=125,
         stderr="Error: crun checkpoint failed\n",

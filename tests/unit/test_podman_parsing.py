@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from ferry_helper import errors, podman
+from ferry_helper import errors, podman, runtime
 from ferry_helper.criu_stats import CriuStatistics, parse_print_stats
-from ferry_helper.errors import PodmanError, PodmanTimeoutError
+from ferry_helper.errors import RuntimeCommandError, RuntimeCommandTimeoutError
 
 CONTAINER_ID = "9066fe4df64660dec823be154e7150e46d9413608a6f19e0d9bcc1268372ddd0"
 USERDATA = f"/var/lib/containers/storage/overlay-containers/{CONTAINER_ID}/userdata"
@@ -392,7 +392,7 @@ def test_error_from_a_criu_failure() -> None:
     command = ["podman", "container", "checkpoint", "--export", "/tmp/x", "web"]
     messages = errors.criu_error_lines(DUMP_LOG.splitlines())
     error = errors.build_error(command, 125, CHECKPOINT_STDERR, criu_errors=messages)
-    assert type(error) is PodmanError
+    assert type(error) is RuntimeCommandError
     assert (error.command, error.exit_code, error.stderr) == (command, 125, CHECKPOINT_STDERR)
     assert error.decisive_line.startswith("inet: Connected TCP socket")
     assert error.criu_log == Path(f"{USERDATA}/dump.log")
@@ -415,7 +415,7 @@ def test_error_without_criu() -> None:
 
 def test_timeout_error() -> None:
     error = errors.build_error(["podman", "load"], None, "Copying blob\n", timeout=5)
-    assert isinstance(error, PodmanTimeoutError)
+    assert isinstance(error, RuntimeCommandTimeoutError)
     assert error.exit_code is None
     assert error.decisive_line == "no answer in 5s, killed; last output: Copying blob"
 
@@ -424,10 +424,10 @@ def test_timeout_error() -> None:
 
 
 def test_file_digest_reads_in_chunks(tmp_path: Path) -> None:
-    data = bytes(range(256)) * (podman.HASH_CHUNK // 256 * 2 + 3)
+    data = bytes(range(256)) * (runtime.HASH_CHUNK // 256 * 2 + 3)
     path = tmp_path / "archive.tar"
     path.write_bytes(data)
-    assert podman.file_digest(path) == (len(data), hashlib.sha256(data).hexdigest())
+    assert runtime.file_digest(path) == (len(data), hashlib.sha256(data).hexdigest())
 
 
 def test_stale_cgroup_dirs_children_first(tmp_path: Path) -> None:
@@ -472,7 +472,7 @@ def _fake_podman(tmp_path: Path, script: str) -> str:
 
 def test_missing_podman_is_a_podman_error(tmp_path: Path) -> None:
     driver = podman.PodmanDriver(podman=str(tmp_path / "nowhere"))
-    with pytest.raises(PodmanError, match="cannot run"):
+    with pytest.raises(RuntimeCommandError, match="cannot run"):
         asyncio.run(driver.runtime_info())
 
 
@@ -482,7 +482,7 @@ def test_slow_podman_is_killed(tmp_path: Path) -> None:
         "import sys, time\nprint('starting', file=sys.stderr, flush=True)\ntime.sleep(30)\n",
     )
     driver = podman.PodmanDriver(podman=fake, timeout=0.5)
-    with pytest.raises(PodmanTimeoutError) as caught:
+    with pytest.raises(RuntimeCommandTimeoutError) as caught:
         asyncio.run(driver.image_exists("x"))
     assert caught.value.decisive_line == "no answer in 0.5s, killed; last output: starting"
 
@@ -505,7 +505,7 @@ def test_failed_checkpoint_leaves_no_archive(tmp_path: Path) -> None:
     )
     archive = tmp_path / "out" / "c.tar.zst"
     archive.parent.mkdir()
-    with pytest.raises(PodmanError) as caught:
+    with pytest.raises(RuntimeCommandError) as caught:
         asyncio.run(
             podman.PodmanDriver(podman=fake).checkpoint("c1", archive, podman.CheckpointOptions())
         )
