@@ -123,8 +123,10 @@ class ContainerCheckpointSpec(SpecModel):
     compression: Compression = Field(
         default=Compression.ZSTD, description="Compression of the stored archive."
     )
-    runtime: MigrationRuntime = Field(
-        default=MigrationRuntime.PODMAN, description="Container runtime that runs the container."
+    runtime: MigrationRuntime | None = Field(
+        default=None,
+        description="Container runtime that runs the container (podman or docker). Default: "
+        "whichever runtime of the node has it (podman first). Registry storage needs podman.",
     )
     schedule: str | None = Field(
         default=None,
@@ -193,6 +195,9 @@ class ContainerCheckpointStatus(StatusModel):
     node: str | None = Field(default=None, description="Node whose helper stores the archive.")
     container_name: str | None = Field(
         default=None, description="Name the container had when it was checkpointed."
+    )
+    runtime: MigrationRuntime | None = Field(
+        default=None, description="The runtime the container ran in (a restore uses the same)."
     )
     image: StoredImage | None = Field(default=None, description="The container's image.")
     archive: Archive | None = Field(default=None, description="The stored archive (type Node).")

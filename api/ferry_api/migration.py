@@ -71,9 +71,10 @@ class Compression(StrEnum):
 
 
 class MigrationRuntime(StrEnum):
-    """Container runtimes a migration can drive (docker joins when its driver does)."""
+    """Container runtimes a migration can drive."""
 
     PODMAN = "podman"
+    DOCKER = "docker"
 
 
 class SourceRef(SpecModel):
@@ -145,9 +146,11 @@ class ContainerMigrationSpec(SpecModel):
         le=3600,
         description="Give up and roll back when the migration takes longer than this.",
     )
-    runtime: MigrationRuntime = Field(
-        default=MigrationRuntime.PODMAN,
-        description="Container runtime that runs the container on both nodes.",
+    runtime: MigrationRuntime | None = Field(
+        default=None,
+        description="Container runtime that runs the container (podman or docker); the target "
+        "must have it too. Default: whichever runtime of the source node has the container "
+        "(podman first).",
     )
     ttl_seconds_after_finished: int | None = Field(
         default=None,
@@ -302,6 +305,9 @@ class ContainerMigrationStatus(StatusModel):
         "microseconds. Counters not listed here are kept too, named in camelCase.",
     )
     progress: Progress | None = Field(default=None, description="Progress of the transfer.")
+    runtime: MigrationRuntime | None = Field(
+        default=None, description="The runtime the container was found in, on both nodes."
+    )
     message: str | None = Field(
         default=None, description="The latest human-readable news, e.g. why it failed."
     )

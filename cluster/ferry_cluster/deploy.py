@@ -79,6 +79,8 @@ def values(
         "operator.metrics.port": str(metrics_port(config)),
         "operator.allowAnyNamespace": "true" if allow_any_namespace else "false",
         "nodeHelper.registryAuthSecret": REGISTRY_AUTH_SECRET,
+        # Every simulated node runs Docker Engine beside podman.
+        "nodeHelper.docker.enabled": "true",
         **(extra or {}),
     }
     return [flag for key, value in settings.items() for flag in ("--set", f"{key}={value}")]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 
@@ -13,6 +14,7 @@ import asyncssh
 from kubernetes import client
 from kubernetes import config as kube_config
 
+from .docker_driver import DockerDriver
 from .failure_logs import FailureLogs
 from .operations import Operations
 from .podman import PodmanDriver
@@ -47,11 +49,13 @@ def _api_client() -> client.ApiClient:
 
 
 async def serve(settings: Settings) -> None:
-    driver = PodmanDriver()
+    podman = PodmanDriver()
+    docker = DockerDriver() if shutil.which("docker") else None
     host_key = _host_key(settings)
     operations = Operations(
         node=settings.node_name,
-        driver=driver,
+        podman=podman,
+        docker=docker,
         staging=Staging(settings.state_dir / "staging"),
         store=Staging(settings.state_dir / "checkpoints"),
         logs=FailureLogs(
@@ -76,7 +80,7 @@ async def serve(settings: Settings) -> None:
         publisher = Publisher(api, node=settings.node_name)
         while not stop.is_set():
             try:
-                status = (await probe(driver)).model_copy(
+                status = (await probe(podman, docker)).model_copy(
                     update={
                         "node_name": settings.node_name,
                         "address": settings.address,

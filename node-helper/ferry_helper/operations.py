@@ -53,6 +53,7 @@ from .protocol import (
     SendRequest,
     SendStoredRequest,
 )
+from .runtime import Driver
 from .staging import Staging
 
 logger = logging.getLogger(__name__)
@@ -114,14 +115,20 @@ class Operations:
         self,
         *,
         node: str,
-        driver: PodmanDriver,
+        podman: PodmanDriver,
+        docker: Driver | None = None,
         staging: Staging,
         store: Staging,
         logs: FailureLogs,
         registry_authfile: Path | None = None,
     ) -> None:
         self.node = node
-        self.driver = driver
+        #: podman, always (it also makes and restores checkpoint images), and docker
+        #: where the node runs it: each container is driven by the runtime it is in.
+        self.podman = podman
+        self.drivers: dict[str, Driver] = {"podman": podman}
+        if docker is not None:
+            self.drivers["docker"] = docker
         #: Migrations' transient archives and journals, and the claims on containers.
         self.staging = staging
         #: ContainerCheckpoints' archives, kept until their resource is deleted.
@@ -189,6 +196,15 @@ class Operations:
             handled: dict[str, Any] = await handler(self._parse(model, request), emit)
             return handled
 
+    def _driver(self, runtime: str) -> Driver:
+        driver = self.drivers.get(runtime)
+        if driver is None:
+            raise RemoteError(
+                "RuntimeUnavailable",
+                f"node {self.node} has no {runtime} (it has {', '.join(sorted(self.drivers))})",
+            )
+        return driver
+
     def _failed(self, reason: str, uid: str, step: str, error: RuntimeCommandError) -> RemoteError:
         """The error for a failed podman step, its full logs kept for ``fetch-logs``."""
         self.logs.keep(uid, step, error)
@@ -207,23 +223,40 @@ class Operations:
             raise RemoteError("BadRequest", problems) from None
 
     async def probe(self) -> dict[str, Any]:
-        return (await node_probe.probe(self.driver)).model_dump(mode="json")
+        return (await node_probe.probe(self.podman, self.drivers.get("docker"))).model_dump(
+            mode="json"
+        )
 
     async def inspect(self, request: InspectRequest, _: Emit) -> dict[str, Any]:
-        info = await self.driver.inspect(request.container)
-        if info is None:
-            raise RemoteError(
-                "ContainerNotFound", f"no container {request.container!r} on node {self.node}"
-            )
-        return {**info.model_dump(mode="json"), "migratingBy": self.staging.holder(info.id)}
+        runtimes = [request.runtime] if request.runtime else list(self.drivers)
+        for runtime in runtimes:
+            try:
+                info = await self._driver(runtime).inspect(request.container)
+            except RuntimeCommandError as error:
+                if request.runtime:
+                    raise RemoteError("RuntimeFailed", str(error)) from None
+                logger.warning("%s does not answer: %s", runtime, error)
+                continue
+            if info is not None:
+                return {
+                    **info.model_dump(mode="json"),
+                    "runtime": runtime,
+                    "migratingBy": self.staging.holder(info.id),
+                }
+        raise RemoteError(
+            "ContainerNotFound",
+            f"no container {request.container!r} in {' or '.join(runtimes)} on node {self.node}",
+        )
 
     async def image_has(self, request: ImageRequest, _: Emit) -> dict[str, Any]:
-        return {"present": await self.driver.image_exists(request.image_id)}
+        return {"present": await self._driver(request.runtime).image_exists(request.image_id)}
 
     async def image_send(self, request: ImageSendRequest, emit: Emit) -> dict[str, Any]:
         archive = self.staging.image_archive(request.image_id.removeprefix("sha256:"))
         try:
-            await self.driver.save_image(request.image_name or request.image_id, archive)
+            await self._driver(request.runtime).save_image(
+                request.image_name or request.image_id, archive
+            )
             started = time.monotonic()
             result = await transfer.stream_file(
                 peer=request.target,
@@ -234,6 +267,7 @@ class Operations:
                     "image_name": request.image_name,
                     "size_bytes": archive.stat().st_size,
                     "sha256": _sha256(archive),
+                    "runtime": request.runtime,
                 },
                 path=archive,
                 on_progress=self._progress(emit, "image"),
@@ -257,7 +291,7 @@ class Operations:
             await transfer.receive_file(
                 stdin, archive, size=request.size_bytes, sha256=request.sha256
             )
-            loaded = await self.driver.load_image(archive)
+            loaded = await self._driver(request.runtime).load_image(archive)
         except RuntimeCommandError as error:
             raise RemoteError("ImageLoadFailed", str(error)) from None
         finally:
@@ -271,7 +305,7 @@ class Operations:
     async def checkpoint(self, request: CheckpointRequest, _: Emit) -> dict[str, Any]:
         if (done := self.staging.recorded(request.uid, "checkpoint")) is not None:
             return done
-        info = await self.driver.inspect(request.container)
+        info = await self._driver(request.runtime).inspect(request.container)
         if info is None:
             raise RemoteError(
                 "ContainerNotFound", f"no container {request.container!r} on node {self.node}"
@@ -305,7 +339,7 @@ class Operations:
         """Checkpoint the container into ``into``'s archive of the request's UID (claimed)."""
         options = self._claim(request, container_id)
         try:
-            result = await self.driver.checkpoint(
+            result = await self._driver(request.runtime).checkpoint(
                 request.container, into.archive(request.uid), options
             )
         except RuntimeCommandError as error:
@@ -384,7 +418,7 @@ class Operations:
     async def _restore_archive(self, request: RestoreRequest, archive: Path) -> dict[str, Any]:
         return await self._restore_with(
             request,
-            lambda: self.driver.restore(
+            lambda: self._driver(request.runtime).restore(
                 archive,
                 name=request.name,
                 tcp_established=request.tcp_established,
@@ -398,11 +432,15 @@ class Operations:
         # Written before podman starts: if this helper dies mid-restore, podman
         # may still finish, and a later cleanup must know which container is ours.
         if self.staging.recorded(request.uid, "restore-started") is None:
-            existing = await self.driver.inspect(request.name)
+            existing = await self._driver(request.runtime).inspect(request.name)
             self.staging.record(
                 request.uid,
                 "restore-started",
-                {"name": request.name, "preexisting": existing.id if existing else None},
+                {
+                    "name": request.name,
+                    "preexisting": existing.id if existing else None,
+                    "runtime": request.runtime,
+                },
             )
         elif (ours := await self._restored_copy(request.uid)) is not None:
             return await self._adopt_restored(request, ours)
@@ -410,7 +448,7 @@ class Operations:
             result = await start()
         except RuntimeCommandError as error:
             raise self._failed("RestoreFailed", request.uid, "restore", error) from None
-        info = await self.driver.inspect(result.container_id)
+        info = await self._driver(request.runtime).inspect(result.container_id)
         if info is None or not info.running:
             raise RemoteError(
                 "RestoredContainerNotRunning",
@@ -429,7 +467,12 @@ class Operations:
         """A checkpoint kept here (a ContainerCheckpoint), with what a restore elsewhere needs."""
         if (done := self.store.recorded(request.uid, "stored")) is not None:
             return done
-        info = await self.driver.inspect(request.container)
+        if request.image_reference and request.runtime != "podman":
+            raise RemoteError(
+                "RegistryNeedsPodman",
+                "checkpoint images are podman's: a docker container can be stored on its node only",
+            )
+        info = await self._driver(request.runtime).inspect(request.container)
         if info is None:
             raise RemoteError(
                 "ContainerNotFound", f"no container {request.container!r} on node {self.node}"
@@ -467,7 +510,7 @@ class Operations:
         """Checkpoint into an image pushed to ``request.image_reference`` (claimed as _dump is)."""
         options = self._claim(request, container_id)
         try:
-            pushed = await self.driver.checkpoint_image(
+            pushed = await self.podman.checkpoint_image(
                 request.container,
                 str(request.image_reference),
                 options,
@@ -496,7 +539,7 @@ class Operations:
         )
         return await self._restore_with(
             as_restore,
-            lambda: self.driver.restore_image(
+            lambda: self.podman.restore_image(
                 request.reference,
                 name=request.name,
                 tcp_established=request.tcp_established,
@@ -519,6 +562,7 @@ class Operations:
             name=request.name,
             tcp_established=request.tcp_established,
             file_locks=request.file_locks,
+            runtime=request.runtime,
         )
         return await self._restore_archive(as_restore, archive)
 
@@ -587,7 +631,8 @@ class Operations:
         # the source again after it is back.
         self.staging.close(request.uid)
         self.grants.revoke(request.uid)
-        info = await self.driver.inspect(request.container)
+        driver = self._driver(request.runtime)
+        info = await driver.inspect(request.container)
         if info is not None and info.running:
             return {"containerId": info.id, "alreadyRunning": True}
         if info is not None and self.staging.holder(info.id) != request.uid:
@@ -598,7 +643,7 @@ class Operations:
         # archive, when there is one, is the driver's fallback.
         archive = self.staging.archive(request.uid)
         try:
-            result = await self.driver.rollback(
+            result = await driver.rollback(
                 request.container, archive, file_locks=request.file_locks
             )
         except RuntimeCommandError as error:
@@ -607,7 +652,7 @@ class Operations:
 
     async def finish_source(self, request: FinishSourceRequest, _: Emit) -> dict[str, Any]:
         if request.remove_container:
-            await self.driver.remove(request.container)
+            await self._driver(request.runtime).remove(request.container)
         self.staging.close(request.uid)
         self.grants.revoke(request.uid)
         self.staging.release(request.uid)
@@ -619,7 +664,7 @@ class Operations:
         if request.remove_restored:
             removed = await self._restored_copy(request.uid) or ""
             if removed:
-                await self.driver.remove(removed)
+                await self._driver(request.runtime).remove(removed)
         self.staging.close(request.uid)
         self.grants.revoke(request.uid)
         self.staging.release(request.uid)
@@ -628,7 +673,7 @@ class Operations:
 
     async def _adopt_restored(self, request: RestoreRequest, container_id: str) -> dict[str, Any]:
         """A restore repeated after this helper died mid-way: podman had finished it."""
-        info = await self.driver.inspect(container_id)
+        info = await self._driver(request.runtime).inspect(container_id)
         if info is None or not info.running:
             raise RemoteError(
                 "RestoredContainerNotRunning",
@@ -650,7 +695,8 @@ class Operations:
         intent = self.staging.recorded(uid, "restore-started")
         if intent is None:
             return None
-        info = await self.driver.inspect(str(intent["name"]))
+        driver = self._driver(str(intent.get("runtime", "podman")))
+        info = await driver.inspect(str(intent["name"]))
         if info is None or info.id == intent.get("preexisting"):
             return None
         return info.id

@@ -24,7 +24,7 @@ from ferry_api.nodehelper import (
 )
 
 from .errors import RuntimeCommandError
-from .podman import PodmanDriver
+from .runtime import Driver
 
 PROBE_TIMEOUT = 30.0
 
@@ -103,20 +103,25 @@ def cpu_info(cpuinfo: str) -> CpuInfo:
     return CpuInfo(model=model, flags=flags or ())
 
 
-async def probe(driver: PodmanDriver) -> NodeHelperStatus:
-    runtimes: list[RuntimeInfo] = []
+async def _runtime(name: RuntimeName, driver: Driver) -> RuntimeInfo | None:
+    """The runtime as the status reports it; None when it does not answer."""
     try:
         info = await driver.runtime_info()
-        runtimes.append(
-            RuntimeInfo(
-                name=RuntimeName.PODMAN,
-                version=info.version,
-                oci_runtime=info.oci_runtime,
-                oci_runtime_version=info.oci_runtime_version,
-            )
-        )
-    except (RuntimeCommandError, OSError):
-        pass
+    except (RuntimeCommandError, OSError, TimeoutError):
+        return None
+    return RuntimeInfo(
+        name=name,
+        version=info.version,
+        oci_runtime=info.oci_runtime,
+        oci_runtime_version=info.oci_runtime_version,
+    )
+
+
+async def probe(podman: Driver, docker: Driver | None = None) -> NodeHelperStatus:
+    found = [await _runtime(RuntimeName.PODMAN, podman)]
+    if docker is not None:
+        found.append(await _runtime(RuntimeName.DOCKER, docker))
+    runtimes = [runtime for runtime in found if runtime is not None]
     return NodeHelperStatus(
         runtimes=tuple(runtimes),
         criu=await criu_info(),

@@ -97,13 +97,20 @@ class FetchLogsRequest(Model):
     budget_bytes: int = Field(default=900 * 1024, ge=1024, le=8 * 1024 * 1024)
 
 
+#: The container runtimes a helper can drive; every request about a container names one.
+Runtime = Literal["podman", "docker"]
+
+
 class InspectRequest(Model):
     container: str
+    #: None: look in every runtime of the node (the answer says which had it).
+    runtime: Runtime | None = None
 
 
 class ImageRequest(Model):
     image_id: str
     image_name: str = ""
+    runtime: Runtime = "podman"
 
 
 class ImageReceiveRequest(Model):
@@ -113,6 +120,7 @@ class ImageReceiveRequest(Model):
     image_name: str = ""
     size_bytes: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    runtime: Runtime = "podman"
 
 
 class ImageSendRequest(Model):
@@ -122,6 +130,7 @@ class ImageSendRequest(Model):
     target: Peer
     #: The migration's private peer key (OpenSSH), granted on the target.
     credential: str = Field(repr=False)
+    runtime: Runtime = "podman"
 
 
 class CheckpointRequest(Model):
@@ -133,6 +142,7 @@ class CheckpointRequest(Model):
     compression: Literal["zstd", "gzip", "none"] = "zstd"
     #: Push the checkpoint as this image instead of writing an archive (store-checkpoint).
     image_reference: str | None = None
+    runtime: Runtime = "podman"
 
 
 class SendRequest(Model):
@@ -158,6 +168,7 @@ class RestoreStoredRequest(Model):
     name: str
     tcp_established: bool = False
     file_locks: bool = False
+    runtime: Runtime = "podman"
 
 
 class RestoreImageRequest(Model):
@@ -168,6 +179,8 @@ class RestoreImageRequest(Model):
     name: str
     tcp_established: bool = False
     file_locks: bool = False
+    #: Checkpoint images are podman's.
+    runtime: Literal["podman"] = "podman"
 
 
 class SendStoredRequest(Model):
@@ -202,12 +215,14 @@ class RestoreRequest(Model):
     name: str
     tcp_established: bool = False
     file_locks: bool = False
+    runtime: Runtime = "podman"
 
 
 class RollbackRequest(Model):
     uid: str
     container: str
     file_locks: bool = False
+    runtime: Runtime = "podman"
 
 
 class FinishSourceRequest(Model):
@@ -215,6 +230,7 @@ class FinishSourceRequest(Model):
     container: str
     remove_container: bool
     keep_checkpoint: bool
+    runtime: Runtime = "podman"
 
 
 class CleanupRequest(Model):
@@ -224,6 +240,7 @@ class CleanupRequest(Model):
     uid: str
     remove_restored: bool = False
     keep_checkpoint: bool = False
+    runtime: Runtime = "podman"
 
 
 class Event(Model):

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -204,3 +204,54 @@ class CliDriver:
 async def _drain(stream: asyncio.StreamReader, sink: bytearray) -> None:
     while chunk := await stream.read(65536):
         sink.extend(chunk)
+
+
+class Versions(Protocol):
+    """What a runtime says of itself (its driver's ``runtime_info``)."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def oci_runtime(self) -> str: ...
+
+    @property
+    def oci_runtime_version(self) -> str: ...
+
+
+class Driver(Protocol):
+    """What the node-helper's operations ask of a runtime, whichever it is."""
+
+    async def runtime_info(self) -> Versions: ...
+
+    async def inspect(self, container: str) -> ContainerInfo | None: ...
+
+    async def image_exists(self, image_id: str) -> bool: ...
+
+    async def save_image(self, image: str, out: Path) -> None: ...
+
+    async def load_image(self, archive: Path) -> str: ...
+
+    async def checkpoint(
+        self, container: str, archive: Path, options: CheckpointOptions
+    ) -> CheckpointResult: ...
+
+    async def restore(
+        self,
+        archive: Path,
+        *,
+        name: str | None = None,
+        tcp_established: bool = False,
+        file_locks: bool = False,
+    ) -> RestoreResult: ...
+
+    async def rollback(
+        self,
+        container: str,
+        archive: Path,
+        *,
+        tcp_established: bool | None = None,
+        file_locks: bool = False,
+    ) -> RestoreResult: ...
+
+    async def remove(self, container: str) -> None: ...

@@ -98,8 +98,14 @@ class Cluster:
 
 
 def _ready_helper(
-    cluster: Cluster, settings: Settings, node: str, reason: str
+    cluster: Cluster,
+    settings: Settings,
+    node: str,
+    reason: str,
+    *,
+    runtime: MigrationRuntime | None = None,
 ) -> tuple[NodeHelper, Peer]:
+    """The node's helper, ready; with ``runtime`` (when known) among the node's runtimes."""
     if node not in cluster.nodes:
         raise Refusal(
             reason=f"{reason}NodeNotFound",
@@ -109,25 +115,35 @@ def _ready_helper(
     problem = validation.helper_problem(
         helper,
         node=node,
-        runtime=RuntimeName(MigrationRuntime.PODMAN.value),
+        runtime=None,
         now=datetime.datetime.now(datetime.UTC),
         stale_seconds=settings.helper_stale_seconds,
     )
     if problem or helper is None:
         raise Refusal(reason=f"{reason}NotReady", message=problem or "no helper")
+    if runtime is not None and RuntimeName(runtime.value) not in {
+        r.name for r in helper.status.runtimes
+    }:
+        raise Refusal(
+            reason="IncompatibleRuntime",
+            message=f"the checkpoint was made by {runtime.value}, and node {node} has no "
+            f"{runtime.value}: a checkpoint restores only into the runtime that made it",
+        )
     return helper, peer_of(helper)
 
 
-def _summary(contents: Any, helper: NodeHelper) -> CheckpointSummary | None:
+def _summary(
+    contents: Any, helper: NodeHelper, runtime: MigrationRuntime
+) -> CheckpointSummary | None:
     """What the helper read from the checkpoint's images, with what its node runs."""
     if not isinstance(contents, dict):
         return None  # an archive or image the helper could not read
-    podman = next((r for r in helper.status.runtimes if r.name == RuntimeName.PODMAN), None)
+    made_by = next((r for r in helper.status.runtimes if r.name.value == runtime.value), None)
     criu = helper.status.criu
     return CheckpointSummary.model_validate(
         {
             **contents,
-            "runtime": podman,
+            "runtime": made_by,
             "criuVersion": criu.version if criu else None,
             "kernel": helper.status.kernel,
         }
@@ -262,14 +278,24 @@ class CheckpointTaker(_Step):
                 await Cluster.read(self.kube), self.settings, spec.source.node, "Source"
             )
             self.peers.append(peer)
-            info = await self.helpers.inspect(peer, spec.source.container)
-            validation.check_container(
+            asked = spec.runtime.value if spec.runtime else None
+            info = await self.helpers.inspect(peer, spec.source.container, runtime=asked)
+            checked = validation.check_container(
                 spec,
                 info,
                 namespace=self.namespace,
                 allow_any_namespace=self.settings.allow_any_namespace,
                 uid=self.uid,
             )
+            runtime = MigrationRuntime(str(checked.get("runtime") or "podman"))
+            if spec.storage.type == StorageType.REGISTRY and runtime != MigrationRuntime.PODMAN:
+                raise Refusal(
+                    reason="RegistryNeedsPodman",
+                    message=f"{spec.source.container} runs in {runtime.value}; checkpoint "
+                    "images are podman's, so store a docker container's checkpoint on its "
+                    "node (storage.type: Node)",
+                )
+            await self._write(runtime=runtime)
             result = await self.helpers.call(
                 peer,
                 Operation.STORE_CHECKPOINT,
@@ -281,6 +307,7 @@ class CheckpointTaker(_Step):
                     "file_locks": spec.file_locks,
                     "compression": spec.compression.value,
                     "image_reference": self._image_reference(),
+                    "runtime": runtime.value,
                 },
             )
         except Refusal as refusal:
@@ -312,7 +339,7 @@ class CheckpointTaker(_Step):
             checkpoint_time=_now(),
             checkpoint_seconds=float(result["seconds"]),
             criu_statistics=CriuStatistics.model_validate(result.get("statistics") or {}),
-            summary=_summary(result.get("contents"), helper),
+            summary=_summary(result.get("contents"), helper, runtime),
             **stored,
         )
         await self._end(CheckpointPhase.READY, "Stored", where)
@@ -467,6 +494,8 @@ class Restorer(_Step):
         super().__init__(metadata=resource.metadata, **clients)
         self.resource = resource
         self.status: ContainerRestoreStatus = resource.status
+        #: The runtime of the checkpoint, known once it is read.
+        self.runtime = MigrationRuntime.PODMAN
 
     async def _write(self, **changes: Any) -> None:
         self.status = self.status.model_copy(update=changes)
@@ -539,8 +568,11 @@ class Restorer(_Step):
         node = spec.node or stored_on
         name = spec.name or checkpoint.status.container_name or ""
         image = checkpoint.status.checkpoint_image
+        self.runtime = checkpoint.status.runtime or MigrationRuntime.PODMAN
         cluster = await Cluster.read(self.kube)
-        target_helper, target = _ready_helper(cluster, self.settings, node, "Target")
+        target_helper, target = _ready_helper(
+            cluster, self.settings, node, "Target", runtime=self.runtime
+        )
         if image is not None and image.reference:
             # In a registry: the checkpoint's own node need not be up at all.
             source_helper = cluster.helpers.get(stored_on)
@@ -549,13 +581,16 @@ class Restorer(_Step):
         if node != stored_on and source_helper is not None:
             validation.check_compatible(source_helper, target_helper)
         self.peers.append(target)
-        validation.check_target_free(name, node, await self.helpers.inspect(target, name))
+        validation.check_target_free(
+            name, node, await self.helpers.inspect(target, name, runtime=self.runtime.value)
+        )
         await self._write(node=node, container_name=name)
         request = {
             "uid": self.uid,
             "name": name,
             "tcp_established": spec.tcp_established,
             "file_locks": spec.file_locks,
+            "runtime": self.runtime.value,
         }
         if image is not None and image.reference:
             await self._enter(
@@ -601,7 +636,9 @@ class Restorer(_Step):
         except RemoteError as error:
             if error.reason not in TRANSPORT_FAILURES:
                 await self.helpers.call(
-                    target, Operation.CLEANUP, {"uid": self.uid, "remove_restored": True}
+                    target,
+                    Operation.CLEANUP,
+                    {"uid": self.uid, "remove_restored": True, "runtime": self.runtime.value},
                 )
             raise
 
@@ -612,7 +649,9 @@ class Restorer(_Step):
         )
         image = checkpoint.status.image or StoredImage()
         if image.id:
-            present = await self.helpers.call(target, Operation.IMAGE_HAS, {"image_id": image.id})
+            present = await self.helpers.call(
+                target, Operation.IMAGE_HAS, {"image_id": image.id, "runtime": self.runtime.value}
+            )
             if not present.get("present"):
                 await self.helpers.send_image(
                     source,
@@ -621,6 +660,7 @@ class Restorer(_Step):
                     image_id=image.id,
                     image_name=image.name or "",
                     credential=credential,
+                    runtime=self.runtime.value,
                 )
         sent = await self.helpers.call(
             source,

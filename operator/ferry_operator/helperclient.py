@@ -60,10 +60,15 @@ class HelperClient:
                 f"{error}",
             ) from None
 
-    async def inspect(self, peer: Peer, container: str) -> dict[str, Any] | None:
-        """The container as ``peer``'s helper sees it; None if it has none of that name."""
+    async def inspect(
+        self, peer: Peer, container: str, *, runtime: str | None = None
+    ) -> dict[str, Any] | None:
+        """The container as ``peer``'s helper sees it, in ``runtime`` (None: in any; the
+        answer's ``runtime`` says which); None if it has none of that name."""
         try:
-            return await self.call(peer, Operation.INSPECT, {"container": container})
+            return await self.call(
+                peer, Operation.INSPECT, {"container": container, "runtime": runtime}
+            )
         except RemoteError as error:
             if error.reason != "ContainerNotFound":
                 raise
@@ -97,6 +102,7 @@ class HelperClient:
         image_id: str,
         image_name: str,
         credential: str,
+        runtime: str = "podman",
     ) -> dict[str, Any]:
         """Ship an image from ``source`` to ``target`` under ``uid``'s grant (same image ID)."""
         return await self.call(
@@ -108,5 +114,6 @@ class HelperClient:
                 "image_name": image_name,
                 "target": target.model_dump(),
                 "credential": credential,
+                "runtime": runtime,
             },
         )

@@ -30,12 +30,13 @@ from ferry_api.migration import (
     Archive,
     ContainerMigration,
     CriuStatistics,
+    MigrationRuntime,
     Phase,
     PhaseTransition,
     Progress,
     Timings,
 )
-from ferry_api.nodehelper import NodeHelper
+from ferry_api.nodehelper import NodeHelper, RuntimeName
 from ferry_helper.protocol import Operation, Peer, RemoteError
 
 from . import failurelogs, metrics, validation
@@ -159,6 +160,11 @@ class Migration:
     def _timings(self, **changes: float) -> None:
         current = self.status.timings or Timings()
         self._update(timings=current.model_copy(update=changes))
+
+    @property
+    def _runtime(self) -> str:
+        """The runtime the container was found in at validation (podman before that)."""
+        return self.status.runtime.value if self.status.runtime else "podman"
 
     # -- the machine ----------------------------------------------------------
 
@@ -297,12 +303,9 @@ class Migration:
         validation.check_source(
             self.spec, nodes=nodes, helpers=helpers, now=now, stale_seconds=stale
         )
-        target = validation.choose_target(
-            self.spec, nodes=nodes, helpers=helpers, now=now, stale_seconds=stale
-        )
-        validation.check_compatible(helpers[self.spec.source.node], helpers[target])
         source_peer = peer_of(helpers[self.spec.source.node])
-        info = await self.helpers.inspect(source_peer, self.spec.source.container)
+        asked = self.spec.runtime.value if self.spec.runtime else None
+        info = await self.helpers.inspect(source_peer, self.spec.source.container, runtime=asked)
         checked = validation.check_container(
             self.spec,
             info,
@@ -310,13 +313,26 @@ class Migration:
             allow_any_namespace=self.settings.allow_any_namespace,
             uid=self.uid,
         )
+        runtime = MigrationRuntime(str(checked.get("runtime") or "podman"))
         self._image = (str(checked["image_id"]), str(checked["image_name"]))
+        target = validation.choose_target(
+            self.spec,
+            runtime=RuntimeName(runtime.value),
+            nodes=nodes,
+            helpers=helpers,
+            now=now,
+            stale_seconds=stale,
+        )
+        validation.check_compatible(helpers[self.spec.source.node], helpers[target])
         target_peer = peer_of(helpers[target])
         validation.check_target_free(
             self.spec.source.container,
             target,
-            await self.helpers.inspect(target_peer, self.spec.source.container),
+            await self.helpers.inspect(
+                target_peer, self.spec.source.container, runtime=runtime.value
+            ),
         )
+        self._update(runtime=runtime)
         self._update(target_node=target)
         self._peer_pair = (source_peer, target_peer)
         await self._take_slots(force=False)
@@ -333,11 +349,15 @@ class Migration:
         source, target = await self._peers()
         if self._image is None:  # resumed after a restart: ask again
             info = await self.helpers.call(
-                source, Operation.INSPECT, {"container": self.spec.source.container}
+                source,
+                Operation.INSPECT,
+                {"container": self.spec.source.container, "runtime": self._runtime},
             )
             self._image = (str(info["image_id"]), str(info["image_name"]))
         image_id, image_name = self._image
-        present = await self.helpers.call(target, Operation.IMAGE_HAS, {"image_id": image_id})
+        present = await self.helpers.call(
+            target, Operation.IMAGE_HAS, {"image_id": image_id, "runtime": self._runtime}
+        )
         if not present.get("present"):
             kopf.event(
                 self.body,
@@ -352,6 +372,7 @@ class Migration:
                 image_id=image_id,
                 image_name=image_name,
                 credential=await self._grant_stream(target),
+                runtime=self._runtime,
             )
         await self._enter(
             Phase.CHECKPOINTING, f"checkpointing {self.spec.source.container} on {source.node}"
@@ -371,6 +392,7 @@ class Migration:
                 "tcp_established": self.spec.tcp_established,
                 "file_locks": self.spec.file_locks,
                 "compression": self.spec.compression.value,
+                "runtime": self._runtime,
             },
         )
         self._timings(checkpoint_seconds=round(float(result["seconds"]), 3))
@@ -445,6 +467,7 @@ class Migration:
                 "name": self.spec.source.container,
                 "tcp_established": self.spec.tcp_established,
                 "file_locks": self.spec.file_locks,
+                "runtime": self._runtime,
             },
         )
         self._timings(restore_seconds=round(float(result["seconds"]), 3))
@@ -464,7 +487,9 @@ class Migration:
     async def _verify(self) -> Phase:
         source, target = await self._peers()
         info = await self.helpers.call(
-            target, Operation.INSPECT, {"container": self.spec.source.container}
+            target,
+            Operation.INSPECT,
+            {"container": self.spec.source.container, "runtime": self._runtime},
         )
         if not info.get("running"):
             raise RemoteError(
@@ -480,6 +505,7 @@ class Migration:
                 "container": self.spec.source.container,
                 "remove_container": not self.spec.leave_running,
                 "keep_checkpoint": self.spec.keep_checkpoint,
+                "runtime": self._runtime,
             },
         )
         await self.helpers.call(target, Operation.CLEANUP, {"uid": self.uid})
@@ -553,7 +579,7 @@ class Migration:
         kopf.warn(self.body, reason="RollingBack", message=f"{reason}: {message}")
         await self._enter(Phase.ROLLING_BACK, f"{reason}: {message}; restoring the source")
         source, target = await self._peers()
-        target_cleanup = {"uid": self.uid, "remove_restored": True}
+        target_cleanup = {"uid": self.uid, "remove_restored": True, "runtime": self._runtime}
         if any(t.phase == Phase.RESTORING for t in self.status.phase_transitions):
             await self._call_until_reached(target, Operation.CLEANUP, target_cleanup)
         else:
@@ -568,6 +594,7 @@ class Migration:
                 "uid": self.uid,
                 "container": self.spec.source.container,
                 "file_locks": self.spec.file_locks,
+                "runtime": self._runtime,
             },
         )
         await self._call_until_reached(

@@ -25,7 +25,7 @@ class SourceSpec(Protocol):
     def source(self) -> SourceRef: ...
 
     @property
-    def runtime(self) -> MigrationRuntime: ...
+    def runtime(self) -> MigrationRuntime | None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,11 +51,14 @@ def helper_problem(
     helper: NodeHelper | None,
     *,
     node: str,
-    runtime: RuntimeName,
+    runtime: RuntimeName | None,
     now: datetime.datetime,
     stale_seconds: float,
 ) -> str | None:
-    """Why ``helper`` cannot take part in a migration now, or None when it can."""
+    """Why ``helper`` cannot take part in a migration now, or None when it can.
+
+    ``runtime`` None: any container runtime will do (it is not known yet).
+    """
     if helper is None:
         return f"no node-helper runs on node {node} (no NodeHelper {node!r})"
     status = helper.status
@@ -68,23 +71,38 @@ def helper_problem(
         return f"the node-helper on {node} has not reported for over {stale_seconds:.0f}s"
     if not (status.address and status.ssh_port and status.ssh_host_key):
         return f"the node-helper on {node} has not published its address and host key"
-    if runtime not in {r.name for r in status.runtimes}:
+    if runtime is not None and runtime not in {r.name for r in status.runtimes}:
         return f"node {node} has no {runtime.value} runtime"
+    if not status.runtimes:
+        return f"node {node} has no container runtime the helper can drive"
     if status.criu is None or not status.criu.version:
         return f"node {node} has no CRIU"
     return None
 
 
+def _runtimes(helper: NodeHelper | None) -> str:
+    found = (
+        [f"{r.name.value} {r.version or ''}".strip() for r in helper.status.runtimes]
+        if helper
+        else []
+    )
+    return ", ".join(found) or "no runtime"
+
+
 def choose_target(
     spec: ContainerMigrationSpec,
     *,
+    runtime: RuntimeName,
     nodes: Sequence[str],
     helpers: Mapping[str, NodeHelper],
     now: datetime.datetime,
     stale_seconds: float,
 ) -> str:
-    """The target node: the one asked for, checked; or the first eligible by name."""
-    runtime = RuntimeName(spec.runtime.value)
+    """The target node: the one asked for, checked; or the first eligible by name.
+
+    ``runtime`` is the one the container runs in: a checkpoint restores only
+    into the runtime that made it.
+    """
     source = spec.source.node
     asked = spec.target.node if spec.target else None
     if asked:
@@ -100,11 +118,24 @@ def choose_target(
                 reason="TargetNodeNotFound",
                 message=(f"there is no node {asked!r}; nodes: {', '.join(sorted(nodes))}"),
             )
+        helper = helpers.get(asked)
         problem = helper_problem(
-            helpers.get(asked), node=asked, runtime=runtime, now=now, stale_seconds=stale_seconds
+            helper, node=asked, runtime=None, now=now, stale_seconds=stale_seconds
         )
         if problem:
             raise Refusal(reason="TargetNotReady", message=problem)
+        if helper_problem(
+            helper, node=asked, runtime=runtime, now=now, stale_seconds=stale_seconds
+        ):
+            raise Refusal(
+                reason="IncompatibleRuntime",
+                message=(
+                    f"the container runs in {runtime.value} on {source}, and node {asked} has "
+                    f"no {runtime.value} ({_runtimes(helper)}): a checkpoint restores only into "
+                    "the runtime that made it; pick a target with "
+                    f"{runtime.value}"
+                ),
+            )
         return asked
     eligible = [
         n
@@ -143,7 +174,7 @@ def check_source(
     problem = helper_problem(
         helpers.get(source),
         node=source,
-        runtime=RuntimeName(spec.runtime.value),
+        runtime=RuntimeName(spec.runtime.value) if spec.runtime else None,
         now=now,
         stale_seconds=stale_seconds,
     )

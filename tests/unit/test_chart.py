@@ -379,6 +379,23 @@ def test_daemonset_mounts() -> None:
     )
 
 
+def test_docker_mounts_only_when_enabled() -> None:
+    off = _container(_one(_render(), "DaemonSet"))
+    assert not [m for m in off["volumeMounts"] if "docker" in m["mountPath"]]
+    daemonset = _one(_render("nodeHelper.docker.enabled=true"), "DaemonSet")
+    volumes = {v["name"]: v for v in _pod_spec(daemonset)["volumes"]}
+    mounts = {m["mountPath"]: m for m in _container(daemonset)["volumeMounts"]}
+    expected = {
+        "/run/docker.sock": "Socket",
+        "/var/lib/docker": "Directory",
+        "/run/containerd": "Directory",
+        "/etc/criu": "DirectoryOrCreate",
+    }
+    for path, kind in expected.items():
+        assert volumes[mounts[path]["name"]]["hostPath"] == {"path": path, "type": kind}
+    assert mounts["/var/lib/docker"]["mountPropagation"] == "Bidirectional"
+
+
 def test_daemonset_scheduling_defaults_and_values() -> None:
     pod = _pod_spec(_one(_render(), "DaemonSet"))
     assert "tolerations" not in pod

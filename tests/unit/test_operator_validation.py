@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 from ferry_api.migration import ContainerMigrationSpec
-from ferry_api.nodehelper import parse_node_helper
+from ferry_api.nodehelper import RuntimeName, parse_node_helper
 from ferry_operator.validation import (
     Refusal,
     check_compatible,
@@ -57,6 +57,9 @@ def spec(**fields: Any) -> ContainerMigrationSpec:
 NODES = ["node-a", "node-b", "node-c"]
 
 
+PODMAN = RuntimeName.PODMAN
+
+
 def helpers(**overrides: Any) -> dict[str, Any]:
     found = {n: helper(n) for n in NODES}
     found.update(overrides)
@@ -65,13 +68,17 @@ def helpers(**overrides: Any) -> dict[str, Any]:
 
 def test_an_empty_target_picks_the_first_eligible_other_node() -> None:
     assert (
-        choose_target(spec(), nodes=NODES, helpers=helpers(), now=NOW, stale_seconds=60) == "node-b"
+        choose_target(
+            spec(), runtime=PODMAN, nodes=NODES, helpers=helpers(), now=NOW, stale_seconds=60
+        )
+        == "node-b"
     )
 
 
 def test_a_stale_or_unready_helper_is_skipped() -> None:
     chosen = choose_target(
         spec(),
+        runtime=PODMAN,
         nodes=NODES,
         now=NOW,
         stale_seconds=60,
@@ -80,6 +87,7 @@ def test_a_stale_or_unready_helper_is_skipped() -> None:
     assert chosen == "node-c"
     chosen = choose_target(
         spec(),
+        runtime=PODMAN,
         nodes=NODES,
         now=NOW,
         stale_seconds=60,
@@ -93,7 +101,7 @@ def test_a_stale_or_unready_helper_is_skipped() -> None:
     [
         ("node-z", {}, "TargetNodeNotFound"),
         ("node-b", {"node-b": None}, "TargetNotReady"),
-        ("node-b", {"node-b": helper("node-b", runtime="docker")}, "TargetNotReady"),
+        ("node-b", {"node-b": helper("node-b", runtime="docker")}, "IncompatibleRuntime"),
     ],
 )
 def test_an_asked_target_that_cannot_restore_is_refused(
@@ -102,6 +110,7 @@ def test_an_asked_target_that_cannot_restore_is_refused(
     with pytest.raises(Refusal) as refused:
         choose_target(
             spec(target={"node": target}),
+            runtime=PODMAN,
             nodes=NODES,
             helpers=helpers(**found),
             now=NOW,
@@ -115,6 +124,7 @@ def test_no_eligible_target_is_refused_with_a_pointer() -> None:
     with pytest.raises(Refusal, match="nodehelpers") as refused:
         choose_target(
             spec(),
+            runtime=PODMAN,
             nodes=["node-a", "node-b"],
             now=NOW,
             stale_seconds=60,
@@ -204,3 +214,30 @@ def test_a_target_that_already_has_the_name_is_refused() -> None:
         check_target_free("web", "node-b", {"state": "exited"})
     assert refused.value.reason == "TargetNameTaken"
     assert "exited" in refused.value.message
+
+
+def test_a_target_without_the_containers_runtime_is_refused_naming_both() -> None:
+    with pytest.raises(Refusal) as refused:
+        choose_target(
+            spec(target={"node": "node-b"}),
+            runtime=RuntimeName.DOCKER,
+            nodes=NODES,
+            helpers=helpers(),
+            now=NOW,
+            stale_seconds=60,
+        )
+    assert refused.value.reason == "IncompatibleRuntime"
+    assert "runs in docker on node-a" in refused.value.message
+    assert "node node-b has no docker (podman 5.4.2)" in refused.value.message
+    # Picking a target itself, it passes over nodes without that runtime.
+    with pytest.raises(Refusal) as none:
+        choose_target(
+            spec(), runtime=RuntimeName.DOCKER, nodes=NODES, helpers=helpers(), now=NOW,
+            stale_seconds=60,
+        )  # fmt: skip
+    assert none.value.reason == "NoEligibleTarget"
+    mixed = helpers(**{"node-c": helper("node-c", runtime="docker")})
+    chosen = choose_target(
+        spec(), runtime=RuntimeName.DOCKER, nodes=NODES, helpers=mixed, now=NOW, stale_seconds=60
+    )
+    assert chosen == "node-c"

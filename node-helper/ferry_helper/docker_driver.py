@@ -1,0 +1,620 @@
+"""The docker runtime driver: the same checkpoint archive and restore as podman's, built by hand.
+
+Docker checkpoints (``docker checkpoint create``, experimental mode) and
+starts a container from a checkpoint (``docker start --checkpoint``), but has
+no export or import: a checkpoint cannot leave its container. This driver
+builds what podman's ``--export`` makes, one tar with the same layout, so
+shipping, checking (:mod:`.archive_check`) and summarizing
+(:mod:`.criu_images`) are the same for both runtimes:
+
+* ``checkpoint/``: CRIU's images (``docker checkpoint create --checkpoint-dir``
+  into the helper's staging);
+* ``config.json``: what recreating the container needs (image ID, entrypoint,
+  command, environment, working directory, user, labels, network mode,
+  mounts), from ``docker inspect``;
+* ``rootfs-diff.tar`` and ``deleted.files``: the container's writable layer
+  (overlay2's upper directory; whiteouts listed, not packed), which CRIU does
+  not carry and a process may hold files in.
+
+A restore creates the container from ``config.json``, lays the writable layer
+into its upper directory, copies the images into the container's own
+``checkpoints/`` (``--checkpoint-dir`` is refused at restore: "custom
+checkpointdir is not supported") and starts it from there.
+
+Found with Docker 26.1.5, containerd 1.7.24, runc 1.1.15, CRIU 4.2.1 (see
+docs/docker-notes.md):
+
+* Docker has no flags for CRIU's options; runc reads a CRIU configuration file
+  whose settings win: ``/etc/criu/runc.conf`` for every container, or the one
+  a container's ``org.criu.config`` annotation names (fixed at creation). The
+  source was not created by us, so its checkpoint (and an in-place rollback)
+  writes ``runc.conf`` for the time of the command, under a lock; containers
+  this driver creates get their own file through the annotation.
+* The same file sets CRIU's ``log-file``: a failed restore's log is deleted
+  with containerd's task before the command returns, unless written elsewhere.
+* ``docker start --checkpoint`` right after ``docker checkpoint create`` on the
+  same node can fail with ``commit failed: content sha256:...: already
+  exists``: containerd still holds the upload of the checkpoint until its
+  garbage collector runs (about 0.3 s). The driver removes that blob when
+  ``ctr`` is there and retries after a pause.
+* Docker reports no CRIU statistics; the driver returns none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import tarfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, cast
+
+import zstandard
+
+from .archive_check import decompressed
+from .criu_stats import CriuStatistics
+from .errors import RuntimeCommandError
+from .runtime import (
+    CheckpointOptions,
+    CheckpointResult,
+    CliDriver,
+    CommandOutput,
+    ContainerInfo,
+    Record,
+    RestoreResult,
+    file_digest,
+    partial_path,
+)
+
+logger = logging.getLogger(__name__)
+
+#: The name of the checkpoint inside a container's ``checkpoints/`` directory.
+CHECKPOINT_NAME = "ferry"
+CONFIG = "config.json"
+ROOTFS_DIFF = "rootfs-diff.tar"
+DELETED = "deleted.files"
+IMAGES = "checkpoint"
+#: runc's CRIU configuration for every container (read at each checkpoint and restore).
+RUNC_CONF = Path("/etc/criu/runc.conf")
+#: How often ``start --checkpoint`` is tried while containerd holds a stale upload.
+START_ATTEMPTS = 5
+STALE_PAUSE = 0.5
+
+_ALREADY_EXISTS = re.compile(r"content (?P<digest>sha256:[0-9a-f]{64}).*already exists")
+_CRIU_LOG = re.compile(r"(?:path=|log file:)\s*(?P<path>/\S+?\.log)")
+_WHITEOUT_DEV = 0
+
+
+class DockerRuntimeInfo(Record):
+    name: str = "docker"
+    version: str
+    oci_runtime: str
+    oci_runtime_version: str
+
+
+# --- Pure parts: what docker prints, what a container needs ----------------------------------
+
+
+def parse_inspect(text: str) -> dict[str, Any] | None:
+    """The first object of ``docker inspect`` output; None for ``[]``."""
+    data: Any = json.loads(text)
+    if isinstance(data, list):
+        if not data:
+            return None
+        data = data[0]
+    if not isinstance(data, dict):
+        raise TypeError(f"docker inspect gave {type(data).__name__}, not an object")
+    return data
+
+
+def container_info(data: dict[str, Any]) -> ContainerInfo:
+    state = data.get("State") or {}
+    config = data.get("Config") or {}
+    running = bool(state.get("Running")) and not state.get("Paused")
+    labels = config.get("Labels") or {}
+    return ContainerInfo(
+        id=data["Id"],
+        name=str(data.get("Name") or "").lstrip("/"),
+        image_id=str(data.get("Image") or "").removeprefix("sha256:"),
+        image_name=str(config.get("Image") or ""),
+        state=str(state.get("Status") or ""),
+        running=running,
+        labels={str(k): str(v) for k, v in labels.items()},
+        pid=int(state.get("Pid") or 0) if running else 0,
+    )
+
+
+def recreation(data: dict[str, Any]) -> dict[str, Any]:
+    """What ``docker create`` needs to make this container again on another node."""
+    config = data.get("Config") or {}
+    host = data.get("HostConfig") or {}
+    return {
+        "runtime": "docker",
+        "name": str(data.get("Name") or "").lstrip("/"),
+        "imageId": str(data.get("Image") or ""),
+        "image": str(config.get("Image") or ""),
+        "entrypoint": list(config.get("Entrypoint") or []),
+        "cmd": list(config.get("Cmd") or []),
+        "env": list(config.get("Env") or []),
+        "workingDir": str(config.get("WorkingDir") or ""),
+        "user": str(config.get("User") or ""),
+        "labels": dict(config.get("Labels") or {}),
+        "networkMode": str(host.get("NetworkMode") or "default"),
+        "binds": list(host.get("Binds") or []),
+        "tmpfs": dict(host.get("Tmpfs") or {}),
+        "tty": bool(config.get("Tty")),
+        "openStdin": bool(config.get("OpenStdin")),
+    }
+
+
+def create_args(config: dict[str, Any], *, name: str, criu_config: Path) -> list[str]:
+    """``docker create`` arguments for a container as :func:`recreation` described it."""
+    args = ["create", "--name", name, "--annotation", f"org.criu.config={criu_config}"]
+    if config.get("networkMode") not in (None, "", "default"):
+        args += ["--network", str(config["networkMode"])]
+    for variable in config.get("env", []):
+        args += ["--env", str(variable)]
+    if config.get("workingDir"):
+        args += ["--workdir", str(config["workingDir"])]
+    if config.get("user"):
+        args += ["--user", str(config["user"])]
+    for key, value in sorted(config.get("labels", {}).items()):
+        args += ["--label", f"{key}={value}"]
+    for bind in config.get("binds", []):
+        args += ["--volume", str(bind)]
+    for path, options in sorted(config.get("tmpfs", {}).items()):
+        args += ["--tmpfs", f"{path}:{options}" if options else str(path)]
+    if config.get("tty"):
+        args.append("--tty")
+    if config.get("openStdin"):
+        args.append("--interactive")
+    entrypoint = [str(a) for a in config.get("entrypoint", [])]
+    command = [str(a) for a in config.get("cmd", [])]
+    if entrypoint:
+        args += ["--entrypoint", entrypoint[0]]
+        command = entrypoint[1:] + command
+    image = str(config.get("imageId") or config.get("image"))
+    return [*args, image, *command]
+
+
+def criu_config(*, tcp_established: bool, file_locks: bool, log_file: Path) -> str:
+    """A CRIU configuration file (runc reads it at checkpoint and restore)."""
+    lines = [f"log-file {log_file}"]
+    if tcp_established:
+        lines.append("tcp-established")
+    if file_locks:
+        lines.append("file-locks")
+    return "\n".join(lines) + "\n"
+
+
+def stale_upload(stderr: str) -> str | None:
+    """The digest containerd still holds when a restore failed with ``already exists``."""
+    match = _ALREADY_EXISTS.search(stderr)
+    return match.group("digest") if match else None
+
+
+def criu_log_named(stderr: str) -> Path | None:
+    """The CRIU log docker's error names (``path= .../criu-dump.log``)."""
+    match = _CRIU_LOG.search(stderr)
+    return Path(match.group("path")) if match else None
+
+
+def is_no_such_container(stderr: str) -> bool:
+    return "No such container" in stderr or "No such object" in stderr
+
+
+def parse_loaded(stdout: str) -> str | None:
+    """What ``docker load`` says it loaded: ``sha256:<id>`` or a name."""
+    for line in stdout.splitlines():
+        for prefix in ("Loaded image ID:", "Loaded image:"):
+            if line.startswith(prefix):
+                return line.removeprefix(prefix).strip()
+    return None
+
+
+# --- The writable layer --------------------------------------------------------------------
+
+
+def _is_whiteout(mode: int, rdev: int) -> bool:
+    return stat.S_ISCHR(mode) and rdev == _WHITEOUT_DEV
+
+
+def pack_upper(upper: Path | None, out: Path) -> list[str]:
+    """Tar the container's upper directory into ``out``; the whiteouts (deleted paths).
+
+    Whiteouts are character devices, which no archive check lets through: they
+    travel as a list of paths and become whiteouts again on the target.
+    """
+    deleted: list[str] = []
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        if upper is None or not upper.is_dir():
+            return deleted
+        for root, dirs, files in os.walk(upper):
+            dirs.sort()
+            for entry in [*dirs, *sorted(files)]:
+                path = Path(root, entry)
+                relative = path.relative_to(upper).as_posix()
+                info = path.lstat()
+                if _is_whiteout(info.st_mode, info.st_rdev):
+                    deleted.append(relative)
+                else:
+                    tar.add(path, arcname=relative, recursive=False)
+    return deleted
+
+
+def upper_dir(data: dict[str, Any] | None) -> Path | None:
+    """overlay2's upper directory of an inspected container; None for another graph driver."""
+    graph = (data or {}).get("GraphDriver") or {}
+    upper = (graph.get("Data") or {}).get("UpperDir")
+    return Path(upper) if upper else None
+
+
+def unpack_upper(diff: Path, deleted: list[str], upper: Path | None) -> None:
+    """Lay a packed writable layer into a new container's upper directory."""
+    if upper is None:
+        raise ValueError("the container has no overlay2 upper directory to restore its layer into")
+    with tarfile.open(diff) as tar:
+        tar.extractall(upper, filter="tar")
+    for relative in deleted:
+        target = upper / relative
+        if ".." in Path(relative).parts or target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+
+
+# --- The archive ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _compressed_writer(path: Path, compression: str) -> Iterator[IO[bytes]]:
+    with path.open("wb") as raw:
+        if compression == "zstd":
+            with zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False) as stream:
+                yield cast(IO[bytes], stream)
+        elif compression == "gzip":
+            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as stream:
+                yield cast(IO[bytes], stream)
+        else:
+            yield raw
+
+
+def write_archive(work: Path, archive: Path, compression: str) -> None:
+    """Pack ``work`` (images, config, layer) into ``archive`` the way podman's export does."""
+    with (
+        _compressed_writer(archive, compression) as stream,
+        tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for name in (CONFIG, DELETED, ROOTFS_DIFF):
+            tar.add(work / name, arcname=name)
+        tar.add(work / IMAGES, arcname=IMAGES)
+
+
+def read_archive(archive: Path, into: Path) -> None:
+    """Unpack an archive written by :func:`write_archive` (any compression) into ``into``."""
+    with (
+        archive.open("rb") as raw,
+        decompressed(raw) as stream,
+        tarfile.open(fileobj=stream, mode="r|") as tar,
+    ):
+        tar.extractall(into, filter="data")
+
+
+# --- The driver ----------------------------------------------------------------------------
+
+
+async def _existing(path: Path) -> Path | None:
+    return path if await asyncio.to_thread(path.exists) else None
+
+
+class DockerDriver(CliDriver):
+    """Docker on this node, through its CLI; files under its data root reached directly."""
+
+    def __init__(
+        self, *, docker: str = "docker", timeout: float = 600, runc_conf: Path = RUNC_CONF
+    ) -> None:
+        super().__init__(tool=docker, timeout=timeout)
+        self._runc_conf = runc_conf
+        # runc.conf is one file for the node: one command that needs it at a time.
+        self._runc_conf_lock = asyncio.Lock()
+        self._root: Path | None = None
+
+    async def runtime_info(self) -> DockerRuntimeInfo:
+        output = await self._check(
+            ["version", "--format", "{{.Server.Version}}"], limit=self._quick
+        )
+        runc = shutil.which("runc")
+        runc_version = ""
+        if runc:
+            answer = await self._run_other([runc, "--version"])
+            runc_version = answer.split()[2] if answer.startswith("runc version") else ""
+        return DockerRuntimeInfo(
+            version=output.stdout.strip(), oci_runtime="runc", oci_runtime_version=runc_version
+        )
+
+    async def _run_other(self, argv: list[str]) -> str:
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), self._quick)
+        return out.decode(errors="replace")
+
+    async def _data_root(self) -> Path:
+        if self._root is None:
+            output = await self._check(
+                ["info", "--format", "{{.DockerRootDir}}"], limit=self._quick
+            )
+            self._root = Path(output.stdout.strip())
+        return self._root
+
+    async def _inspect_raw(self, container: str) -> dict[str, Any] | None:
+        output = await self._run(["inspect", "--type", "container", container], limit=self._quick)
+        if output.returncode != 0:
+            if is_no_such_container(output.stderr):
+                return None
+            raise await self._failure(output)
+        try:
+            return parse_inspect(output.stdout)
+        except (ValueError, TypeError) as error:
+            raise self._unexpected(output, error) from error
+
+    async def inspect(self, container: str) -> ContainerInfo | None:
+        data = await self._inspect_raw(container)
+        try:
+            return container_info(data) if data is not None else None
+        except (KeyError, TypeError, ValueError) as error:
+            raise RuntimeCommandError(
+                command=["docker", "inspect", container],
+                exit_code=0,
+                stderr="",
+                decisive_line=f"unexpected inspect output: {error}",
+            ) from error
+
+    async def image_exists(self, image_id: str) -> bool:
+        output = await self._run(["image", "inspect", image_id], limit=self._quick)
+        return output.returncode == 0
+
+    # -- checkpoint
+
+    @contextmanager
+    def _work(self, archive: Path, purpose: str) -> Iterator[Path]:
+        work = archive.parent / f".docker-{purpose}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(mode=0o700)
+        try:
+            yield work
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    async def _with_runc_conf(self, text: str, args: list[str], *, limit: float) -> CommandOutput:
+        """Run docker while ``runc.conf`` holds ``text`` (the source container reads only it)."""
+        async with self._runc_conf_lock:
+            previous = self._runc_conf.read_bytes() if self._runc_conf.exists() else None
+            self._runc_conf.parent.mkdir(parents=True, exist_ok=True)
+            self._runc_conf.write_text(text)
+            try:
+                return await self._run(args, limit=limit)
+            finally:
+                if previous is None:
+                    self._runc_conf.unlink(missing_ok=True)
+                else:
+                    self._runc_conf.write_bytes(previous)
+
+    async def checkpoint(
+        self, container: str, archive: Path, options: CheckpointOptions
+    ) -> CheckpointResult:
+        data = await self._inspect_raw(container)
+        if data is None:
+            raise RuntimeCommandError(
+                command=["docker", "checkpoint", "create", container],
+                exit_code=None,
+                stderr="",
+                decisive_line=f"no container {container!r}",
+            )
+        partial = partial_path(archive)
+        partial.unlink(missing_ok=True)
+        with self._work(archive, "checkpoint") as work:
+            log = work / "dump.log"
+            conf = criu_config(
+                tcp_established=options.tcp_established, file_locks=options.file_locks, log_file=log
+            )
+            args = ["checkpoint", "create", "--checkpoint-dir", str(work / "cps")]
+            if options.leave_running:
+                args.append("--leave-running")
+            started = time.monotonic()
+            output = await self._with_runc_conf(
+                conf, [*args, data["Id"], CHECKPOINT_NAME], limit=self._timeout
+            )
+            seconds = time.monotonic() - started
+            if output.returncode != 0:
+                raise await self._failure(output, criu_log=log)
+            if not options.leave_running:
+                await self._wait_exited(data["Id"])
+            (work / "cps" / CHECKPOINT_NAME).rename(work / IMAGES)
+            (work / CONFIG).write_text(json.dumps(recreation(data)))
+            deleted = await asyncio.to_thread(pack_upper, upper_dir(data), work / ROOTFS_DIFF)
+            (work / DELETED).write_text(json.dumps(deleted))
+            try:
+                await asyncio.to_thread(write_archive, work, partial, options.compression)
+                partial.replace(archive)
+            finally:
+                partial.unlink(missing_ok=True)
+        size, sha256 = await asyncio.to_thread(file_digest, archive)
+        return CheckpointResult(
+            archive=archive,
+            size_bytes=size,
+            sha256=sha256,
+            seconds=seconds,
+            statistics=CriuStatistics(),
+        )
+
+    async def _wait_exited(self, container_id: str, *, within: float = 10) -> None:
+        # Seen once: `Up (Paused)` for a moment after the checkpoint returned.
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            info = await self.inspect(container_id)
+            if info is None or info.state == "exited":
+                return
+            await asyncio.sleep(0.1)
+
+    # -- restore
+
+    async def restore(
+        self,
+        archive: Path,
+        *,
+        name: str | None = None,
+        tcp_established: bool = False,
+        file_locks: bool = False,
+    ) -> RestoreResult:
+        """Create a container from the archive's config, with its layer, and start it from
+        the checkpoint; a failed restore removes what it created."""
+        started = time.monotonic()
+        with self._work(archive, "restore") as work:
+            await asyncio.to_thread(read_archive, archive, work)
+            config: dict[str, Any] = json.loads((work / CONFIG).read_text())
+            name = name or str(config.get("name") or "")
+            conf = work / "criu.conf"
+            log = work / "restore.log"
+            conf.write_text(
+                criu_config(tcp_established=tcp_established, file_locks=file_locks, log_file=log)
+            )
+            created = await self._check(
+                create_args(config, name=name, criu_config=conf), limit=self._quick
+            )
+            container_id = created.stdout.strip().splitlines()[-1]
+            try:
+                await self._place(container_id, work)
+                await self._start_from_checkpoint(container_id, log)
+            except BaseException:
+                await self.remove(container_id)
+                raise
+        return RestoreResult(
+            container_id=container_id,
+            name=name,
+            seconds=time.monotonic() - started,
+            statistics=CriuStatistics(),
+        )
+
+    async def _place(self, container_id: str, work: Path) -> None:
+        """The writable layer and CRIU's images, where docker and runc look for them."""
+        upper = upper_dir(await self._inspect_raw(container_id))
+        deleted = json.loads((work / DELETED).read_text())
+        await asyncio.to_thread(unpack_upper, work / ROOTFS_DIFF, deleted, upper)
+        await self._install_images(container_id, work / IMAGES)
+
+    async def _install_images(self, container_id: str, images: Path) -> None:
+        into = await self._data_root() / "containers" / container_id / "checkpoints"
+        await asyncio.to_thread(into.mkdir, parents=True, exist_ok=True)
+        target = into / CHECKPOINT_NAME
+        await asyncio.to_thread(shutil.rmtree, target, True)
+        # copy2 keeps the mtimes: docker tars this directory again for containerd.
+        await asyncio.to_thread(shutil.copytree, images, target, copy_function=shutil.copy2)
+
+    async def _start_from_checkpoint(
+        self, container_id: str, log: Path, *, runc_conf: str | None = None
+    ) -> None:
+        """``docker start --checkpoint``, retried while containerd holds a stale upload.
+
+        ``runc_conf``: CRIU's options for a container we did not create (read
+        from ``runc.conf`` only); our own read theirs through the annotation.
+        """
+        args = ["start", "--checkpoint", CHECKPOINT_NAME, container_id]
+        for attempt in range(1, START_ATTEMPTS + 1):
+            if runc_conf is None:
+                output = await self._run(args, limit=self._timeout)
+            else:
+                output = await self._with_runc_conf(runc_conf, args, limit=self._timeout)
+            if output.returncode == 0:
+                return
+            digest = stale_upload(output.stderr)
+            if digest is None or attempt == START_ATTEMPTS:
+                raise await self._failure(output, criu_log=await _existing(log))
+            logger.info("containerd still holds %s; removing it and retrying", digest)
+            if ctr := shutil.which("ctr"):
+                await self._run_other([ctr, "-n", "moby", "content", "rm", digest])
+            await asyncio.sleep(STALE_PAUSE * attempt)
+
+    async def rollback(
+        self,
+        container: str,
+        archive: Path,
+        *,
+        tcp_established: bool | None = None,
+        file_locks: bool = False,
+    ) -> RestoreResult:
+        """Bring the source back from its checkpoint: in place when it is still there
+        (stopped by the checkpoint), else recreated from the archive."""
+        started = time.monotonic()
+        info = await self.inspect(container)
+        if info is not None and info.running:
+            return RestoreResult(
+                container_id=info.id, name=info.name, seconds=0.0, statistics=CriuStatistics()
+            )
+        with self._work(archive, "rollback") as work:
+            await asyncio.to_thread(read_archive, archive, work)
+            if tcp_established is None:
+                tcp_established = any((work / IMAGES).glob("tcp-stream-*.img"))
+            if info is not None:
+                log = work / "restore.log"
+                conf = criu_config(
+                    tcp_established=tcp_established, file_locks=file_locks, log_file=log
+                )
+                await self._install_images(info.id, work / IMAGES)
+                try:
+                    await self._start_from_checkpoint(info.id, log, runc_conf=conf)
+                except RuntimeCommandError as error:
+                    logger.warning(
+                        "in-place restore of %s failed, recreating it: %s", container, error
+                    )
+                    await self.remove(info.id)
+                else:
+                    return RestoreResult(
+                        container_id=info.id,
+                        name=info.name,
+                        seconds=time.monotonic() - started,
+                        statistics=CriuStatistics(),
+                    )
+        restored = await self.restore(
+            archive,
+            name=info.name if info else None,
+            tcp_established=tcp_established,
+            file_locks=file_locks,
+        )
+        return restored.model_copy(update={"seconds": time.monotonic() - started})
+
+    async def remove(self, container: str) -> None:
+        output = await self._run(["rm", "--force", container], limit=self._quick)
+        if output.returncode != 0 and not is_no_such_container(output.stderr):
+            raise await self._failure(output)
+
+    # -- images
+
+    async def save_image(self, image: str, out: Path) -> None:
+        partial = partial_path(out)
+        partial.unlink(missing_ok=True)
+        try:
+            await self._check(["save", "--output", str(partial), image], limit=self._timeout)
+            partial.replace(out)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    async def load_image(self, archive: Path) -> str:
+        output = await self._check(
+            ["load", "--quiet", "--input", str(archive)], limit=self._timeout
+        )
+        loaded = parse_loaded(output.stdout)
+        if loaded is None:
+            raise self._unexpected(output, "no `Loaded image` line")
+        inspected = await self._check(
+            ["image", "inspect", "--format", "{{.Id}}", loaded], limit=self._quick
+        )
+        return inspected.stdout.strip().removeprefix("sha256:")
