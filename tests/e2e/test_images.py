@@ -55,6 +55,7 @@ def test_the_helper_image_carries_podman_crun_criu_4_2_and_the_helper(
     assert "Version: 4.2" in criu, criu
     assert "podman version 5" in run(node, helper, "podman --version")
     assert "crun version" in run(node, helper, "crun --version")
+    assert "Docker version" in run(node, helper, "docker --version"), "for the docker driver"
     assert run(node, helper, "python3 -c 'import ferry_helper.server; print(1)'") == "1"
     config = json.loads(sh(node, f"podman image inspect {helper}"))[0]["Config"]
     assert config["Cmd"] == ["ferry-helper"]

@@ -1,0 +1,237 @@
+"""The docker driver, run for real where the helper runs: inside the simulated nodes.
+
+As for podman (test_podman_driver.py): a small program run by the node's helper
+Python drives :class:`ferry_helper.docker_driver.DockerDriver` and prints JSON;
+the test checks what a user would: the counter counts on from where it was,
+under docker, on the same node and on another one, and docker lists the
+restored container as its own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from ferry_cluster import helperlayer, images, nodes
+from ferry_cluster.config import ClusterConfig, NodeSpec
+from ferry_cluster.workloads import counter_script
+
+pytestmark = pytest.mark.e2e
+
+PREFIX = "dkr-"
+COUNTER = counter_script()
+STAGING = "/var/lib/ferry-helper/staging/docker-driver-test"
+
+PROGRAM = """
+import asyncio, json, logging, sys
+from pathlib import Path
+from ferry_helper.errors import RuntimeCommandError
+from ferry_helper.docker_driver import DockerDriver
+from ferry_helper.runtime import CheckpointOptions
+
+args = json.loads(sys.argv[1])
+driver = DockerDriver(timeout=120)
+said = []
+
+class Keep(logging.Handler):
+    def emit(self, record):
+        said.append(record.getMessage())
+
+logging.getLogger("ferry_helper").addHandler(Keep())
+logging.getLogger("ferry_helper").setLevel(logging.INFO)
+
+def failure(error):
+    return {"type": type(error).__name__, "message": str(error)}
+
+async def main():
+BODY
+
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+def drive(node: NodeSpec, body: str, **args: Any) -> Any:
+    """Run ``body`` (the inside of an async function) with the helper's Python in ``node``."""
+    code = PROGRAM.replace("BODY", textwrap.indent(textwrap.dedent(body).strip(), "    "))
+    argv = [
+        "env",
+        f"PYTHONPATH={helperlayer.helper_pythonpath()}",
+        f"{helperlayer.VENV}/bin/python",
+        "-c",
+        code,
+        json.dumps(args),
+    ]
+    result = nodes.run_in(node, argv, check=False, timeout=240)
+    assert result.returncode == 0, f"{node.name}: driver program failed:\n{result.stderr}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def sh(node: NodeSpec, script: str) -> str:
+    result = nodes.run_in(node, ["sh", "-c", script], check=False, timeout=120)
+    assert result.returncode == 0, f"{node.name}: {script!r} failed:\n{result.stderr}"
+    return result.stdout.strip()
+
+
+def count(node: NodeSpec, container: str) -> int:
+    for _ in range(20):
+        text = sh(node, f"docker exec {container} sh -c 'cat /tmp/count 2>/dev/null; true'")
+        if text:
+            return int(text)
+        time.sleep(0.02)
+    return 0
+
+
+def wait_count_above(node: NodeSpec, container: str, value: int, timeout: float = 20) -> int:
+    deadline = time.monotonic() + timeout
+    while (current := count(node, container)) <= value:
+        assert time.monotonic() < deadline, f"counter stuck at {current}"
+        time.sleep(0.1)
+    return current
+
+
+def counts_on_from(node: NodeSpec, container: str, at_checkpoint: int) -> None:
+    """Past its checkpointed value, and from it: the file it writes was not reset."""
+    now = wait_count_above(node, container, at_checkpoint)
+    assert now < at_checkpoint + 200, "counted on from the checkpoint, not from elsewhere"
+    state = sh(node, f"docker inspect --format '{{{{.State.Status}}}}' {container}")
+    assert state == "running"
+
+
+def clean(node: NodeSpec) -> None:
+    sh(
+        node,
+        f"ids=$(docker ps -aq --filter name=^{PREFIX}); "
+        '[ -z "$ids" ] || docker rm -f $ids >/dev/null; '
+        f"rm -rf {STAGING}; mkdir -p {STAGING}",
+    )
+
+
+@pytest.fixture
+def node_pair(local_cluster: ClusterConfig) -> Iterator[tuple[NodeSpec, NodeSpec]]:
+    node_a, node_b = local_cluster.node_specs()[:2]
+    for node in (node_a, node_b):
+        clean(node)
+    yield node_a, node_b
+    for node in (node_a, node_b):
+        clean(node)
+
+
+def start_counter(node: NodeSpec, name: str) -> None:
+    # A file in the container's writable layer, held open: the layer must move too.
+    script = f"exec 3>>/var/held; {COUNTER}"
+    sh(node, f"docker run -d --name {name} --network host {images.BUSYBOX_IMAGE} sh -c '{script}'")
+    wait_count_above(node, name, 3)
+
+
+def test_a_checkpoint_and_an_immediate_rollback_survive_containerd_stale_upload(
+    node_pair: tuple[NodeSpec, NodeSpec],
+) -> None:
+    """Checkpoint, then restore in place at once: docker's "content ... already exists".
+
+    Rounds until the stale upload was met (about every other round here); each
+    round the counter must count on from its checkpoint.
+    """
+    node, _ = node_pair
+    name = f"{PREFIX}again"
+    start_counter(node, name)
+    met = False
+    for round_ in range(10):
+        before = count(node, name)
+        out = drive(
+            node,
+            """
+            archive = Path(args["staging"]) / f"round-{args['round']}.tar"
+            done = await driver.checkpoint(args["name"], archive, CheckpointOptions())
+            back = await driver.rollback(args["name"], archive)
+            return {"size": done.size_bytes, "id": back.container_id, "said": said}
+            """,
+            name=name,
+            staging=STAGING,
+            round=round_,
+        )
+        assert out["size"] > 0
+        counts_on_from(node, name, before)
+        if any("containerd still holds" in line for line in out["said"]):
+            met = True
+            break
+    assert met, "containerd's stale upload never showed in 10 rounds"
+
+
+def test_an_archive_restores_on_another_node_with_its_writable_layer(
+    node_pair: tuple[NodeSpec, NodeSpec],
+) -> None:
+    node_a, node_b = node_pair
+    name = f"{PREFIX}mover"
+    start_counter(node_a, name)
+    sh(node_a, f"docker exec {name} sh -c 'echo kept > /var/note; rm -f /etc/motd'")
+    before = count(node_a, name)
+    archive = f"{STAGING}/move.tar"
+    out = drive(
+        node_a,
+        """
+        done = await driver.checkpoint(args["name"], Path(args["archive"]), CheckpointOptions())
+        return {"size": done.size_bytes, "sha256": done.sha256}
+        """,
+        name=name,
+        archive=archive,
+    )
+    assert out["size"] == nodes.host_path(node_a, archive).stat().st_size
+    assert sh(node_a, f"docker inspect --format '{{{{.State.Status}}}}' {name}") == "exited"
+    shutil.copyfile(nodes.host_path(node_a, archive), nodes.host_path(node_b, archive))
+    restored = drive(
+        node_b,
+        """
+        back = await driver.restore(Path(args["archive"]))
+        return {"id": back.container_id, "name": back.name}
+        """,
+        archive=archive,
+    )
+    assert restored["name"] == name
+    counts_on_from(node_b, name, before)
+    assert sh(node_b, f"docker exec {name} cat /var/note") == "kept", "the writable layer moved"
+    assert sh(node_b, f"docker exec {name} sh -c 'test -e /etc/motd || echo gone'") == "gone"
+    # A normal docker container there: docker can stop it.
+    sh(node_b, f"docker stop -t 1 {name}")
+
+
+def test_a_failed_restore_says_why_and_leaves_no_container(
+    node_pair: tuple[NodeSpec, NodeSpec],
+) -> None:
+    node_a, node_b = node_pair
+    name = f"{PREFIX}bound"
+    sh(node_a, "mkdir -p /srv/dkr-only-here")
+    sh(
+        node_a,
+        f"docker run -d --name {name} --network host -v /srv/dkr-only-here:/data "
+        f"{images.BUSYBOX_IMAGE} sh -c 'exec 3>>/data/log; {COUNTER}'",
+    )
+    wait_count_above(node_a, name, 2)
+    archive = f"{STAGING}/bound.tar"
+    drive(
+        node_a,
+        'await driver.checkpoint(args["name"], Path(args["archive"]), CheckpointOptions())\n'
+        "return {}",
+        name=name,
+        archive=archive,
+    )
+    shutil.copyfile(nodes.host_path(node_a, archive), nodes.host_path(node_b, archive))
+    sh(node_b, "rm -rf /srv/dkr-only-here")
+    out = drive(
+        node_b,
+        """
+        try:
+            await driver.restore(Path(args["archive"]))
+        except RuntimeCommandError as error:
+            return failure(error)
+        return {"type": "none"}
+        """,
+        archive=archive,
+    )
+    assert out["type"] == "RuntimeCommandError", out
+    assert "data/log" in out["message"], out["message"]  # CRIU names the file it misses
+    assert sh(node_b, f"docker ps -aq --filter name=^{name}$") == "", "nothing left behind"

@@ -1,0 +1,211 @@
+"""Docker containers through Ferry's resources, on the real local cluster.
+
+What a user checks: a docker counter moved by a ContainerMigration counts on
+from where it was on the other node, in docker there, and is gone from the
+source; a ContainerCheckpoint of it restores in place by a ContainerRestore;
+and a node without docker is refused as a target before anything is frozen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from ferry_api import constants
+from ferry_cluster import deploy, dockerd, images
+from ferry_cluster.config import ClusterConfig, NodeSpec
+from ferry_cluster.workloads import counter_script, sh
+from kubernetes import client
+from support import create_migration, succeeded_reason, wait_migration
+
+pytestmark = pytest.mark.e2e
+
+COUNTER = counter_script()
+
+
+@pytest.fixture(scope="module")
+def ferry(local_cluster: ClusterConfig) -> ClusterConfig:
+    deploy.deploy(local_cluster)
+    return local_cluster
+
+
+@pytest.fixture(scope="module")
+def custom(admin_api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(admin_api)
+
+
+def docker_counter(node: NodeSpec, name: str, namespace: str) -> int:
+    """A counter under docker on ``node``, allowed to namespace ``namespace``; its value."""
+    sh(node, f"docker rm -f {name} >/dev/null 2>&1; true")
+    sh(
+        node,
+        f"docker run -d --name {name} --network host "
+        f"--label {constants.NAMESPACE_LABEL}={namespace} {images.BUSYBOX_IMAGE} "
+        f"sh -c '{COUNTER}'",
+    )
+    return wait_count_above(node, name, 3)
+
+
+def count(node: NodeSpec, name: str) -> int:
+    text = sh(node, f"docker exec {name} sh -c 'cat /tmp/count 2>/dev/null || echo 0'")
+    return int(text or 0)
+
+
+def wait_count_above(node: NodeSpec, name: str, value: int, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while (current := count(node, name)) <= value:
+        assert time.monotonic() < deadline, f"{name} on {node.name} stuck at {current}"
+        time.sleep(0.1)
+    return current
+
+
+def docker_state(node: NodeSpec, name: str) -> str:
+    return sh(node, f"docker inspect --format '{{{{.State.Status}}}}' {name} 2>/dev/null; true")
+
+
+def create(
+    custom: client.CustomObjectsApi, namespace: str, kind: str, name: str, spec: dict[str, Any]
+) -> dict[str, Any]:
+    plural = {
+        constants.CONTAINER_CHECKPOINT_KIND: constants.CONTAINER_CHECKPOINT_PLURAL,
+        constants.CONTAINER_RESTORE_KIND: constants.CONTAINER_RESTORE_PLURAL,
+    }[kind]
+    custom.create_namespaced_custom_object(
+        constants.GROUP,
+        constants.VERSION,
+        namespace,
+        plural,
+        {
+            "apiVersion": constants.API_VERSION,
+            "kind": kind,
+            "metadata": {"name": name},
+            "spec": spec,
+        },
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        body = custom.get_namespaced_custom_object(
+            constants.GROUP, constants.VERSION, namespace, plural, name
+        )
+        status: dict[str, Any] = body.get("status") or {}
+        if status.get("phase") in ("Ready", "Succeeded", "Failed"):
+            return status
+        assert time.monotonic() < deadline, f"{kind} {name}: {status}"
+        time.sleep(0.2)
+
+
+def test_a_docker_counter_moves_to_another_node_and_counts_on(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node_a, node_b = ferry.node_specs()[:2]
+    sh(node_b, "docker rm -f dmove >/dev/null 2>&1; true")
+    docker_counter(node_a, "dmove", namespace)
+    create_migration(
+        custom,
+        namespace,
+        "move-dmove",
+        {"source": {"node": node_a.name, "container": "dmove"}, "target": {"node": node_b.name}},
+    )
+    status = wait_migration(custom, namespace, "move-dmove")
+    assert (status["phase"], succeeded_reason(status)) == ("Succeeded", "Succeeded"), status
+    assert status["runtime"] == "docker", "found in docker without being told"
+    assert status["timings"]["downtimeSeconds"] > 0
+    arrived = count(node_b, "dmove")
+    assert docker_state(node_b, "dmove") == "running"
+    wait_count_above(node_b, "dmove", arrived)
+    # Docker's log stays on the source: here it begins after the checkpointed value.
+    logged = [int(v) for v in sh(node_b, "docker logs dmove").split()]
+    assert logged[0] > 3, "the process started over"
+    assert logged == list(range(logged[0], logged[0] + len(logged)))
+    assert docker_state(node_a, "dmove") == "", "the source is gone after a move"
+    sh(node_b, "docker rm -f dmove")
+
+
+def test_a_docker_checkpoint_restores_in_place(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node = ferry.node_specs()[0]
+    docker_counter(node, "dsnap", namespace)
+    status = create(
+        custom,
+        namespace,
+        constants.CONTAINER_CHECKPOINT_KIND,
+        "dsnap-cp",
+        {"source": {"node": node.name, "container": "dsnap"}, "leaveRunning": False},
+    )
+    assert status["phase"] == "Ready", status
+    assert status["runtime"] == "docker"
+    assert status["summary"]["runtime"]["name"] == "docker", status["summary"]
+    assert status["summary"]["processes"] >= 2, status["summary"]
+    at_checkpoint = int(sh(node, "docker cp dsnap:/tmp/count - | tar -xO"))
+    assert docker_state(node, "dsnap") == "exited", "leaveRunning: false stops it"
+    sh(node, "docker rm -f dsnap")
+
+    done = create(
+        custom,
+        namespace,
+        constants.CONTAINER_RESTORE_KIND,
+        "dsnap-rs",
+        {"checkpointRef": {"name": "dsnap-cp"}},
+    )
+    assert done["phase"] == "Succeeded", done
+    assert (done["node"], done["containerName"]) == (node.name, "dsnap")
+    assert docker_state(node, "dsnap") == "running"
+    value = count(node, "dsnap")
+    assert at_checkpoint <= value < at_checkpoint + 100, (at_checkpoint, value)
+    wait_count_above(node, "dsnap", value)
+    sh(node, "docker rm -f dsnap")
+
+
+@pytest.fixture
+def node_c_without_docker(ferry: ClusterConfig, custom: client.CustomObjectsApi) -> Iterator[str]:
+    """node-c with its dockerd stopped, once its helper has reported so; started again after."""
+    node_c = ferry.node_specs()[2]
+    sh(node_c, "pkill -x dockerd; while pidof dockerd >/dev/null; do sleep 0.1; done")
+    try:
+        deadline = time.monotonic() + 60
+        while "docker" in runtimes_of(custom, node_c.name):
+            assert time.monotonic() < deadline, "node-c's helper still reports docker"
+            time.sleep(0.5)
+        yield node_c.name
+    finally:
+        dockerd.start(node_c)
+        deadline = time.monotonic() + 60
+        while "docker" not in runtimes_of(custom, node_c.name):
+            assert time.monotonic() < deadline, "node-c's helper never reported docker again"
+            time.sleep(0.5)
+
+
+def runtimes_of(custom: client.CustomObjectsApi, node: str) -> list[str]:
+    helper = custom.get_cluster_custom_object(
+        constants.GROUP, constants.VERSION, constants.NODE_HELPER_PLURAL, node
+    )
+    return [r["name"] for r in (helper.get("status") or {}).get("runtimes", [])]
+
+
+def test_a_node_without_docker_is_refused_before_anything_freezes(
+    ferry: ClusterConfig,
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    node_c_without_docker: str,
+) -> None:
+    node_a = ferry.node_specs()[0]
+    docker_counter(node_a, "dstay", namespace)
+    create_migration(
+        custom,
+        namespace,
+        "move-dstay",
+        {
+            "source": {"node": node_a.name, "container": "dstay"},
+            "target": {"node": node_c_without_docker},
+        },
+    )
+    status = wait_migration(custom, namespace, "move-dstay")
+    assert (status["phase"], succeeded_reason(status)) == ("Failed", "IncompatibleRuntime")
+    assert f"node {node_c_without_docker} has no docker" in status["message"], status["message"]
+    assert not any(t["phase"] == "Checkpointing" for t in status["phaseTransitions"])
+    before = count(node_a, "dstay")
+    wait_count_above(node_a, "dstay", before)
+    sh(node_a, "docker rm -f dstay")
