@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ferry_api import InvalidResourceError
-from ferry_api.migration import Compression
+from ferry_api.migration import Compression, MigrationRuntime
 
 from ferry_kubectl import commands, output
 from ferry_kubectl.errors import PluginError
@@ -89,6 +89,11 @@ def _migrate_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--compression", choices=[c.value for c in Compression], help="archive compression"
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=[r.value for r in MigrationRuntime],
+        help="the container's runtime (default: whichever has it, podman first)",
     )
     parser.add_argument(
         "--timeout", type=int, metavar="SECONDS", help="roll back after this long (10-3600)"

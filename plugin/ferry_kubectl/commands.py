@@ -103,6 +103,7 @@ def migrate(env: Env) -> int:
         file_locks=args.file_locks,
         keep_checkpoint=args.keep_checkpoint,
         compression=args.compression,
+        runtime=args.runtime,
         timeout=args.timeout,
         ttl=args.ttl,
     )

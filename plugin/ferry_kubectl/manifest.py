@@ -34,6 +34,7 @@ FLAGS = {
     "source.node": "--from",
     "target.node": "--to",
     "compression": "--compression",
+    "runtime": "--runtime",
     "timeoutSeconds": "--timeout",
     "ttlSecondsAfterFinished": "--ttl",
 }
@@ -57,6 +58,7 @@ class MigrateFlags:
     file_locks: bool = False
     keep_checkpoint: bool = False
     compression: str | None = None
+    runtime: str | None = None
     timeout: int | None = None
     ttl: int | None = None
 
@@ -118,6 +120,7 @@ def from_flags(flags: MigrateFlags, namespace: str | None) -> Body:
         "fileLocks": flags.file_locks or None,
         "keepCheckpoint": flags.keep_checkpoint or None,
         "compression": flags.compression,
+        "runtime": flags.runtime,
         "timeoutSeconds": flags.timeout,
         "ttlSecondsAfterFinished": flags.ttl,
     }

@@ -170,7 +170,7 @@ def test_nodes_lists_every_node_with_its_criu(ferry: ClusterConfig) -> None:
     for node in nodes.values():
         assert node["ready"] == "True"
         assert node["criuVersion"], node
-        assert [r["name"] for r in node["runtimes"]] == ["podman"]
+        assert [r["name"] for r in node["runtimes"]] == ["podman", "docker"]
     table = kubectl_ferry(ferry, "nodes").stdout.splitlines()
     assert table[0].split()[:5] == ["NODE", "READY", "ADDRESS", "RUNTIMES", "CRIU"]
     assert len(table) == 1 + len(nodes)

@@ -204,6 +204,16 @@ def test_migrate_flags_with_a_name_and_namespace_and_no_target() -> None:
     body = manifest.from_flags(flags, namespace="apps")
     assert body["metadata"] == {"name": "move-web", "namespace": "apps"}
     assert "target" not in body["spec"], "the operator picks the target"
+    assert "runtime" not in body["spec"], "the operator finds the container's runtime"
+
+
+def test_migrate_runtime_flag_pins_the_runtime() -> None:
+    flags = manifest.MigrateFlags(container="web", source="node-a", runtime="docker")
+    assert manifest.from_flags(flags, namespace=None)["spec"]["runtime"] == "docker"
+    with pytest.raises(PluginError, match="--runtime: Input should be 'podman' or 'docker'"):
+        manifest.from_flags(
+            manifest.MigrateFlags(container="web", source="node-a", runtime="rkt"), None
+        )
 
 
 @pytest.mark.parametrize(
