@@ -209,3 +209,37 @@ def test_a_node_without_docker_is_refused_before_anything_freezes(
     before = count(node_a, "dstay")
     wait_count_above(node_a, "dstay", before)
     sh(node_a, "docker rm -f dstay")
+
+
+def test_a_failed_docker_restore_rolls_back_and_the_source_counts_on(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node_a, node_b = ferry.node_specs()[:2]
+    # A file held open on a bind mount only node-a has: CRIU cannot reopen it on node-b.
+    sh(node_a, "mkdir -p /srv/dbound-only-here")
+    sh(node_b, "rm -rf /srv/dbound-only-here; docker rm -f dbound >/dev/null 2>&1; true")
+    sh(node_a, "docker rm -f dbound >/dev/null 2>&1; true")
+    sh(
+        node_a,
+        f"docker run -d --name dbound --network host -v /srv/dbound-only-here:/data "
+        f"--label {constants.NAMESPACE_LABEL}={namespace} {images.BUSYBOX_IMAGE} "
+        f"sh -c 'exec 3>>/data/log; {COUNTER}'",
+    )
+    wait_count_above(node_a, "dbound", 3)
+    create_migration(
+        custom,
+        namespace,
+        "move-dbound",
+        {"source": {"node": node_a.name, "container": "dbound"}, "target": {"node": node_b.name}},
+    )
+    status = wait_migration(custom, namespace, "move-dbound")
+    assert (status["phase"], succeeded_reason(status)) == ("Failed", "RestoreFailed"), status
+    assert "data/log" in status["message"], "CRIU's line names the file it could not open"
+    assert any(t["phase"] == "RollingBack" for t in status["phaseTransitions"])
+    # The source is back, the same process, counting on; nothing is left on the target.
+    assert docker_state(node_a, "dbound") == "running"
+    wait_count_above(node_a, "dbound", count(node_a, "dbound"))
+    logged = [int(v) for v in sh(node_a, "docker logs dbound").split()]
+    assert logged == list(range(1, len(logged) + 1)), "the process started over"
+    assert docker_state(node_b, "dbound") == ""
+    sh(node_a, "docker rm -f dbound; rm -rf /srv/dbound-only-here")
