@@ -71,7 +71,7 @@ from .runtime import (
     Record,
     RestoreResult,
     file_digest,
-    partial_path,
+    written_whole,
 )
 
 logger = logging.getLogger(__name__)
@@ -419,8 +419,6 @@ class DockerDriver(CliDriver):
                 stderr="",
                 decisive_line=f"no container {container!r}",
             )
-        partial = partial_path(archive)
-        partial.unlink(missing_ok=True)
         with self._work(archive, "checkpoint") as work:
             log = work / "dump.log"
             conf = criu_config(
@@ -442,11 +440,8 @@ class DockerDriver(CliDriver):
             (work / CONFIG).write_text(json.dumps(recreation(data)))
             deleted = await asyncio.to_thread(pack_upper, upper_dir(data), work / ROOTFS_DIFF)
             (work / DELETED).write_text(json.dumps(deleted))
-            try:
+            with written_whole(archive) as partial:
                 await asyncio.to_thread(write_archive, work, partial, options.compression)
-                partial.replace(archive)
-            finally:
-                partial.unlink(missing_ok=True)
         size, sha256 = await asyncio.to_thread(file_digest, archive)
         return CheckpointResult(
             archive=archive,
@@ -599,13 +594,8 @@ class DockerDriver(CliDriver):
     # -- images
 
     async def save_image(self, image: str, out: Path) -> None:
-        partial = partial_path(out)
-        partial.unlink(missing_ok=True)
-        try:
+        with written_whole(out) as partial:
             await self._check(["save", "--output", str(partial), image], limit=self._timeout)
-            partial.replace(out)
-        finally:
-            partial.unlink(missing_ok=True)
 
     async def load_image(self, archive: Path) -> str:
         output = await self._check(

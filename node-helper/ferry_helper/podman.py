@@ -65,7 +65,7 @@ from .runtime import (
     Record,
     RestoreResult,
     file_digest,
-    partial_path,
+    written_whole,
 )
 
 logger = logging.getLogger(__name__)
@@ -322,19 +322,14 @@ class PodmanDriver(CliDriver):
         The archive appears only once complete; its size and SHA-256 are read
         back from the file in chunks, not held in memory.
         """
-        partial = partial_path(archive)
-        partial.unlink(missing_ok=True)
         started = time.monotonic()
-        try:
+        with written_whole(archive) as partial:
             output = await self._run(
                 checkpoint_args(container, partial, options), limit=self._timeout
             )
             seconds = time.monotonic() - started
             if output.returncode != 0:
                 raise await self._failure(output)
-            partial.replace(archive)
-        finally:
-            partial.unlink(missing_ok=True)
         _, statistics = parse_print_stats(output.stdout)
         size, sha256 = await asyncio.to_thread(file_digest, archive)
         return CheckpointResult(
@@ -594,9 +589,7 @@ class PodmanDriver(CliDriver):
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise self._unexpected(output, error) from error
         reference = names[0] if names and is_image_id(image, image_id) else image
-        partial = partial_path(out)
-        partial.unlink(missing_ok=True)
-        try:
+        with written_whole(out) as partial:
             await self._check(
                 [
                     "save",
@@ -609,9 +602,6 @@ class PodmanDriver(CliDriver):
                 ],
                 limit=self._timeout,
             )
-            partial.replace(out)
-        finally:
-            partial.unlink(missing_ok=True)
 
     async def load_image(self, archive: Path) -> str:
         """Load an image archive; returns the ID of the (first) image loaded."""

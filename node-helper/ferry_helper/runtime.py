@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -98,6 +99,19 @@ def file_digest(path: Path) -> tuple[int, str]:
 def partial_path(path: Path) -> Path:
     """Where ``path`` is written until it is complete."""
     return path.with_name(f".{path.name}.partial")
+
+
+@contextmanager
+def written_whole(path: Path) -> Iterator[Path]:
+    """A path to write ``path``'s content to; it becomes ``path`` only if the block succeeds,
+    so a file that exists is complete."""
+    partial = partial_path(path)
+    partial.unlink(missing_ok=True)
+    try:
+        yield partial
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

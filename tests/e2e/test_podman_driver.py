@@ -10,15 +10,14 @@ counts on after a move instead of starting over.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
-import textwrap
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import helper_python
 import pytest
-from ferry_cluster import helperlayer, images, nodes
+from ferry_cluster import images, nodes
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import counter_script
 
@@ -61,18 +60,7 @@ print(json.dumps(asyncio.run(main())))
 
 def drive(node: NodeSpec, body: str, **args: Any) -> Any:
     """Run ``body`` (the inside of an async function) with the helper's Python in ``node``."""
-    code = PROGRAM.replace("BODY", textwrap.indent(textwrap.dedent(body).strip(), "    "))
-    argv = [
-        "env",
-        f"PYTHONPATH={helperlayer.helper_pythonpath()}",
-        f"{helperlayer.VENV}/bin/python",
-        "-c",
-        code,
-        json.dumps(args),
-    ]
-    result = nodes.run_in(node, argv, check=False, timeout=240)
-    assert result.returncode == 0, f"{node.name}: driver program failed:\n{result.stderr}"
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return helper_python.drive(node, PROGRAM, body, **args)
 
 
 def sh(node: NodeSpec, script: str, *, timeout: float = 120) -> str:
