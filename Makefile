@@ -86,8 +86,8 @@ demo: prepare ## Local cluster, two nodes, a running container moved between the
 	$(BIN)/python -m ferry_cluster.demo
 
 .PHONY: bench
-bench: prepare ## Benchmark: ContainerMigration vs the manual export/scp/import, tiny and 256 MiB (root).
-	$(BIN)/python -m ferry_cluster.bench --output bench-results.json
+bench: prepare ## Performance report: ContainerMigration vs manual export/scp/import, 0/256 MiB/1 GiB (root).
+	$(BIN)/python -m ferry_cluster.bench --output bench-results.json --plot bench-downtime.png
 
 .PHONY: cluster-up
 cluster-up: prepare ## Start the local cluster (root).

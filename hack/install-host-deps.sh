@@ -3,8 +3,9 @@
 # Go must be on PATH already (the control plane is built with it).
 set -euo pipefail
 
-# docker-registry and apache2-utils (htpasswd): the local cluster's checkpoint registry.
-need=(debootstrap iproute2 util-linux procps docker-registry apache2-utils)
+# docker-registry and apache2-utils (htpasswd): the local cluster's checkpoint registry;
+# gcc and libc6-dev: the benchmark's workload (memhog), a static C program.
+need=(debootstrap iproute2 util-linux procps docker-registry apache2-utils gcc libc6-dev)
 missing=()
 for pkg in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
