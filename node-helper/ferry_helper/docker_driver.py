@@ -185,9 +185,14 @@ def create_args(config: dict[str, Any], *, name: str, criu_config: Path) -> list
     return [*args, image, *command]
 
 
+#: The first line of every CRIU configuration this driver writes: a helper that
+#: died while one was in runc.conf finds it at its next start and removes it.
+OURS = "# written by ferry-helper for one command"
+
+
 def criu_config(*, tcp_established: bool, file_locks: bool, log_file: Path) -> str:
     """A CRIU configuration file (runc reads it at checkpoint and restore)."""
-    lines = [f"log-file {log_file}"]
+    lines = [OURS, f"log-file {log_file}"]
     if tcp_established:
         lines.append("tcp-established")
     if file_locks:
@@ -326,6 +331,17 @@ class DockerDriver(CliDriver):
         # runc.conf is one file for the node: one command that needs it at a time.
         self._runc_conf_lock = asyncio.Lock()
         self._root: Path | None = None
+        self._forget_stale_runc_conf()
+
+    def _forget_stale_runc_conf(self) -> None:
+        """A runc.conf left by a helper killed mid-command would steer every later docker
+        checkpoint on the node (its options, a log file in our staging): remove it."""
+        try:
+            if self._runc_conf.read_text().startswith(OURS):
+                logger.warning("removing %s, left by an earlier helper", self._runc_conf)
+                self._runc_conf.unlink()
+        except OSError:
+            return
 
     async def runtime_info(self) -> DockerRuntimeInfo:
         output = await self._check(
