@@ -46,6 +46,18 @@ def keepalive_options() -> dict[str, float | int]:
     return {"keepalive_interval": KEEPALIVE_SECONDS, "keepalive_count_max": KEEPALIVE_COUNT_MAX}
 
 
+#: SSH channel window and largest packet a side accepts. asyncssh's defaults (2 MiB,
+#: 32 KiB) cost a Python round per 32 KiB: measured on loopback with aes128-gcm,
+#: 16 MiB and 256 KiB carry 560 MB/s where the defaults carry 290 MB/s.
+STREAM_WINDOW = 16 << 20
+STREAM_MAX_PACKET = 256 << 10
+
+
+def stream_options() -> dict[str, int]:
+    """asyncssh options for connections and channels that carry archives."""
+    return {"window": STREAM_WINDOW, "max_pktsize": STREAM_MAX_PACKET}
+
+
 class Operation(StrEnum):
     PROBE = "probe"
     INSPECT = "inspect"

@@ -29,6 +29,7 @@ from .protocol import (
     allowed,
     encode,
     keepalive_options,
+    stream_options,
 )
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class HelperServer:
             # A client on a cut link is dropped, so a half-received archive is
             # removed instead of waiting for bytes that will never come.
             **keepalive_options(),
+            **stream_options(),
         )
 
     async def handle(self, process: asyncssh.SSHServerProcess[bytes]) -> None:

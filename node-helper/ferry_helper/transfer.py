@@ -27,6 +27,7 @@ from .protocol import (
     RemoteError,
     decode,
     keepalive_options,
+    stream_options,
 )
 
 CHUNK = 1 << 20
@@ -77,10 +78,11 @@ async def stream_file(
         known_hosts=known_hosts(peer.host_key),
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         **keepalive_options(),
+        **stream_options(),
         # aes128-gcm is the fastest cipher asyncssh offers on hardware with AES-NI.
         encryption_algs=["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"],
     ) as conn:
-        process = await conn.create_process(operation, encoding=None)
+        process = await conn.create_process(operation, encoding=None, **stream_options())
         process.stdin.write(json.dumps(header).encode() + b"\n")
         sent = 0
         with path.open("rb") as handle:
