@@ -648,6 +648,7 @@ class PodmanDriver(CliDriver):
         *,
         tcp_established: bool | None = None,
         file_locks: bool = False,
+        archive_holds_memory: bool = True,
     ) -> RestoreResult:
         """Bring the source container back after a failed migration, from its checkpoint.
 
@@ -676,6 +677,11 @@ class PodmanDriver(CliDriver):
         (verified). A container that is gone already is restored the same way;
         one that runs is left alone (the checkpoint left it running, or an
         earlier rollback brought it back), so a rollback can be repeated.
+
+        ``archive_holds_memory`` False: a page-server dump, whose memory is
+        only in the container's checkpoint directory (brought back from the
+        target). Removing the container would lose it, so there is no
+        fallback: a failed in-place restore is the error.
         """
         started = time.monotonic()
         info = await self.inspect(container)
@@ -696,8 +702,18 @@ class PodmanDriver(CliDriver):
             if output.returncode == 0:
                 return await self._restored(output, info.id, time.monotonic() - started)
             error = await self._failure(output)
+            if not archive_holds_memory:
+                raise error
             logger.warning(
                 "in-place restore of %s failed, restoring the archive: %s", info.name, error
+            )
+        elif info is not None and not archive_holds_memory:
+            raise RuntimeCommandError(
+                command=[self._tool, "container", "restore", info.id],
+                exit_code=None,
+                stderr="",
+                decisive_line=f"container {info.name} is {info.state}, not checkpointed, and "
+                "its memory is only in its checkpoint directory: it cannot be restored",
             )
         if info is not None:
             await self.remove(info.id)
