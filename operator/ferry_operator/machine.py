@@ -766,7 +766,11 @@ class Migration:
             before_sleep=report,
             reraise=True,
         )
-        result: dict[str, Any] = await retrying(attempt)
+        async def once() -> dict[str, Any]:
+            # A coroutine function: tenacity would not await what a plain callable returns.
+            return await attempt()
+
+        result: dict[str, Any] = await retrying(once)
         return result
 
     async def _resume_rollback(self) -> Phase:
