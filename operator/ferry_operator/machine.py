@@ -766,6 +766,7 @@ class Migration:
             before_sleep=report,
             reraise=True,
         )
+
         async def once() -> dict[str, Any]:
             # A coroutine function: tenacity would not await what a plain callable returns.
             return await attempt()

@@ -11,12 +11,13 @@ docker container is refused before anything is frozen.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 import pytest
 from ferry_api import constants
-from ferry_cluster import deploy, images, memhog
+from ferry_cluster import deploy, images, memhog, procs
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import (
     container_state,
@@ -166,6 +167,75 @@ def test_a_failed_restore_rolls_back_with_the_memory_taken_back_from_the_target(
         assert sh(node, f"ls -d {STAGING}/{uid} 2>/dev/null || true") == ""
         assert sh(node, "ls /etc/criu/default.conf 2>/dev/null || true") == ""
     sh(node_a, "podman rm -f -t 0 hog-mounted; rm -rf /srv/only-on-a")
+
+
+def test_a_target_gone_while_it_holds_the_memory_holds_the_rollback_until_it_is_back(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    """The PageServer trade-off: the source's memory is on the target only, so a rollback
+    waits for the target (and says why) instead of restoring a source without memory."""
+    node_a, node_b = ferry.node_specs()[:2]
+    sh(node_b, "podman rm -f -t 0 -i hog-stranded")
+    container_id = run_memhog(node_a, "hog-stranded", namespace)
+    name = f"p-{uuid.uuid4().hex[:6]}"
+    create_migration(custom, namespace, name, page_spec(node_a, node_b, "hog-stranded", tls=True))
+    # Once the archive is on its way the dump is over: every page is on node-b only.
+    wait_migration(
+        custom, namespace, name, lambda s: s.get("phase") in ("Transferring", "Restoring")
+    )
+    helper = procs.read_pid(deploy.helper_pid_file(node_b), "ferry_helper")
+    assert helper is not None
+    procs.run(["kill", "-KILL", "--", f"-{helper}"])
+    try:
+        waiting = wait_migration(
+            custom,
+            namespace,
+            name,
+            lambda s: succeeded_reason(s) == "MemoryOnTarget",
+            timeout=120,
+            poll=0.5,
+        )
+        message = next(c["message"] for c in waiting["conditions"] if c["type"] == "Succeeded")
+        assert "memory is on node-b only" in message, message
+        assert "the source cannot be restored without it" in message, message
+        assert waiting["phase"] == "RollingBack"
+        time.sleep(3)  # and it keeps waiting: the source stays down, no copy is started
+        assert container_state(node_a, "hog-stranded") == "exited"
+    finally:
+        deploy.start_helper(ferry, node_b, deploy.workload(ferry, "daemonset", "ferry-node-helper"))
+
+    status = wait_migration(custom, namespace, name, timeout=180, poll=0.5)
+    assert status["phase"] == "Failed", status
+    assert container_state(node_a, "hog-stranded") == "running"
+    logged = logged_counts(node_a, "hog-stranded")
+    assert counted_without_restart(logged), "the process started over"
+    wait_counting(node_a, "hog-stranded", above=logged[-1])
+    assert container_state(node_b, "hog-stranded") == ""
+    assert sh(node_b, f"ls -d {STORAGE}/{container_id} 2>/dev/null || true") == ""
+    sh(node_a, "podman rm -f -t 0 hog-stranded")
+
+
+def test_a_criu_config_of_the_nodes_own_refuses_the_dump_and_the_source_runs_on(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node_a, node_b = ferry.node_specs()[:2]
+    container_id = run_memhog(node_a, "hog-configured", namespace)
+    sh(node_a, "mkdir -p /etc/criu && echo 'tcp-established' > /etc/criu/default.conf")
+    try:
+        uid, status = move(
+            custom, namespace, page_spec(node_a, node_b, "hog-configured", tls=False)
+        )
+        assert sh(node_a, "cat /etc/criu/default.conf") == "tcp-established", "left alone"
+    finally:
+        sh(node_a, "rm -f /etc/criu/default.conf")
+    assert status["phase"] == "Failed", status
+    assert succeeded_reason(status) == "CheckpointFailed", status
+    assert "/etc/criu/default.conf exists" in status["message"], status["message"]
+    assert "memoryTransfer: Archive" in status["message"]
+    assert container_state(node_a, "hog-configured") == "running"
+    wait_counting(node_a, "hog-configured", above=read_count(node_a, "hog-configured"))
+    assert_no_trace(node_b, uid, container_id)
+    sh(node_a, "podman rm -f -t 0 hog-configured")
 
 
 def test_a_docker_container_with_page_server_is_refused_before_the_freeze(
