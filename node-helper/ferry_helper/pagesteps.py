@@ -239,6 +239,10 @@ class PageSteps:
             },
         )
         logger.info("page server of %s ended (%s), %d bytes of pages", uid, code, pages)
+        if self._servers.get(uid) is server:
+            # What is left to know is in the journal now (see received and _usable).
+            del self._servers[uid]
+            self._watchers.pop(uid, None)
 
     async def received(self, uid: str) -> int:
         """Bytes of memory the page server of ``uid`` received, once it ended well."""
