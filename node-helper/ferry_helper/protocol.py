@@ -178,7 +178,6 @@ class PagesFetchRequest(Model):
     """
 
     uid: str = Field(pattern=UID_PATTERN)
-    container: str
     target: Peer | None = None
     #: A peer key granted on ``target`` for ``uid`` (OpenSSH).
     credential: str | None = Field(default=None, repr=False)

@@ -527,7 +527,8 @@ class Migration:
                 "tcp_established": self.spec.tcp_established,
                 "file_locks": self.spec.file_locks,
                 "runtime": self._runtime,
-                "onto_pages": self._pages,
+                # Only when set: an Archive migration's request is what it always was.
+                **({"onto_pages": True} if self._pages else {}),
             },
         )
         self._timings(restore_seconds=round(float(result["seconds"]), 3))
@@ -678,7 +679,7 @@ class Migration:
         the migration or holds no pages is reported, and the source's restore
         tried anyway (its error then says what is missing).
         """
-        request = {"uid": self.uid, "container": self.spec.source.container}
+        request = {"uid": self.uid}
         asked = await self._call_until_reached(source, Operation.PAGES_FETCH, request)
         if not asked.get("needed"):
             return
