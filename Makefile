@@ -89,6 +89,10 @@ demo: prepare ## Local cluster, two nodes, a running container moved between the
 bench: prepare ## Performance report: ContainerMigration vs manual export/scp/import, 0/256 MiB/1 GiB (root).
 	$(BIN)/python -m ferry_cluster.bench --output bench-results.json --plot bench-downtime.png
 
+.PHONY: bench-memory
+bench-memory: prepare ## Benchmark: memoryTransfer Archive vs PageServer (TLS, plain), 64 MiB and 1 GiB in a process (root).
+	$(BIN)/python -m ferry_cluster.memorybench --output bench-memory-results.json
+
 .PHONY: cluster-up
 cluster-up: prepare ## Start the local cluster (root).
 	$(BIN)/ferry-cluster up

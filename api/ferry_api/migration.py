@@ -39,6 +39,11 @@ IMMUTABLE_SPEC_MESSAGE = "spec is immutable: a ContainerMigration is an action; 
 SAME_NODE_MESSAGE = (
     "target.node must differ from source.node: a migration moves a container to another node"
 )
+KEPT_PAGES_MESSAGE = (
+    "keepCheckpoint cannot be used with memoryTransfer: PageServer: the memory goes straight "
+    "to the target's page server, so the archive kept would hold none; use memoryTransfer: "
+    "Archive to keep a checkpoint"
+)
 
 
 class Phase(StrEnum):
@@ -68,6 +73,15 @@ class Compression(StrEnum):
     ZSTD = "zstd"
     GZIP = "gzip"
     NONE = "none"
+
+
+class MemoryTransfer(StrEnum):
+    """How the container's memory reaches the target node."""
+
+    #: Inside the checkpoint archive, streamed over SSH after the dump.
+    ARCHIVE = "Archive"
+    #: During the dump, from CRIU on the source to CRIU's page server on the target.
+    PAGE_SERVER = "PageServer"
 
 
 class MigrationRuntime(StrEnum):
@@ -113,6 +127,12 @@ class ContainerMigrationSpec(SpecModel):
                     "message": SAME_NODE_MESSAGE,
                     "fieldPath": ".target.node",
                 },
+                {
+                    "rule": "!has(self.memoryTransfer) || self.memoryTransfer != 'PageServer'"
+                    " || !has(self.keepCheckpoint) || !self.keepCheckpoint",
+                    "message": KEPT_PAGES_MESSAGE,
+                    "fieldPath": ".keepCheckpoint",
+                },
             ]
         }
     )
@@ -138,7 +158,23 @@ class ContainerMigrationSpec(SpecModel):
     )
     keep_checkpoint: bool = Field(
         default=False,
-        description="Keep the checkpoint archive on both nodes after the migration ends.",
+        description="Keep the checkpoint archive on both nodes after the migration ends "
+        "(Archive only).",
+    )
+    memory_transfer: MemoryTransfer = Field(
+        default=MemoryTransfer.ARCHIVE,
+        description="How the memory reaches the target. Archive: in the checkpoint archive, "
+        "streamed over SSH after the dump. PageServer (podman only): straight from the dump "
+        "to CRIU's page server on the target, so it is written once and the archive left to "
+        "send is small; much less downtime for containers with a lot of memory, but a "
+        "rollback then needs the target to give the memory back (see pageServerTls).",
+    )
+    page_server_tls: bool = Field(
+        default=True,
+        description="With memoryTransfer: PageServer, encrypt and authenticate the page "
+        "server's link with TLS and a certificate made for this migration on each end. "
+        "false sends the memory in clear and lets whoever connects first feed the page "
+        "server: only for a node network you trust.",
     )
     timeout_seconds: int = Field(
         default=300,
@@ -162,10 +198,12 @@ class ContainerMigrationSpec(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _target_is_another_node(self) -> ContainerMigrationSpec:
-        # The same rule as the CRD's CEL rule, for bodies that did not pass the API server.
+    def _follows_the_crd_rules(self) -> ContainerMigrationSpec:
+        # The CRD's CEL rules, for bodies that did not pass the API server.
         if self.target is not None and self.target.node == self.source.node:
             raise ValueError(SAME_NODE_MESSAGE)
+        if self.memory_transfer == MemoryTransfer.PAGE_SERVER and self.keep_checkpoint:
+            raise ValueError(KEPT_PAGES_MESSAGE)
         return self
 
 
@@ -188,7 +226,9 @@ class Timings(StatusModel):
     """Measured durations of the migration's steps, in seconds."""
 
     checkpoint_seconds: Seconds | None = Field(
-        default=None, description="Checkpointing the container on the source node."
+        default=None,
+        description="Checkpointing the container on the source node (with memoryTransfer: "
+        "PageServer, sending its memory to the target too).",
     )
     transfer_seconds: Seconds | None = Field(
         default=None, description="Sending the checkpoint archive to the target node."
@@ -299,6 +339,12 @@ class ContainerMigrationStatus(StatusModel):
     )
     timings: Timings | None = Field(default=None, description="Measured step durations.")
     archive: Archive | None = Field(default=None, description="The checkpoint archive sent.")
+    pages_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Bytes of memory pages the target's page server received "
+        "(memoryTransfer: PageServer).",
+    )
     criu_statistics: CriuStatistics | None = Field(
         default=None,
         description="Statistics CRIU reported for the dump and the restore; times in "

@@ -48,11 +48,18 @@ MIGRATIONS = constants.CONTAINER_MIGRATION_PLURAL
 #: The steps of a migration whose durations are not Ferry's own overhead.
 STEPS = ("checkpointSeconds", "transferSeconds", "restoreSeconds")
 SSH_OPTS = "-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile=/root/.ssh/known_hosts"
-#: Issue 8's targets: (what, threshold, met when below).
+#: How each way of moving is named in the report; the Ferry ones by their memoryTransfer.
+METHODS = {
+    "manual": "manual export/scp/import",
+    "ferry": "ContainerMigration, memoryTransfer: Archive",
+    "pageserver": "ContainerMigration, memoryTransfer: PageServer (TLS)",
+}
+FERRY_METHODS = {"ferry": "Archive", "pageserver": "PageServer"}
+#: Issue 8's targets: (what, threshold), met when below.
 TARGETS = (
-    ("tiny: downtime Ferry / manual", 0.8),
-    ("1GiB: downtime Ferry / manual", 0.5),
-    ("Ferry overhead, median seconds", 0.3),
+    ("tiny: downtime {} / manual", 0.8),
+    ("1GiB: downtime {} / manual", 0.5),
+    ("{} overhead, median seconds", 0.3),
 )
 TARGET_THROUGHPUT_1GIB = 300e6
 
@@ -82,7 +89,7 @@ def start(node: NodeSpec, name: str, mib: int) -> None:
     sh(
         node,
         f"podman rm -f -t 0 -i {name}; podman run -d --name {name} "
-        f"--label {constants.NAMESPACE_LABEL}={NAMESPACE} {memhog.MEMHOG_IMAGE} "
+        f"--label {constants.NAMESPACE_LABEL}={NAMESPACE} {memhog.IMAGE} "
         f"/bin/memhog {mib}",
     )
     deadline = time.monotonic() + 300
@@ -94,8 +101,8 @@ def start(node: NodeSpec, name: str, mib: int) -> None:
 
 def ticks(node: NodeSpec, name: str) -> tuple[int, float]:
     """memhog's (count, longest gap in seconds); (0, 0) before its first tick."""
-    text = sh(node, f"podman exec {name} sh -c 'cat /tmp/count 2>/dev/null; true'")
-    if not text:
+    text = sh(node, f"podman exec {name} sh -c 'cat /tmp/count /tmp/gap 2>/dev/null; true'")
+    if len(text.split()) != 2:
         return 0, 0.0
     count, gap_ms = text.split()
     return int(count), float(gap_ms) / 1000
@@ -177,7 +184,12 @@ def _wait_final(custom: client.CustomObjectsApi, name: str) -> dict[str, Any]:
 
 
 def with_ferry(
-    custom: client.CustomObjectsApi, source: NodeSpec, target: NodeSpec, mib: int
+    custom: client.CustomObjectsApi,
+    source: NodeSpec,
+    target: NodeSpec,
+    mib: int,
+    *,
+    memory_transfer: str = "Archive",
 ) -> Sample:
     name = f"ferry-{uuid.uuid4().hex[:6]}"
     start(source, name, mib)
@@ -190,6 +202,7 @@ def with_ferry(
             "source": {"node": source.name, "container": name},
             "target": {"node": target.name},
             "timeoutSeconds": 900,
+            "memoryTransfer": memory_transfer,
         },
     }
     began = time.monotonic()
@@ -244,12 +257,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         met = value <= limit if below else value >= limit
         found.append({"target": what, "value": value, "limit": limit, "met": met})
 
-    add(TARGETS[0][0], sizes.get("tiny", {}).get("downtimeRatio"), TARGETS[0][1])
-    add(TARGETS[1][0], sizes.get("1GiB", {}).get("downtimeRatio"), TARGETS[1][1])
-    overheads = [s["overhead"] for e in sizes.values() for s in e["samples"]["ferry"]]
-    add(TARGETS[2][0], round(statistics.median(overheads), 3) if overheads else None, TARGETS[2][1])
-    big = sizes.get("1GiB", {}).get("ferry", {}).get("throughputBytesPerSecond")
-    add("1GiB: Ferry throughput, bytes/s", big, TARGET_THROUGHPUT_1GIB, below=False)
+    for method, transfer in FERRY_METHODS.items():
+        if not any(method in entry for entry in sizes.values()):
+            continue
+        ratio_key = f"{method}DowntimeRatio" if method != "ferry" else "downtimeRatio"
+        add(TARGETS[0][0].format(transfer), sizes.get("tiny", {}).get(ratio_key), TARGETS[0][1])
+        add(TARGETS[1][0].format(transfer), sizes.get("1GiB", {}).get(ratio_key), TARGETS[1][1])
+        overheads = [s["overhead"] for e in sizes.values() for s in e["samples"].get(method, [])]
+        median = round(statistics.median(overheads), 3) if overheads else None
+        add(TARGETS[2][0].format(transfer), median, TARGETS[2][1])
+        big = sizes.get("1GiB", {}).get(method, {}).get("throughputBytesPerSecond")
+        add(f"1GiB: {transfer} throughput, bytes/s", big, TARGET_THROUGHPUT_1GIB, below=False)
     return found
 
 
@@ -263,13 +281,14 @@ def plot(results: dict[str, Any], out: Path) -> bool:
     except ImportError:
         return False
     figure, axes = pyplot.subplots(figsize=(7, 4.5))
-    for method, style in (("manual", "o--"), ("ferry", "s-")):
-        xs, ys = [], []
-        for label, entry in results["sizes"].items():
-            xs.append(SIZES_MIB[label])
-            ys.append(entry[method]["workloadDowntimeSeconds"])
-        name = "manual export/scp/import" if method == "manual" else "Ferry ContainerMigration"
-        axes.plot(xs, ys, style, label=name)
+    for method, style in zip(METHODS, ("o--", "s-", "^-"), strict=True):
+        points = [
+            (entry["memoryMiB"], entry[method]["workloadDowntimeSeconds"])
+            for entry in results["sizes"].values()
+            if method in entry
+        ]
+        if points:
+            axes.plot(*zip(*points, strict=True), style, label=METHODS[method])
     axes.set_xlabel("memory held by the process (MiB, random)")
     axes.set_ylabel("downtime seen by the workload (s)")
     axes.set_title("Moving a container between nodes: downtime against memory")
@@ -284,7 +303,7 @@ def report(results: dict[str, Any]) -> None:
     head = f"{'size':7} {'method':7} {'freeze→run s':>12} {'seen s':>7} {'total s':>8}"
     print(f"\n{head} {'moved MiB':>10} {'MB/s':>7} {'overhead s':>11}")
     for label, entry in results["sizes"].items():
-        for method in ("manual", "ferry"):
+        for method in [m for m in METHODS if m in entry]:
             row = entry[method]
             overhead = row.get("overheadSeconds")
             print(
@@ -295,8 +314,11 @@ def report(results: dict[str, Any]) -> None:
             )
         print(
             f"{label:7} {'ratio':7} {entry['freezeToRunningRatio']:12.3f} "
-            f"{entry['downtimeRatio']:7.3f} {entry['totalRatio']:8.3f}   (Ferry / manual)"
+            f"{entry['downtimeRatio']:7.3f} {entry['totalRatio']:8.3f}   (Archive / manual)"
         )
+        if "pageserverDowntimeRatio" in entry:
+            ratio_text = f"{entry['pageserverDowntimeRatio']:7.3f}"
+            print(f"{label:7} {'ratio':7} {'':12} {ratio_text} {'':8}   (PageServer / manual)")
     print()
     for target in results["targets"]:
         verdict = "met" if target["met"] else "MISSED"
@@ -316,11 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     cluster.up(config, lambda m: print(f"==> {m}", flush=True))
     deploy.deploy(config)
     source, target = config.node_specs()
-    image = memhog.archive(
-        config.cache_dir, cluster.ensure_rootfs(), config.state_dir / "images" / "memhog.tar"
-    )
     for node in (source, target):
-        cluster.load_image(node, image.path)
+        memhog.ensure_loaded(config, node)
     setup_ssh(source, target)
     results: dict[str, Any] = {"runs": args.runs, "sizes": {}}
     try:
@@ -336,19 +355,17 @@ def main(argv: list[str] | None = None) -> int:
                 mib = SIZES_MIB[label]
                 runs = max(args.runs, 3) if mib == 0 else args.runs
                 print(f"==> {label}: {runs} runs of each, alternating", flush=True)
-                baseline: list[Sample] = []
-                ferry: list[Sample] = []
+                samples: dict[str, list[Sample]] = {method: [] for method in METHODS}
                 for _ in range(runs):
-                    baseline.append(manual(source, target, mib))
-                    ferry.append(with_ferry(custom, source, target, mib))
+                    samples["manual"].append(manual(source, target, mib))
+                    for method, transfer in FERRY_METHODS.items():
+                        samples[method].append(
+                            with_ferry(custom, source, target, mib, memory_transfer=transfer)
+                        )
                 entry: dict[str, Any] = {
                     "memoryMiB": mib,
-                    "manual": medians(baseline),
-                    "ferry": medians(ferry),
-                    "samples": {
-                        "manual": [asdict(s) for s in baseline],
-                        "ferry": [asdict(s) for s in ferry],
-                    },
+                    **{method: medians(found) for method, found in samples.items()},
+                    "samples": {m: [asdict(s) for s in found] for m, found in samples.items()},
                 }
                 for key, field in (
                     ("freezeToRunningRatio", "freezeToRunningSeconds"),
@@ -356,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
                     ("totalRatio", "totalSeconds"),
                 ):
                     entry[key] = ratio(entry["ferry"][field], entry["manual"][field])
+                entry["pageserverDowntimeRatio"] = ratio(
+                    entry["pageserver"]["workloadDowntimeSeconds"],
+                    entry["manual"]["workloadDowntimeSeconds"],
+                )
                 results["sizes"][label] = entry
     finally:
         if not args.keep:

@@ -130,9 +130,8 @@ def write_docker_archive(
     return ImageArchive(path=out, reference=reference, image_id=image_id)
 
 
-def busybox_layer(busybox: Path, *, programs: dict[str, bytes] | None = None) -> bytes:
-    """A root filesystem holding only a static busybox and links to its applets, and
-    ``programs`` (name -> static executable) in ``/bin``."""
+def busybox_layer(busybox: Path) -> bytes:
+    """A root filesystem holding only a static busybox and links to its applets."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for directory in ("bin", "etc", "tmp", "proc", "sys", "dev", "run", "var", "data"):
@@ -143,10 +142,6 @@ def busybox_layer(busybox: Path, *, programs: dict[str, bytes] | None = None) ->
         info = _normalise(tarfile.TarInfo("bin/busybox"))
         info.size, info.mode = len(data), 0o755
         tar.addfile(info, io.BytesIO(data))
-        for name, program in sorted((programs or {}).items()):
-            info = _normalise(tarfile.TarInfo(f"bin/{name}"))
-            info.size, info.mode = len(program), 0o755
-            tar.addfile(info, io.BytesIO(program))
         for applet in BUSYBOX_APPLETS:
             link = _normalise(tarfile.TarInfo(f"bin/{applet}"))
             link.type, link.linkname, link.mode = tarfile.SYMTYPE, "busybox", 0o777

@@ -54,6 +54,7 @@ async def serve(settings: Settings) -> None:
     host_key = _host_key(settings)
     operations = Operations(
         node=settings.node_name,
+        address=settings.address,
         podman=podman,
         docker=docker,
         staging=Staging(settings.state_dir / "staging"),

@@ -27,10 +27,12 @@ from pydantic import BaseModel, ValidationError
 from . import criu_images, registry, transfer
 from . import probe as node_probe
 from .archive_check import StreamingCheck
+from .criu_runs import CriuRuns
 from .errors import RuntimeCommandError
 from .failure_logs import FailureLogs
 from .grants import PeerGrants
-from .podman import CheckpointOptions, PodmanDriver, RestoreResult
+from .pagesteps import PageSteps
+from .podman import CheckpointOptions, CheckpointResult, PodmanDriver, RestoreResult
 from .protocol import (
     AuthorizePeerRequest,
     CheckpointRequest,
@@ -43,6 +45,10 @@ from .protocol import (
     ImageSendRequest,
     InspectRequest,
     Operation,
+    PagesFetchRequest,
+    PagesIdentityRequest,
+    PagesOpenRequest,
+    PagesOutRequest,
     Peer,
     ReceiveRequest,
     RemoteError,
@@ -67,6 +73,9 @@ STEPS_OF_AN_OPEN_MIGRATION = frozenset(
         Operation.RECEIVE,
         Operation.RESTORE,
         Operation.AUTHORIZE_PEER,
+        Operation.PAGES_IDENTITY,
+        Operation.PAGES_OPEN,
+        Operation.PAGES_OUT,
     }
 )
 
@@ -115,6 +124,7 @@ class Operations:
         self,
         *,
         node: str,
+        address: str = "127.0.0.1",
         podman: PodmanDriver,
         docker: Driver | None = None,
         staging: Staging,
@@ -139,6 +149,12 @@ class Operations:
         self.registry_authfile = registry_authfile
         #: Which migration each peer key may stream into (see :mod:`.grants`).
         self.grants = PeerGrants()
+        #: Every CRIU run of this helper goes through it (see :mod:`.criu_runs`).
+        self.criu_runs = CriuRuns()
+        #: The page-server path's steps (see :mod:`.pagesteps`).
+        self.pages = PageSteps(
+            node=node, address=address, podman=podman, staging=staging, criu_runs=self.criu_runs
+        )
         # One step at a time per migration: a rollback must wait for a checkpoint
         # still in flight (its client may have gone), or it would see the source
         # running, do nothing, and then watch the checkpoint stop it.
@@ -152,8 +168,10 @@ class Operations:
         stdin: asyncssh.SSHReader[bytes],
         *,
         granted_uid: str | None = None,
+        stdout: asyncssh.SSHWriter[bytes] | None = None,
     ) -> dict[str, Any]:
-        """Run ``operation``; ``granted_uid``: the migration a peer's key was granted for."""
+        """Run ``operation``; ``granted_uid``: the migration a peer's key was granted for;
+        ``stdout``: where ``pages-out`` writes the pages."""
         handlers: dict[Operation, tuple[type[BaseModel] | None, Any]] = {
             Operation.PROBE: (None, self.probe),
             Operation.INSPECT: (InspectRequest, self.inspect),
@@ -172,6 +190,9 @@ class Operations:
             Operation.DELETE_STORED: (DeleteStoredRequest, self.delete_stored),
             Operation.RESTORE_IMAGE: (RestoreImageRequest, self.restore_image),
             Operation.FETCH_LOGS: (FetchLogsRequest, self.fetch_logs),
+            Operation.PAGES_IDENTITY: (PagesIdentityRequest, self.pages_identity),
+            Operation.PAGES_OPEN: (PagesOpenRequest, self.pages_open),
+            Operation.PAGES_FETCH: (PagesFetchRequest, self.pages_fetch),
         }
         if operation == Operation.IMAGE_RECEIVE:
             return await self.image_receive(self._parse(ImageReceiveRequest, request), stdin)
@@ -183,12 +204,14 @@ class Operations:
                 and self.staging.is_closed(uid)
             ):
                 raise RemoteError("MigrationClosed", f"migration {uid} has ended on {self.node}")
+            if operation in (Operation.RECEIVE, Operation.PAGES_OUT) and uid != granted_uid:
+                raise RemoteError("Forbidden", f"this peer key was not granted for migration {uid}")
             if operation == Operation.RECEIVE:
-                if uid != granted_uid:
-                    raise RemoteError(
-                        "Forbidden", f"this peer key was not granted for migration {uid}"
-                    )
                 return await self.receive(self._parse(ReceiveRequest, request), stdin)
+            if operation == Operation.PAGES_OUT:
+                if stdout is None:
+                    raise RemoteError("BadRequest", "pages-out needs a stream to write to")
+                return await self.pages.out(self._parse(PagesOutRequest, request), stdout)
             model, handler = handlers[operation]
             if model is None:
                 result: dict[str, Any] = await handler()
@@ -338,10 +361,16 @@ class Operations:
     ) -> dict[str, Any]:
         """Checkpoint the container into ``into``'s archive of the request's UID (claimed)."""
         options = self._claim(request, container_id)
+        archive = into.archive(request.uid)
         try:
-            result = await self._driver(request.runtime).checkpoint(
-                request.container, into.archive(request.uid), options
-            )
+            result: CheckpointResult
+            if request.page_server is not None:
+                result = await self.pages.dump(request, container_id, archive, options)
+            else:
+                async with self.criu_runs.shared():
+                    result = await self._driver(request.runtime).checkpoint(
+                        request.container, archive, options
+                    )
         except RuntimeCommandError as error:
             raise self._failed("CheckpointFailed", request.uid, "checkpoint", error) from None
         return {
@@ -349,6 +378,8 @@ class Operations:
             "sha256": result.sha256,
             "seconds": result.seconds,
             "statistics": result.statistics.as_dict(),
+            "containerId": container_id,
+            "pageServer": request.page_server is not None,
         }
 
     async def send(self, request: SendRequest, emit: Emit) -> dict[str, Any]:
@@ -413,7 +444,21 @@ class Operations:
         archive = self.staging.archive(request.uid)
         if received is None or not archive.exists():
             raise RemoteError("NoArchive", f"no verified archive of migration {request.uid} here")
+        if request.onto_pages:
+            return await self._restore_onto_pages(request, archive)
         return await self._restore_archive(request, archive)
+
+    async def _restore_onto_pages(self, request: RestoreRequest, archive: Path) -> dict[str, Any]:
+        if request.runtime != "podman":
+            raise RemoteError("PageServerNeedsPodman", "only podman restores onto received pages")
+        pages = await self.pages.received(request.uid)
+        return await self._restore_with(
+            request,
+            lambda: self.podman.restore_onto_pages(
+                archive, tcp_established=request.tcp_established, file_locks=request.file_locks
+            ),
+            extra={"pagesBytes": pages},
+        )
 
     async def _restore_archive(self, request: RestoreRequest, archive: Path) -> dict[str, Any]:
         return await self._restore_with(
@@ -427,7 +472,11 @@ class Operations:
         )
 
     async def _restore_with(
-        self, request: RestoreRequest, start: Callable[[], Awaitable[RestoreResult]]
+        self,
+        request: RestoreRequest,
+        start: Callable[[], Awaitable[RestoreResult]],
+        *,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         # Written before podman starts: if this helper dies mid-restore, podman
         # may still finish, and a later cleanup must know which container is ours.
@@ -445,7 +494,8 @@ class Operations:
         elif (ours := await self._restored_copy(request.uid)) is not None:
             return await self._adopt_restored(request, ours)
         try:
-            result = await start()
+            async with self.criu_runs.shared():
+                result = await start()
         except RuntimeCommandError as error:
             raise self._failed("RestoreFailed", request.uid, "restore", error) from None
         info = await self._driver(request.runtime).inspect(result.container_id)
@@ -459,6 +509,7 @@ class Operations:
             "name": result.name,
             "seconds": result.seconds,
             "statistics": result.statistics.as_dict(),
+            **(extra or {}),
         }
         self.staging.record(request.uid, "restore", data)
         return data
@@ -467,6 +518,8 @@ class Operations:
         """A checkpoint kept here (a ContainerCheckpoint), with what a restore elsewhere needs."""
         if (done := self.store.recorded(request.uid, "stored")) is not None:
             return done
+        if request.page_server is not None:
+            raise RemoteError("BadRequest", "a stored checkpoint keeps its memory in its archive")
         if request.image_reference and request.runtime != "podman":
             raise RemoteError(
                 "RegistryNeedsPodman",
@@ -510,12 +563,13 @@ class Operations:
         """Checkpoint into an image pushed to ``request.image_reference`` (claimed as _dump is)."""
         options = self._claim(request, container_id)
         try:
-            pushed = await self.podman.checkpoint_image(
-                request.container,
-                str(request.image_reference),
-                options,
-                authfile=self.registry_authfile,
-            )
+            async with self.criu_runs.shared():
+                pushed = await self.podman.checkpoint_image(
+                    request.container,
+                    str(request.image_reference),
+                    options,
+                    authfile=self.registry_authfile,
+                )
         except RuntimeCommandError as error:
             raise self._failed("CheckpointFailed", request.uid, "checkpoint", error) from None
         return {
@@ -600,6 +654,16 @@ class Operations:
         self.store.remove(request.uid)
         return {"deleted": existed}
 
+    async def pages_identity(self, request: PagesIdentityRequest, _: Emit) -> dict[str, Any]:
+        return await self.pages.identity(request)
+
+    async def pages_open(self, request: PagesOpenRequest, _: Emit) -> dict[str, Any]:
+        return await self.pages.open(request)
+
+    async def pages_fetch(self, request: PagesFetchRequest, _: Emit) -> dict[str, Any]:
+        credential = _credential(request.credential) if request.credential else None
+        return await self.pages.fetch(request, credential)
+
     async def fetch_logs(self, request: FetchLogsRequest, _: Emit) -> dict[str, Any]:
         """The kept logs of ``uid``'s failed steps, gzipped, within the request's budget."""
         files = await asyncio.to_thread(
@@ -643,9 +707,18 @@ class Operations:
         # archive, when there is one, is the driver's fallback.
         archive = self.staging.archive(request.uid)
         try:
-            result = await driver.rollback(
-                request.container, archive, file_locks=request.file_locks
-            )
+            async with self.criu_runs.shared():
+                if self.pages.dumped_to_page_server(request.uid) is not None:
+                    result = await self.podman.rollback(
+                        request.container,
+                        archive,
+                        file_locks=request.file_locks,
+                        archive_holds_memory=False,
+                    )
+                else:
+                    result = await driver.rollback(
+                        request.container, archive, file_locks=request.file_locks
+                    )
         except RuntimeCommandError as error:
             raise self._failed("RollbackFailed", request.uid, "rollback", error) from None
         return {"containerId": result.container_id, "seconds": result.seconds}
@@ -665,6 +738,8 @@ class Operations:
             removed = await self._restored_copy(request.uid) or ""
             if removed:
                 await self._driver(request.runtime).remove(removed)
+        restored = self.staging.recorded(request.uid, "restore")
+        await self.pages.close(request.uid, str(restored["containerId"]) if restored else None)
         self.staging.close(request.uid)
         self.grants.revoke(request.uid)
         self.staging.release(request.uid)

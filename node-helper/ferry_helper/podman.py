@@ -43,6 +43,7 @@ nodes, and what the driver therefore does:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -52,8 +53,10 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+from . import pagestream
 from .criu_images import Contents, summarize_tree
 from .criu_stats import CriuStatistics, parse_print_stats
+from .criu_tls import TlsFiles
 from .errors import RuntimeCommandError
 from .runtime import (
     CheckpointOptions,
@@ -215,13 +218,28 @@ def restore_flags(*, tcp_established: bool, file_locks: bool) -> list[str]:
 
 
 def import_args(
-    archive: Path, *, name: str | None, tcp_established: bool, file_locks: bool
+    archive: Path,
+    *,
+    name: str | None,
+    tcp_established: bool,
+    file_locks: bool,
+    keep: bool = False,
 ) -> list[str]:
     args = ["container", "restore", "--import", str(archive)]
     args += restore_flags(tcp_established=tcp_established, file_locks=file_locks)
+    if keep:
+        # podman otherwise deletes the checkpoint directory once restored, and with it
+        # the pages a rollback would need back.
+        args.append("--keep")
     if name is not None:
         args += ["--name", name]
     return args
+
+
+def parse_store_info(text: str) -> tuple[Path, str]:
+    """``podman info --format json`` -> (graph root, graph driver), where containers' data lives."""
+    store = json.loads(text)["store"]
+    return Path(store["graphRoot"]), str(store["graphDriverName"])
 
 
 def stale_cgroup_dirs(cgroup_root: Path, container_id: str) -> list[Path]:
@@ -294,6 +312,19 @@ class PodmanDriver(CliDriver):
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise self._unexpected(output, error) from error
 
+    async def store_info(self) -> tuple[Path, str]:
+        """podman's graph root and driver (the parents of every container's userdata)."""
+        output = await self._check(["info", "--format", "json"], limit=self._quick)
+        try:
+            return parse_store_info(output.stdout)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise self._unexpected(output, error) from error
+
+    async def checkpoint_dir(self, container_id: str) -> Path:
+        """Where CRIU's images of the container with ID ``container_id`` are (or would be)."""
+        graph_root, driver = await self.store_info()
+        return pagestream.container_checkpoint_dir(graph_root, driver, container_id)
+
     async def inspect(self, container: str) -> ContainerInfo | None:
         """The container named ``container`` (a name or an ID), None if there is none."""
         output = await self._run(["container", "inspect", container], limit=self._quick)
@@ -335,6 +366,119 @@ class PodmanDriver(CliDriver):
         return CheckpointResult(
             archive=archive, size_bytes=size, sha256=sha256, seconds=seconds, statistics=statistics
         )
+
+    async def checkpoint_to_page_server(
+        self,
+        container: str,
+        archive: Path,
+        options: CheckpointOptions,
+        *,
+        address: str,
+        port: int,
+        tls: TlsFiles | None,
+        config: Path = pagestream.DEFAULT_CONFIG,
+    ) -> CheckpointResult:
+        """Checkpoint ``container``, its memory to the page server at address:port.
+
+        The archive holds everything but the pages (about 100 KB whatever the
+        memory); the pages are on the target once this returns. CRIU is
+        configured through the node-wide ``config`` (see :mod:`.pagestream`):
+        the caller must let no other CRIU run start meanwhile.
+        """
+        text = pagestream.dump_config(address, port, tls)
+        try:
+            async with pagestream.DumpConfig(text, path=config):
+                return await self.checkpoint(container, archive, options)
+        except pagestream.PageStreamError as error:
+            raise RuntimeCommandError(
+                command=[self._tool, "container", "checkpoint", container],
+                exit_code=None,
+                stderr="",
+                decisive_line=str(error),
+            ) from None
+
+    async def page_target(self, container_id: str) -> Path:
+        """The directory a page server fills for ``container_id``, made empty here.
+
+        It is the checkpoint directory of the container that ``restore
+        --import`` without ``--name`` creates with the same ID, so the restore
+        finds the pages where CRIU reads its images. Refused when a container
+        of that ID exists here.
+        """
+        if (existing := await self.inspect(container_id)) is not None:
+            raise RuntimeCommandError(
+                command=[self._tool, "container", "inspect", container_id],
+                exit_code=None,
+                stderr="",
+                decisive_line=f"a container with ID {container_id} exists on this node "
+                f"already ({existing.name}, {existing.state}): the restored copy keeps the "
+                "source's ID; remove it there or pick another target",
+            )
+        directory = await self.checkpoint_dir(container_id)
+
+        def make() -> None:
+            shutil.rmtree(directory, ignore_errors=True)  # pages of an earlier attempt
+            directory.mkdir(mode=0o700, parents=True)
+
+        await asyncio.to_thread(make)
+        return directory
+
+    async def discard_page_target(self, container_id: str) -> None:
+        """Remove the pages received for ``container_id`` unless a container of that ID exists.
+
+        What goes: the directory :meth:`page_target` made, its parents if they
+        are empty, and the cgroups of a restore that failed (they would break
+        the next restore of this ID here: ``devices.deny: Invalid argument``).
+        """
+        if await self.inspect(container_id) is not None:
+            return
+        directory = await self.checkpoint_dir(container_id)
+
+        def discard() -> None:
+            shutil.rmtree(directory, ignore_errors=True)
+            # Only what page_target made: anything else there is podman's.
+            for parent in (directory.parent, directory.parent.parent):
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
+
+        await asyncio.to_thread(discard)
+        await self._remove_stale_cgroups(container_id)
+
+    async def drop_kept_images(self, container_id: str) -> None:
+        """Remove the CRIU images a restore with ``--keep`` left in a container's userdata.
+
+        The container runs without them; a later checkpoint makes the
+        directory again.
+        """
+        directory = await self.checkpoint_dir(container_id)
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+
+    async def restore_onto_pages(
+        self, archive: Path, *, tcp_established: bool = False, file_locks: bool = False
+    ) -> RestoreResult:
+        """Restore the small archive of a page-server dump onto the pages already in place.
+
+        Without ``--name`` (the container keeps the source's ID, whose
+        checkpoint directory holds the pages) and with ``--keep``: the pages
+        stay until the migration ends, since a rollback needs them back. A
+        failed restore's ``created`` container is left too, for the same
+        reason; :meth:`discard_page_target` removes what remains.
+        """
+        started = time.monotonic()
+        output = await self._run(
+            import_args(
+                archive,
+                name=None,
+                tcp_established=tcp_established,
+                file_locks=file_locks,
+                keep=True,
+            ),
+            limit=self._timeout,
+        )
+        seconds = time.monotonic() - started
+        if output.returncode != 0:
+            raise await self._failure(output)
+        return await self._restored(output, None, seconds)
 
     async def checkpoint_image(
         self, container: str, reference: str, options: CheckpointOptions, *, authfile: Path | None
@@ -504,6 +648,7 @@ class PodmanDriver(CliDriver):
         *,
         tcp_established: bool | None = None,
         file_locks: bool = False,
+        archive_holds_memory: bool = True,
     ) -> RestoreResult:
         """Bring the source container back after a failed migration, from its checkpoint.
 
@@ -532,6 +677,11 @@ class PodmanDriver(CliDriver):
         (verified). A container that is gone already is restored the same way;
         one that runs is left alone (the checkpoint left it running, or an
         earlier rollback brought it back), so a rollback can be repeated.
+
+        ``archive_holds_memory`` False: a page-server dump, whose memory is
+        only in the container's checkpoint directory (brought back from the
+        target). Removing the container would lose it, so there is no
+        fallback: a failed in-place restore is the error.
         """
         started = time.monotonic()
         info = await self.inspect(container)
@@ -552,8 +702,18 @@ class PodmanDriver(CliDriver):
             if output.returncode == 0:
                 return await self._restored(output, info.id, time.monotonic() - started)
             error = await self._failure(output)
+            if not archive_holds_memory:
+                raise error
             logger.warning(
                 "in-place restore of %s failed, restoring the archive: %s", info.name, error
+            )
+        elif info is not None and not archive_holds_memory:
+            raise RuntimeCommandError(
+                command=[self._tool, "container", "restore", info.id],
+                exit_code=None,
+                stderr="",
+                decisive_line=f"container {info.name} is {info.state}, not checkpointed, and "
+                "its memory is only in its checkpoint directory: it cannot be restored",
             )
         if info is not None:
             await self.remove(info.id)

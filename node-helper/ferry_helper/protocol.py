@@ -6,9 +6,14 @@ receiving operations the raw bytes of an archive follow that line. Standard
 output is JSON lines: any number of ``progress`` events, then exactly one
 ``result`` or ``error``. The exit status is 0 for a result, 1 for an error.
 
+One operation streams the other way: ``pages-out`` answers with one
+``progress`` event listing the page files and their sizes, then the files'
+raw bytes one after the other, then its ``result`` (their sha256).
+
 Two SSH users exist, and the key decides which one a client may be:
-``operator`` (the operator's key) may run every operation but the receiving
-ones; ``peer`` may only send an archive or an image into a node. There is no
+``operator`` (the operator's key) may run every operation but the streaming
+ones; ``peer`` may only send an archive or an image into a node, or take back
+the memory pages of its own migration (``pages-out``). There is no
 standing peer key: for each migration the operator makes a key pair, grants
 its public half on the target (``authorize-peer``, for that migration's UID
 and a limited time) and hands the private half to the source with the
@@ -39,6 +44,9 @@ KEEPALIVE_SECONDS = 5.0
 KEEPALIVE_COUNT_MAX = 3
 #: How long opening an SSH connection may take.
 CONNECT_TIMEOUT_SECONDS = 15.0
+
+UID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+CONTAINER_ID_PATTERN = r"^[0-9a-f]{64}$"
 
 
 def keepalive_options() -> dict[str, float | int]:
@@ -78,9 +86,13 @@ class Operation(StrEnum):
     DELETE_STORED = "delete-stored"
     RESTORE_IMAGE = "restore-image"
     FETCH_LOGS = "fetch-logs"
+    PAGES_IDENTITY = "pages-identity"
+    PAGES_OPEN = "pages-open"
+    PAGES_FETCH = "pages-fetch"
+    PAGES_OUT = "pages-out"
 
 
-PEER_OPERATIONS = frozenset({Operation.RECEIVE, Operation.IMAGE_RECEIVE})
+PEER_OPERATIONS = frozenset({Operation.RECEIVE, Operation.IMAGE_RECEIVE, Operation.PAGES_OUT})
 
 
 def allowed(user: str, operation: Operation) -> bool:
@@ -105,7 +117,7 @@ class Peer(Model):
 class FetchLogsRequest(Model):
     """The kept logs of a resource's failed steps, compressed to fit ``budget_bytes``."""
 
-    uid: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+    uid: str = Field(pattern=UID_PATTERN)
     budget_bytes: int = Field(default=900 * 1024, ge=1024, le=8 * 1024 * 1024)
 
 
@@ -145,6 +157,48 @@ class ImageSendRequest(Model):
     runtime: Runtime = "podman"
 
 
+class PageServerLink(Model):
+    """Where a dump sends its memory: the target's page server, and its certificate (TLS)."""
+
+    address: str
+    port: int = Field(gt=0, lt=65536)
+    #: The page server's certificate (PEM), the only one the dump trusts; None: plain TCP.
+    server_cert: str | None = None
+
+
+class PagesIdentityRequest(Model):
+    """The source's TLS certificate for migration ``uid``'s page-server link (made once)."""
+
+    uid: str = Field(pattern=UID_PATTERN)
+
+
+class PagesOpenRequest(Model):
+    """Start a page server for migration ``uid``, filling container ``container_id``'s images."""
+
+    uid: str = Field(pattern=UID_PATTERN)
+    container_id: str = Field(pattern=CONTAINER_ID_PATTERN)
+    #: The source's certificate (PEM), the only client let in; None: plain TCP.
+    client_cert: str | None = None
+    #: The page server is stopped after this long if no dump came.
+    ttl_seconds: int = Field(default=900, ge=10, le=7200)
+
+
+class PagesFetchRequest(Model):
+    """Bring migration ``uid``'s memory pages back from ``target`` for the source's rollback.
+
+    Without ``target`` and ``credential`` it only answers whether they are needed.
+    """
+
+    uid: str = Field(pattern=UID_PATTERN)
+    target: Peer | None = None
+    #: A peer key granted on ``target`` for ``uid`` (OpenSSH).
+    credential: str | None = Field(default=None, repr=False)
+
+
+class PagesOutRequest(Model):
+    uid: str = Field(pattern=UID_PATTERN)
+
+
 class CheckpointRequest(Model):
     uid: str
     container: str
@@ -154,6 +208,8 @@ class CheckpointRequest(Model):
     compression: Literal["zstd", "gzip", "none"] = "zstd"
     #: Push the checkpoint as this image instead of writing an archive (store-checkpoint).
     image_reference: str | None = None
+    #: Send the memory to this page server instead of into the archive (podman only).
+    page_server: PageServerLink | None = None
     runtime: Runtime = "podman"
 
 
@@ -228,6 +284,8 @@ class RestoreRequest(Model):
     tcp_established: bool = False
     file_locks: bool = False
     runtime: Runtime = "podman"
+    #: The archive holds no memory: restore it onto the pages this node's page server received.
+    onto_pages: bool = False
 
 
 class RollbackRequest(Model):

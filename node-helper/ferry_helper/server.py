@@ -137,7 +137,12 @@ class HelperServer:
             # migration) must not kill podman halfway through a dump.
             result = await asyncio.shield(
                 self.operations.run(
-                    operation, request, emit, process.stdin, granted_uid=granted_uid
+                    operation,
+                    request,
+                    emit,
+                    process.stdin,
+                    granted_uid=granted_uid,
+                    stdout=process.stdout,
                 )
             )
             _reply(process, Event(type="result", data=result), 0)

@@ -30,6 +30,7 @@ from ferry_api.migration import (
     Archive,
     ContainerMigration,
     CriuStatistics,
+    MemoryTransfer,
     MigrationRuntime,
     Phase,
     PhaseTransition,
@@ -59,6 +60,8 @@ PROGRESS_WRITE_INTERVAL = 1.0
 UNREACHABLE_RETRY_MAX_SECONDS = 30.0
 #: Failures that say nothing about the step, only that its helper was not heard.
 TRANSPORT_FAILURES = frozenset({"HelperUnreachable", "HelperDisconnected"})
+#: The source's helper could not reach the target's to take the memory pages back.
+PAGES_UNREACHABLE = "PagesUnreachable"
 
 COND_VALIDATED = "Validated"
 COND_CHECKPOINTED = "Checkpointed"
@@ -116,6 +119,8 @@ class Migration:
         self.frozen_at: float | None = None
         #: The container's image (ID, name), learnt at validation.
         self._image: tuple[str, str] | None = None
+        #: The source container's full ID, learnt at validation.
+        self._container_id: str | None = None
         #: The source and target helpers (host keys pinned), learnt at validation.
         self._peer_pair: tuple[Peer, Peer] | None = None
         self._last_progress_write = 0.0
@@ -160,6 +165,11 @@ class Migration:
     def _timings(self, **changes: float) -> None:
         current = self.status.timings or Timings()
         self._update(timings=current.model_copy(update=changes))
+
+    @property
+    def _pages(self) -> bool:
+        """Whether the memory goes through the target's page server (see ``pagesteps``)."""
+        return self.spec.memory_transfer == MemoryTransfer.PAGE_SERVER
 
     @property
     def _runtime(self) -> str:
@@ -314,7 +324,9 @@ class Migration:
             uid=self.uid,
         )
         runtime = MigrationRuntime(str(checked.get("runtime") or "podman"))
+        validation.check_memory_transfer(self.spec, runtime)
         self._image = (str(checked["image_id"]), str(checked["image_name"]))
+        self._container_id = str(checked["id"])
         target = validation.choose_target(
             self.spec,
             runtime=RuntimeName(runtime.value),
@@ -332,6 +344,12 @@ class Migration:
                 target_peer, self.spec.source.container, runtime=runtime.value
             ),
         )
+        if self._pages:
+            validation.check_target_id_free(
+                self._container_id,
+                target,
+                await self.helpers.inspect(target_peer, self._container_id, runtime=runtime.value),
+            )
         self._update(runtime=runtime)
         self._update(target_node=target)
         self._peer_pair = (source_peer, target_peer)
@@ -380,21 +398,20 @@ class Migration:
         return Phase.CHECKPOINTING
 
     async def _checkpoint(self) -> Phase:
-        source, _ = await self._peers()
+        source, target = await self._peers()
+        request: dict[str, Any] = {
+            "uid": self.uid,
+            "container": self.spec.source.container,
+            "leave_running": self.spec.leave_running,
+            "tcp_established": self.spec.tcp_established,
+            "file_locks": self.spec.file_locks,
+            "compression": self.spec.compression.value,
+            "runtime": self._runtime,
+        }
+        if self._pages:
+            request["page_server"] = await self._open_page_server(source, target)
         self.frozen_at = time.monotonic()
-        result = await self.helpers.call(
-            source,
-            Operation.CHECKPOINT,
-            {
-                "uid": self.uid,
-                "container": self.spec.source.container,
-                "leave_running": self.spec.leave_running,
-                "tcp_established": self.spec.tcp_established,
-                "file_locks": self.spec.file_locks,
-                "compression": self.spec.compression.value,
-                "runtime": self._runtime,
-            },
-        )
+        result = await self.helpers.call(source, Operation.CHECKPOINT, request)
         self._timings(checkpoint_seconds=round(float(result["seconds"]), 3))
         self._update(
             archive=Archive(
@@ -405,14 +422,56 @@ class Migration:
             criu_statistics=CriuStatistics.model_validate(result.get("statistics") or {}),
             progress=Progress(bytes_sent=0, bytes_total=int(result["sizeBytes"])),
         )
-        self._condition(
-            COND_CHECKPOINTED,
-            ConditionStatus.TRUE,
-            "Checkpointed",
-            f"archive of {result['sizeBytes']} bytes",
-        )
-        await self._enter(Phase.TRANSFERRING, "streaming the checkpoint to the target")
+        checkpointed = f"archive of {result['sizeBytes']} bytes"
+        streaming = "streaming the checkpoint to the target"
+        if self._pages:
+            checkpointed += f", the memory sent to the page server on {target.node}"
+            streaming = "streaming the checkpoint archive (without the memory) to the target"
+        self._condition(COND_CHECKPOINTED, ConditionStatus.TRUE, "Checkpointed", checkpointed)
+        await self._enter(Phase.TRANSFERRING, streaming)
         return Phase.TRANSFERRING
+
+    async def _source_container_id(self, source: Peer) -> str:
+        """The source container's full ID: from validation, or asked again after a restart."""
+        if self._container_id is None:
+            info = await self.helpers.call(
+                source,
+                Operation.INSPECT,
+                {"container": self.spec.source.container, "runtime": self._runtime},
+            )
+            self._container_id = str(info["id"])
+        return self._container_id
+
+    async def _open_page_server(self, source: Peer, target: Peer) -> dict[str, Any]:
+        """The target's page server for this migration, listening before the freeze.
+
+        With TLS each end has a certificate of its own for this migration and
+        trusts only the other's: the source's goes to the target here, the
+        target's to the source with the checkpoint request.
+        """
+        client_cert = None
+        if self.spec.page_server_tls:
+            identity = await self.helpers.call(source, Operation.PAGES_IDENTITY, {"uid": self.uid})
+            client_cert = str(identity["cert"])
+        opened = await self.helpers.call(
+            target,
+            Operation.PAGES_OPEN,
+            {
+                "uid": self.uid,
+                "container_id": await self._source_container_id(source),
+                "client_cert": client_cert,
+                "ttl_seconds": self.spec.timeout_seconds,
+            },
+        )
+        if self.spec.page_server_tls and not opened.get("cert"):
+            raise RemoteError(
+                "PageServerFailed", f"the page server on {target.node} was opened without TLS"
+            )
+        return {
+            "address": opened["address"],
+            "port": opened["port"],
+            "server_cert": opened.get("cert") if self.spec.page_server_tls else None,
+        }
 
     async def _grant_stream(self, target: Peer) -> str:
         """A key for the source to stream into this migration on ``target``, no longer than
@@ -468,9 +527,14 @@ class Migration:
                 "tcp_established": self.spec.tcp_established,
                 "file_locks": self.spec.file_locks,
                 "runtime": self._runtime,
+                # Only when set: an Archive migration's request is what it always was.
+                **({"onto_pages": True} if self._pages else {}),
             },
         )
         self._timings(restore_seconds=round(float(result["seconds"]), 3))
+        if "pagesBytes" in result:
+            self._update(pages_bytes=int(result["pagesBytes"]))
+            metrics.BYTES.inc(int(result["pagesBytes"]))
         if self.frozen_at is not None and not self.spec.leave_running:
             downtime = time.monotonic() - self.frozen_at
             self._timings(downtime_seconds=round(downtime, 3))
@@ -579,6 +643,8 @@ class Migration:
         kopf.warn(self.body, reason="RollingBack", message=f"{reason}: {message}")
         await self._enter(Phase.ROLLING_BACK, f"{reason}: {message}; restoring the source")
         source, target = await self._peers()
+        if self._pages:
+            await self._take_pages_back(source, target)
         target_cleanup = {"uid": self.uid, "remove_restored": True, "runtime": self._runtime}
         if any(t.phase == Phase.RESTORING for t in self.status.phase_transitions):
             await self._call_until_reached(target, Operation.CLEANUP, target_cleanup)
@@ -603,31 +669,110 @@ class Migration:
             {"uid": self.uid, "keep_checkpoint": self.spec.keep_checkpoint},
         )
 
+    async def _take_pages_back(self, source: Peer, target: Peer) -> None:
+        """Bring the memory a page-server dump sent to the target back to the source.
+
+        The source keeps every CRIU image but the pages, so its in-place
+        restore needs them first. They are taken back for as long as it takes:
+        without them the source cannot be restored at all, which the
+        ``Succeeded`` condition says while it waits. A target that has ended
+        the migration or holds no pages is reported, and the source's restore
+        tried anyway (its error then says what is missing).
+        """
+        request = {"uid": self.uid}
+        asked = await self._call_until_reached(source, Operation.PAGES_FETCH, request)
+        if not asked.get("needed"):
+            return
+
+        async def fetch() -> dict[str, Any]:
+            credential = await self._grant_stream(target)
+            return await self.helpers.call(
+                source,
+                Operation.PAGES_FETCH,
+                {**request, "target": target.model_dump(), "credential": credential},
+            )
+
+        def waiting(error: BaseException | None) -> None:
+            self._condition(
+                COND_SUCCEEDED,
+                ConditionStatus.UNKNOWN,
+                "MemoryOnTarget",
+                f"{self.spec.source.container}'s memory is on {target.node} only "
+                "(memoryTransfer: PageServer sent it there during the dump) and could not be "
+                f"taken back ({error}): the source cannot be restored without it; retrying "
+                f"until {target.node} answers",
+            )
+
+        try:
+            fetched = await self._until_reached(
+                f"taking the memory back from {target.node} to {source.node}",
+                fetch,
+                also_retry=frozenset({PAGES_UNREACHABLE}),
+                waiting=waiting,
+            )
+        except RemoteError as error:
+            text = f"the memory could not be taken back from {target.node}: {error.message}"
+            kopf.warn(self.body, reason="PagesNotReturned", message=text)
+            log.warning("%s/%s: %s", self.namespace, self.name, text)
+            return
+        kopf.event(
+            self.body,
+            type="Normal",
+            reason="PagesReturned",
+            message=f"{fetched.get('bytes', 0)} bytes of memory back on {source.node}",
+        )
+
     async def _call_until_reached(
         self, peer: Peer, operation: Operation, request: dict[str, Any]
     ) -> dict[str, Any]:
         """``helpers.call``, retried with exponential backoff while the helper is unreachable."""
+        return await self._until_reached(
+            f"{operation.value} on {peer.node}",
+            lambda: self.helpers.call(peer, operation, request),
+        )
+
+    async def _until_reached(
+        self,
+        what: str,
+        attempt: Callable[[], Awaitable[dict[str, Any]]],
+        *,
+        also_retry: frozenset[str] = frozenset(),
+        waiting: Callable[[BaseException | None], None] | None = None,
+    ) -> dict[str, Any]:
+        """``attempt``, retried with exponential backoff while a helper is unreachable
+        (or it fails with a reason in ``also_retry``); ``waiting`` updates the status."""
+
+        def retried(error: BaseException) -> bool:
+            return _unreachable(error) or (
+                isinstance(error, RemoteError) and error.reason in also_retry
+            )
 
         async def report(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
             text = (
-                f"{operation.value} on {peer.node}: attempt {state.attempt_number} failed "
-                f"({error}); retrying in {wait:.0f}s"
+                f"{what}: attempt {state.attempt_number} failed ({error}); retrying in {wait:.0f}s"
             )
             kopf.warn(self.body, reason="HelperUnreachable", message=text)
             log.warning("%s/%s: %s", self.namespace, self.name, text)
             self._update(message=f"rolling back: {text}")
+            if waiting is not None:
+                waiting(error)
             with contextlib.suppress(Exception):
                 await self._write()
 
         retrying = tenacity.AsyncRetrying(
-            retry=tenacity.retry_if_exception(_unreachable),
+            retry=tenacity.retry_if_exception(retried),
             wait=tenacity.wait_exponential(min=1, max=UNREACHABLE_RETRY_MAX_SECONDS),
             before_sleep=report,
             reraise=True,
         )
-        result: dict[str, Any] = await retrying(self.helpers.call, peer, operation, request)
+
+        async def once() -> dict[str, Any]:
+            # A coroutine function: tenacity would not await what a plain callable returns.
+            return await attempt()
+
+        result: dict[str, Any] = await retrying(once)
         return result
 
     async def _resume_rollback(self) -> Phase:

@@ -14,7 +14,12 @@ from typing import Protocol
 
 from ferry_api import constants
 from ferry_api.conditions import ConditionStatus, find_condition
-from ferry_api.migration import ContainerMigrationSpec, MigrationRuntime, SourceRef
+from ferry_api.migration import (
+    ContainerMigrationSpec,
+    MemoryTransfer,
+    MigrationRuntime,
+    SourceRef,
+)
 from ferry_api.nodehelper import CgroupVersion, NodeHelper, RuntimeName
 
 
@@ -238,6 +243,35 @@ def check_target_free(container: str, target: str, existing: Mapping[str, object
                 f"node {target} already has a container named {container!r} "
                 f"({existing.get('state', 'unknown state')}); "
                 "remove it there or pick another target"
+            ),
+        )
+
+
+def check_memory_transfer(spec: ContainerMigrationSpec, runtime: MigrationRuntime) -> None:
+    """A page-server migration must be of a podman container."""
+    if spec.memory_transfer == MemoryTransfer.PAGE_SERVER and runtime != MigrationRuntime.PODMAN:
+        raise Refusal(
+            reason="PageServerNeedsPodman",
+            message=(
+                f"container {spec.source.container!r} runs in {runtime.value}, and "
+                "memoryTransfer: PageServer moves the memory of podman containers only; "
+                "set memoryTransfer: Archive (the default) to move it"
+            ),
+        )
+
+
+def check_target_id_free(
+    container_id: str, target: str, existing: Mapping[str, object] | None
+) -> None:
+    """With a page server, the restored copy keeps the source's ID: the target must lack it."""
+    if existing is not None:
+        raise Refusal(
+            reason="TargetIdTaken",
+            message=(
+                f"node {target} already has a container with ID {container_id[:12]} "
+                f"({existing.get('name', '?')}, {existing.get('state', 'unknown state')}), and "
+                "with memoryTransfer: PageServer the restored copy keeps the source's ID; "
+                "remove it there, pick another target or use memoryTransfer: Archive"
             ),
         )
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ferry_api import InvalidResourceError
-from ferry_api.migration import Compression, MigrationRuntime
+from ferry_api.migration import Compression, MemoryTransfer, MigrationRuntime
 
 from ferry_kubectl import commands, output
 from ferry_kubectl.errors import PluginError
@@ -94,6 +94,17 @@ def _migrate_options(parser: argparse.ArgumentParser) -> None:
         "--runtime",
         choices=[r.value for r in MigrationRuntime],
         help="the container's runtime (default: whichever has it, podman first)",
+    )
+    parser.add_argument(
+        "--memory-transfer",
+        choices=[m.value for m in MemoryTransfer],
+        help="how the memory moves: in the archive (default), or straight to CRIU's page "
+        "server on the target (podman only)",
+    )
+    parser.add_argument(
+        "--no-page-server-tls",
+        action="store_true",
+        help="with PageServer: send the memory in clear (only on a node network you trust)",
     )
     parser.add_argument(
         "--timeout", type=int, metavar="SECONDS", help="roll back after this long (10-3600)"

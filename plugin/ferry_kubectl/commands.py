@@ -104,6 +104,8 @@ def migrate(env: Env) -> int:
         keep_checkpoint=args.keep_checkpoint,
         compression=args.compression,
         runtime=args.runtime,
+        memory_transfer=args.memory_transfer,
+        page_server_tls=not args.no_page_server_tls,
         timeout=args.timeout,
         ttl=args.ttl,
     )

@@ -35,6 +35,7 @@ FLAGS = {
     "target.node": "--to",
     "compression": "--compression",
     "runtime": "--runtime",
+    "memoryTransfer": "--memory-transfer",
     "timeoutSeconds": "--timeout",
     "ttlSecondsAfterFinished": "--ttl",
 }
@@ -59,6 +60,8 @@ class MigrateFlags:
     keep_checkpoint: bool = False
     compression: str | None = None
     runtime: str | None = None
+    memory_transfer: str | None = None
+    page_server_tls: bool = True
     timeout: int | None = None
     ttl: int | None = None
 
@@ -121,6 +124,8 @@ def from_flags(flags: MigrateFlags, namespace: str | None) -> Body:
         "keepCheckpoint": flags.keep_checkpoint or None,
         "compression": flags.compression,
         "runtime": flags.runtime,
+        "memoryTransfer": flags.memory_transfer,
+        "pageServerTls": None if flags.page_server_tls else False,
         "timeoutSeconds": flags.timeout,
         "ttlSecondsAfterFinished": flags.ttl,
     }

@@ -24,6 +24,7 @@ from ferry_api.migration import (
     ContainerMigrationSpec,
     ContainerMigrationStatus,
     CriuStatistics,
+    MemoryTransfer,
     Phase,
     PhaseTransition,
     Timings,
@@ -62,6 +63,8 @@ def test_spec_defaults() -> None:
     assert spec.keep_checkpoint is False
     assert spec.timeout_seconds == 300
     assert spec.runtime is None, "the runtime that has the container"
+    assert spec.memory_transfer is MemoryTransfer.ARCHIVE
+    assert spec.page_server_tls is True
 
 
 def test_spec_round_trips_through_camel_case_wire_names() -> None:
@@ -75,12 +78,34 @@ def test_spec_round_trips_through_camel_case_wire_names() -> None:
         "keepCheckpoint": True,
         "timeoutSeconds": 60,
         "runtime": "podman",
+        "memoryTransfer": "Archive",
+        "pageServerTls": True,
     }
     spec = ContainerMigrationSpec.model_validate(wire)
     assert spec.tcp_established is True
     assert spec.target is not None
     assert spec.target.node == "node-b"
     assert to_wire(spec) == wire
+
+
+def test_a_page_server_migration_keeps_no_checkpoint() -> None:
+    with pytest.raises(ValidationError, match="keepCheckpoint cannot be used"):
+        ContainerMigrationSpec.model_validate(
+            {
+                "source": {"node": "node-a", "container": "web"},
+                "memoryTransfer": "PageServer",
+                "keepCheckpoint": True,
+            }
+        )
+    plain = ContainerMigrationSpec.model_validate(
+        {
+            "source": {"node": "node-a", "container": "web"},
+            "memoryTransfer": "PageServer",
+            "pageServerTls": False,
+        }
+    )
+    assert plain.memory_transfer is MemoryTransfer.PAGE_SERVER
+    assert plain.page_server_tls is False
 
 
 def test_python_code_may_use_field_names() -> None:

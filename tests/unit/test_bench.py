@@ -47,12 +47,13 @@ def test_medians_carry_throughput_and_overhead_only_where_measured() -> None:
 
 def test_targets_say_met_or_missed_from_the_same_run() -> None:
     found = {t["target"]: t for t in bench.targets(_results())}
-    tiny = found["tiny: downtime Ferry / manual"]
+    tiny = found["tiny: downtime Archive / manual"]
     assert (tiny["value"], tiny["met"]) == (0.575, True)  # medians 0.92 / 1.6
-    big = found["1GiB: downtime Ferry / manual"]
+    big = found["1GiB: downtime Archive / manual"]
     assert (big["value"], big["met"]) == (0.591, False)  # medians 6.5 / 11.0
-    assert found["Ferry overhead, median seconds"]["value"] == pytest.approx(0.3)
-    assert "1GiB: Ferry throughput, bytes/s" in found
+    assert found["Archive overhead, median seconds"]["value"] == pytest.approx(0.3)
+    assert "1GiB: Archive throughput, bytes/s" in found
+    assert not any("PageServer" in name for name in found), "only the methods that ran"
 
 
 def test_the_plot_is_drawn_when_matplotlib_is_there(tmp_path: Path) -> None:

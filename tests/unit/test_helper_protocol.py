@@ -22,10 +22,15 @@ from ferry_helper.staging import Staging
 UID = "0b6f7b8e-2f3c-4f7e-9a51-3c2d1e0f9a8b"
 
 
-def test_a_peer_may_only_send_archives_in() -> None:
+def test_a_peer_may_only_send_archives_in_and_take_its_pages_back() -> None:
     assert allowed(PEER_USER, Operation.RECEIVE)
     assert allowed(PEER_USER, Operation.IMAGE_RECEIVE)
+    assert allowed(PEER_USER, Operation.PAGES_OUT)
+    assert not allowed(OPERATOR_USER, Operation.PAGES_OUT)
     for operation in (
+        Operation.PAGES_OPEN,
+        Operation.PAGES_FETCH,
+        Operation.PAGES_IDENTITY,
         Operation.CHECKPOINT,
         Operation.RESTORE,
         Operation.ROLLBACK,

@@ -216,6 +216,36 @@ def test_migrate_runtime_flag_pins_the_runtime() -> None:
         )
 
 
+def test_migrate_memory_transfer_flags_choose_the_page_server_and_its_link() -> None:
+    flags = manifest.MigrateFlags(
+        container="web", source="node-a", memory_transfer="PageServer", page_server_tls=False
+    )
+    spec = manifest.from_flags(flags, namespace=None)["spec"]
+    assert (spec["memoryTransfer"], spec["pageServerTls"]) == ("PageServer", False)
+    default = manifest.from_flags(manifest.MigrateFlags(container="web", source="node-a"), None)
+    assert (default["spec"]["memoryTransfer"], default["spec"]["pageServerTls"]) == (
+        "Archive",
+        True,
+    )
+    with pytest.raises(PluginError, match="keepCheckpoint cannot be used"):
+        manifest.from_flags(
+            manifest.MigrateFlags(
+                container="web",
+                source="node-a",
+                memory_transfer="PageServer",
+                keep_checkpoint=True,
+            ),
+            None,
+        )
+
+
+def test_pages_received_are_rendered_with_the_timings() -> None:
+    body = succeeded_body()
+    body["status"]["pagesBytes"] = 67_186_688
+    rows = dict(render.timing_rows(parse_container_migration(body).status))
+    assert rows["memory pages"] == "67.2 MB"
+
+
 @pytest.mark.parametrize(
     ("flags", "said"),
     [

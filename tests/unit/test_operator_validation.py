@@ -4,14 +4,16 @@ import datetime
 from typing import Any
 
 import pytest
-from ferry_api.migration import ContainerMigrationSpec
+from ferry_api.migration import ContainerMigrationSpec, MigrationRuntime
 from ferry_api.nodehelper import RuntimeName, parse_node_helper
 from ferry_operator.validation import (
     Refusal,
     check_compatible,
     check_container,
+    check_memory_transfer,
     check_source,
     check_target_free,
+    check_target_id_free,
     choose_target,
 )
 
@@ -214,6 +216,26 @@ def test_a_target_that_already_has_the_name_is_refused() -> None:
         check_target_free("web", "node-b", {"state": "exited"})
     assert refused.value.reason == "TargetNameTaken"
     assert "exited" in refused.value.message
+
+
+def test_a_page_server_migration_of_a_docker_container_is_refused_with_what_to_do() -> None:
+    pages = spec(memoryTransfer="PageServer")
+    check_memory_transfer(pages, MigrationRuntime.PODMAN)
+    check_memory_transfer(spec(), MigrationRuntime.DOCKER)
+    with pytest.raises(Refusal) as refused:
+        check_memory_transfer(pages, MigrationRuntime.DOCKER)
+    assert refused.value.reason == "PageServerNeedsPodman"
+    assert "runs in docker" in refused.value.message
+    assert "set memoryTransfer: Archive" in refused.value.message
+
+
+def test_a_target_holding_the_source_containers_id_is_refused() -> None:
+    container_id = "9066fe4df646" + "0" * 52
+    check_target_id_free(container_id, "node-b", None)
+    with pytest.raises(Refusal) as refused:
+        check_target_id_free(container_id, "node-b", {"name": "web", "state": "exited"})
+    assert refused.value.reason == "TargetIdTaken"
+    assert "9066fe4df646 (web, exited)" in refused.value.message
 
 
 def test_a_target_without_the_containers_runtime_is_refused_naming_both() -> None:

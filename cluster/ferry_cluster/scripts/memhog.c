@@ -1,10 +1,11 @@
-/* memhog: hold N MiB of random bytes in anonymous memory, then count.
+/* memhog: hold N MiB of random bytes in a process's own memory, then count.
  *
- * The benchmark's workload: memory that lives in the process (not in a
- * tmpfs) and does not compress, plus a counter written to /tmp/count every
- * 100 ms, so a restored copy proves it resumed rather than restarted.
- * /tmp/count holds "COUNT MAXGAP_MS": the longest wall-clock gap between two
- * ticks, the downtime as the workload itself saw it.
+ * The workload for moving memory: the bytes live in anonymous memory (not a
+ * tmpfs, which CRIU carries as a file, not as pages) and do not compress.
+ * Like the shell counter it writes its count to /tmp/count every 100 ms and
+ * prints it (the container's log), so a restored copy shows that it resumed
+ * rather than restarted. /tmp/gap holds the longest wall-clock gap between two
+ * ticks in ms: the downtime as the workload itself saw it.
  * Usage: memhog MIB
  */
 #include <fcntl.h>
@@ -13,16 +14,26 @@
 #include <time.h>
 #include <unistd.h>
 
+static void put(const char *path, unsigned long long value) {
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return;
+    fprintf(f, "%llu\n", value);
+    fclose(f);
+    rename(tmp, path);
+}
+
 int main(int argc, char **argv) {
-    size_t mib = argc > 1 ? strtoull(argv[1], NULL, 10) : 0;
-    size_t size = mib << 20;
+    size_t size = (argc > 1 ? strtoull(argv[1], NULL, 10) : 0) << 20;
     unsigned char *blob = size ? malloc(size) : NULL;
     if (size && !blob) { perror("malloc"); return 1; }
     if (size) {
         int fd = open("/dev/urandom", O_RDONLY);
         if (fd < 0) { perror("/dev/urandom"); return 1; }
         for (size_t done = 0; done < size;) {
-            ssize_t n = read(fd, blob + done, size - done > (1 << 20) ? (1 << 20) : size - done);
+            size_t want = size - done > (1 << 20) ? (1 << 20) : size - done;
+            ssize_t n = read(fd, blob + done, want);
             if (n <= 0) { perror("read"); return 1; }
             done += (size_t)n;
         }
@@ -39,8 +50,8 @@ int main(int argc, char **argv) {
         if (last > 0 && t - last > maxgap) maxgap = t - last;
         last = t;
         if (size) sum += blob[(i * 4096) % size];  /* keep the pages in use */
-        FILE *f = fopen("/tmp/count.new", "w");
-        if (f) { fprintf(f, "%llu %.0f\n", i, maxgap); fclose(f); rename("/tmp/count.new", "/tmp/count"); }
+        put("/tmp/gap", (unsigned long long)maxgap);
+        put("/tmp/count", i);
         printf("%llu\n", i);
         fflush(stdout);
         nanosleep(&tick, NULL);
