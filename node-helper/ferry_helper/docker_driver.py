@@ -70,6 +70,7 @@ from .runtime import (
     ContainerInfo,
     Record,
     RestoreResult,
+    epoch_seconds,
     file_digest,
     written_whole,
 )
@@ -129,6 +130,7 @@ def container_info(data: dict[str, Any]) -> ContainerInfo:
         running=running,
         labels={str(k): str(v) for k, v in labels.items()},
         pid=int(state.get("Pid") or 0) if running else 0,
+        created=epoch_seconds(str(data.get("Created") or "")),
     )
 
 

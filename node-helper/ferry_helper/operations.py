@@ -479,17 +479,14 @@ class Operations:
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         # Written before podman starts: if this helper dies mid-restore, podman
-        # may still finish, and a later cleanup must know which container is ours.
+        # may still finish, and a later cleanup must know which container is ours:
+        # one of that name created since. (No inspect here: it would cost the
+        # frozen container about 0.1 s.)
         if self.staging.recorded(request.uid, "restore-started") is None:
-            existing = await self._driver(request.runtime).inspect(request.name)
             self.staging.record(
                 request.uid,
                 "restore-started",
-                {
-                    "name": request.name,
-                    "preexisting": existing.id if existing else None,
-                    "runtime": request.runtime,
-                },
+                {"name": request.name, "since": time.time(), "runtime": request.runtime},
             )
         elif (ours := await self._restored_copy(request.uid)) is not None:
             return await self._adopt_restored(request, ours)
@@ -762,8 +759,8 @@ class Operations:
         """The ID of the container migration ``uid`` restored here, if there is one.
 
         The journal's ``restore`` result names it; without one (the helper died
-        while podman restored), a container with the intended name that was not
-        there before the restore began is the migration's.
+        while podman restored), a container with the intended name created since
+        the restore began is the migration's (this node's own clock on both sides).
         """
         if (restored := self.staging.recorded(uid, "restore")) is not None:
             return str(restored["containerId"])
@@ -772,9 +769,12 @@ class Operations:
             return None
         driver = self._driver(str(intent.get("runtime", "podman")))
         info = await driver.inspect(str(intent["name"]))
-        if info is None or info.id == intent.get("preexisting"):
+        if info is None:
             return None
-        return info.id
+        if "since" in intent:
+            return info.id if info.created >= float(intent["since"]) else None
+        # Journaled by an earlier helper: it noted the container that was there.
+        return None if info.id == intent.get("preexisting") else info.id
 
     @staticmethod
     def _progress(emit: Emit, what: str) -> transfer.ProgressCallback:

@@ -67,6 +67,7 @@ from .runtime import (
     ContainerInfo,
     Record,
     RestoreResult,
+    epoch_seconds,
     file_digest,
     written_whole,
 )
@@ -130,6 +131,7 @@ def parse_container_inspect(text: str) -> ContainerInfo | None:
         pid=int(state.get("Pid") or 0) if running else 0,
         checkpointed=bool(state.get("Checkpointed")),
         static_dir=data.get("StaticDir") or "",
+        created=epoch_seconds(str(data.get("Created") or "")),
     )
 
 

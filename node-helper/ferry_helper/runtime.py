@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import hashlib
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,6 +59,8 @@ class ContainerInfo(Record):
     checkpointed: bool = False
     #: podman's directory for the container (``userdata``, holding ``checkpoint/``).
     static_dir: str = ""
+    #: When the container was created (seconds since the epoch; 0 if unknown).
+    created: float = 0.0
 
 
 class CheckpointOptions(Record):
@@ -83,6 +87,20 @@ class RestoreResult(Record):
     name: str
     seconds: float
     statistics: CriuStatistics
+
+
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def epoch_seconds(text: str) -> float:
+    """An RFC 3339 time as podman and docker print it (nanoseconds, ``Z`` or an offset)."""
+    if not text:
+        return 0.0
+    try:
+        moment = datetime.datetime.fromisoformat(_FRACTION.sub(r"\1", text).replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return moment.timestamp()
 
 
 def file_digest(path: Path) -> tuple[int, str]:

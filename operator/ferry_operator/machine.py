@@ -124,6 +124,8 @@ class Migration:
         #: The source and target helpers (host keys pinned), learnt at validation.
         self._peer_pair: tuple[Peer, Peer] | None = None
         self._last_progress_write = 0.0
+        #: The source's key for streaming into the target, granted before the freeze.
+        self._stream_credential: str | None = None
 
     # -- status ---------------------------------------------------------------
 
@@ -410,6 +412,8 @@ class Migration:
         }
         if self._pages:
             request["page_server"] = await self._open_page_server(source, target)
+        # Granted now, not inside the freeze: one helper round trip less of downtime.
+        self._stream_credential = await self._grant_stream(target)
         self.frozen_at = time.monotonic()
         result = await self.helpers.call(source, Operation.CHECKPOINT, request)
         self._timings(checkpoint_seconds=round(float(result["seconds"]), 3))
@@ -499,7 +503,8 @@ class Migration:
             {
                 "uid": self.uid,
                 "target": target.model_dump(),
-                "credential": await self._grant_stream(target),
+                # A migration resumed by a new operator grants again.
+                "credential": self._stream_credential or await self._grant_stream(target),
             },
             on_progress=self._on_progress,
         )

@@ -161,6 +161,8 @@ def test_a_valid_migration_is_accepted_and_defaulted(
         "compression": "zstd",
         "keepCheckpoint": False,
         "timeoutSeconds": 300,
+        "memoryTransfer": "Archive",
+        "pageServerTls": True,
     }
     assert "runtime" not in got["spec"], "no default: the runtime that has the container"
     # The API server's defaults are the models' defaults: the body parses back to itself.

@@ -533,3 +533,12 @@ def test_known_causes_come_with_what_to_do(line: str, fix: str) -> None:
 
 def test_an_unknown_cause_gets_no_made_up_advice() -> None:
     assert errors.advice(["restore: something nobody has seen before"]) is None
+
+
+def test_creation_times_read_as_podman_and_docker_print_them() -> None:
+    utc = runtime.epoch_seconds("2026-11-25T23:27:29.544506731Z")
+    assert utc == pytest.approx(1795649249.544506, abs=1e-6)
+    assert runtime.epoch_seconds("2026-11-26T00:27:29.544506731+01:00") == pytest.approx(utc)
+    assert runtime.epoch_seconds("2026-11-25T23:27:29Z") == pytest.approx(utc - 0.544506, abs=1e-6)
+    assert runtime.epoch_seconds("") == 0.0
+    assert runtime.epoch_seconds("yesterday") == 0.0
