@@ -90,8 +90,9 @@ bench: prepare ## Performance report: ContainerMigration vs manual export/scp/im
 	$(BIN)/python -m ferry_cluster.bench --output bench-results.json --plot bench-downtime.png
 
 .PHONY: bench-memory
-bench-memory: prepare ## Benchmark: memoryTransfer Archive vs PageServer (TLS, plain), 64 MiB and 1 GiB in a process (root).
-	$(BIN)/python -m ferry_cluster.memorybench --output bench-memory-results.json
+bench-memory: prepare ## make bench's methods plus PageServer over plain TCP, 64 MiB and 1 GiB (root).
+	$(BIN)/python -m ferry_cluster.bench --methods manual,ferry,pageserver,plain --sizes 64MiB,1GiB \
+		--output bench-memory-results.json --plot bench-memory.png
 
 .PHONY: cluster-up
 cluster-up: prepare ## Start the local cluster (root).

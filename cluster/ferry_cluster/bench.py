@@ -42,7 +42,8 @@ from kubernetes import client
 from . import cluster, deploy, memhog, workloads
 from .config import ClusterConfig, NodeSpec
 
-SIZES_MIB = {"tiny": 0, "256MiB": 256, "1GiB": 1024}
+SIZES_MIB = {"tiny": 0, "64MiB": 64, "256MiB": 256, "1GiB": 1024}
+DEFAULT_SIZES = "tiny,256MiB,1GiB"
 NAMESPACE = "bench"
 MIGRATIONS = constants.CONTAINER_MIGRATION_PLURAL
 #: The steps of a migration whose durations are not Ferry's own overhead.
@@ -53,8 +54,15 @@ METHODS = {
     "manual": "manual export/scp/import",
     "ferry": "ContainerMigration, memoryTransfer: Archive",
     "pageserver": "ContainerMigration, memoryTransfer: PageServer (TLS)",
+    "plain": "ContainerMigration, memoryTransfer: PageServer (plain TCP)",
 }
-FERRY_METHODS = {"ferry": "Archive", "pageserver": "PageServer"}
+DEFAULT_METHODS = "manual,ferry,pageserver"
+#: Each Ferry method: its name in the targets, and the spec fields that choose it.
+FERRY_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ferry": ("Archive", {"memoryTransfer": "Archive"}),
+    "pageserver": ("PageServer", {"memoryTransfer": "PageServer"}),
+    "plain": ("PageServer plain", {"memoryTransfer": "PageServer", "pageServerTls": False}),
+}
 #: Issue 8's targets: (what, threshold), met when below.
 TARGETS = (
     ("tiny: downtime {} / manual", 0.8),
@@ -189,7 +197,7 @@ def with_ferry(
     target: NodeSpec,
     mib: int,
     *,
-    memory_transfer: str = "Archive",
+    choice: dict[str, Any] | None = None,
 ) -> Sample:
     name = f"ferry-{uuid.uuid4().hex[:6]}"
     start(source, name, mib)
@@ -202,7 +210,7 @@ def with_ferry(
             "source": {"node": source.name, "container": name},
             "target": {"node": target.name},
             "timeoutSeconds": 900,
-            "memoryTransfer": memory_transfer,
+            **(choice or {}),
         },
     }
     began = time.monotonic()
@@ -257,7 +265,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         met = value <= limit if below else value >= limit
         found.append({"target": what, "value": value, "limit": limit, "met": met})
 
-    for method, transfer in FERRY_METHODS.items():
+    for method, (transfer, _) in FERRY_METHODS.items():
         if not any(method in entry for entry in sizes.values()):
             continue
         ratio_key = f"{method}DowntimeRatio" if method != "ferry" else "downtimeRatio"
@@ -281,7 +289,7 @@ def plot(results: dict[str, Any], out: Path) -> bool:
     except ImportError:
         return False
     figure, axes = pyplot.subplots(figsize=(7, 4.5))
-    for method, style in zip(METHODS, ("o--", "s-", "^-"), strict=True):
+    for method, style in zip(METHODS, ("o--", "s-", "^-", "v-"), strict=True):
         points = [
             (entry["memoryMiB"], entry[method]["workloadDowntimeSeconds"])
             for entry in results["sizes"].values()
@@ -316,9 +324,10 @@ def report(results: dict[str, Any]) -> None:
             f"{label:7} {'ratio':7} {entry['freezeToRunningRatio']:12.3f} "
             f"{entry['downtimeRatio']:7.3f} {entry['totalRatio']:8.3f}   (Archive / manual)"
         )
-        if "pageserverDowntimeRatio" in entry:
-            ratio_text = f"{entry['pageserverDowntimeRatio']:7.3f}"
-            print(f"{label:7} {'ratio':7} {'':12} {ratio_text} {'':8}   (PageServer / manual)")
+        for method, (transfer, _) in FERRY_METHODS.items():
+            if f"{method}DowntimeRatio" in entry:
+                ratio_text = f"{entry[f'{method}DowntimeRatio']:7.3f}"
+                print(f"{label:7} {'ratio':7} {'':12} {ratio_text} {'':8}   ({transfer} / manual)")
     print()
     for target in results["targets"]:
         verdict = "met" if target["met"] else "MISSED"
@@ -328,11 +337,19 @@ def report(results: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=2, help="runs per size and method (tiny: 3+)")
-    parser.add_argument("--sizes", default=",".join(SIZES_MIB), help="which sizes, comma-separated")
+    parser.add_argument(
+        "--sizes", default=DEFAULT_SIZES, help=f"comma-separated, of {', '.join(SIZES_MIB)}"
+    )
+    parser.add_argument(
+        "--methods", default=DEFAULT_METHODS, help=f"comma-separated, of {', '.join(METHODS)}"
+    )
     parser.add_argument("--output", default="bench-results.json")
     parser.add_argument("--plot", default="bench-downtime.png")
     parser.add_argument("--keep", action="store_true", help="keep the bench cluster up")
     args = parser.parse_args(argv)
+    methods = args.methods.split(",")
+    if methods[:2] != ["manual", "ferry"] or not set(methods) <= set(METHODS):
+        parser.error(f"--methods: manual,ferry first, then any of {', '.join(METHODS)}")
 
     config = ClusterConfig(name="bench", nodes=2)
     cluster.up(config, lambda m: print(f"==> {m}", flush=True))
@@ -355,12 +372,13 @@ def main(argv: list[str] | None = None) -> int:
                 mib = SIZES_MIB[label]
                 runs = max(args.runs, 3) if mib == 0 else args.runs
                 print(f"==> {label}: {runs} runs of each, alternating", flush=True)
-                samples: dict[str, list[Sample]] = {method: [] for method in METHODS}
+                samples: dict[str, list[Sample]] = {method: [] for method in methods}
                 for _ in range(runs):
                     samples["manual"].append(manual(source, target, mib))
-                    for method, transfer in FERRY_METHODS.items():
+                    for method in methods[1:]:
+                        choice = FERRY_METHODS[method][1]
                         samples[method].append(
-                            with_ferry(custom, source, target, mib, memory_transfer=transfer)
+                            with_ferry(custom, source, target, mib, choice=choice)
                         )
                 entry: dict[str, Any] = {
                     "memoryMiB": mib,
@@ -373,10 +391,11 @@ def main(argv: list[str] | None = None) -> int:
                     ("totalRatio", "totalSeconds"),
                 ):
                     entry[key] = ratio(entry["ferry"][field], entry["manual"][field])
-                entry["pageserverDowntimeRatio"] = ratio(
-                    entry["pageserver"]["workloadDowntimeSeconds"],
-                    entry["manual"]["workloadDowntimeSeconds"],
-                )
+                for method in methods[2:]:
+                    entry[f"{method}DowntimeRatio"] = ratio(
+                        entry[method]["workloadDowntimeSeconds"],
+                        entry["manual"]["workloadDowntimeSeconds"],
+                    )
                 results["sizes"][label] = entry
     finally:
         if not args.keep:
