@@ -134,7 +134,16 @@ class StreamingCheck:
             self._reader.close()
 
     async def feed(self, chunk: bytes) -> None:
-        await asyncio.to_thread(self._writer.write, chunk)
+        await asyncio.to_thread(self._write_all, chunk)
+
+    def _write_all(self, chunk: bytes) -> None:
+        # A raw write to a pipe may take only part of the chunk (a signal can
+        # interrupt it once some bytes are in); the rest must follow, or the
+        # check reads a stream with a hole in it.
+        view = memoryview(chunk)
+        while view:
+            written = self._writer.write(view)
+            view = view[written or 0 :]
 
     async def finish(self) -> int:
         """Wait for the check; the count of members, or :class:`UnsafeArchive`."""

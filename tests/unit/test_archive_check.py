@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from archives import COMPRESSIONS, UNSAFE, add_file, add_special, checkpoint_archive
@@ -71,3 +72,34 @@ def test_the_streaming_check_agrees_and_never_blocks_the_receiver() -> None:
         _stream(refused)
     with pytest.raises(UnsafeArchive, match="not a checkpoint archive"):
         _stream(b"\x42" * (1 << 20))
+
+
+class _Stingy:
+    """A pipe end that takes at most 1000 bytes per write, as an interrupted write does."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def write(self, data: memoryview) -> int:
+        written: int = self.inner.write(data[:1000])
+        return written
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.inner.closed)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_pipe_write_that_takes_part_of_a_chunk_loses_nothing() -> None:
+    big = checkpoint_archive(lambda t: add_file(t, "checkpoint/pages-2.img", b"\1" * (1 << 20)))
+
+    async def feed() -> int:
+        check = StreamingCheck()
+        check._writer = _Stingy(check._writer)  # type: ignore[assignment]
+        for start in range(0, len(big), 1 << 16):
+            await check.feed(big[start : start + (1 << 16)])
+        return await check.finish()
+
+    assert asyncio.run(feed()) == 5
