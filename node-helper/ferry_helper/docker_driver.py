@@ -352,18 +352,11 @@ class DockerDriver(CliDriver):
         runc = shutil.which("runc")
         runc_version = ""
         if runc:
-            answer = await self._run_other([runc, "--version"])
+            answer = (await self._run(["--version"], limit=self._quick, tool=runc)).stdout
             runc_version = answer.split()[2] if answer.startswith("runc version") else ""
         return DockerRuntimeInfo(
             version=output.stdout.strip(), oci_runtime="runc", oci_runtime_version=runc_version
         )
-
-    async def _run_other(self, argv: list[str]) -> str:
-        process = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-        )
-        out, _ = await asyncio.wait_for(process.communicate(), self._quick)
-        return out.decode(errors="replace")
 
     async def _data_root(self) -> Path:
         if self._root is None:
@@ -553,7 +546,9 @@ class DockerDriver(CliDriver):
                 raise await self._failure(output, criu_log=await _existing(log))
             logger.info("containerd still holds %s; removing it and retrying", digest)
             if ctr := shutil.which("ctr"):
-                await self._run_other([ctr, "-n", "moby", "content", "rm", digest])
+                await self._run(
+                    ["-n", "moby", "content", "rm", digest], limit=self._quick, tool=ctr
+                )
             await asyncio.sleep(STALE_PAUSE * attempt)
 
     async def rollback(

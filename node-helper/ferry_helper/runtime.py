@@ -150,12 +150,16 @@ class CliDriver:
         self._timeout = timeout
         self._quick = min(timeout, QUICK_TIMEOUT)
 
-    async def _run(self, args: Sequence[str], *, limit: float) -> CommandOutput:
-        """Run the tool with ``args`` for at most ``limit`` seconds.
+    async def _run(
+        self, args: Sequence[str], *, limit: float, tool: str | None = None
+    ) -> CommandOutput:
+        """Run the tool (or ``tool``, a helper program of it) with ``args`` for at most
+        ``limit`` seconds.
 
         Running too long or not starting raises; an exit code does not.
         """
-        command = [self._tool, *args]
+        program = tool or self._tool
+        command = [program, *args]
         logger.debug("running %s", command)
         try:
             process = await asyncio.create_subprocess_exec(
@@ -169,11 +173,11 @@ class CliDriver:
                 command=command,
                 exit_code=None,
                 stderr="",
-                decisive_line=f"cannot run {self._tool}: {error}",
+                decisive_line=f"cannot run {program}: {error}",
             ) from error
         out, err = bytearray(), bytearray()
         if process.stdout is None or process.stderr is None:  # pragma: no cover - PIPE was asked
-            raise RuntimeError(f"{self._tool} started without pipes")
+            raise RuntimeError(f"{program} started without pipes")
         try:
             await asyncio.wait_for(
                 asyncio.gather(
@@ -192,7 +196,7 @@ class CliDriver:
                 await process.wait()
         returncode = process.returncode
         if returncode is None:  # pragma: no cover - waited for above
-            raise RuntimeError(f"{self._tool} has no exit code after it exited")
+            raise RuntimeError(f"{program} has no exit code after it exited")
         return CommandOutput(
             command=command,
             returncode=returncode,
