@@ -25,17 +25,15 @@ import asyncssh
 
 from .pagestream import PAGE_FILE
 from .protocol import (
-    CONNECT_TIMEOUT_SECONDS,
-    PEER_USER,
     Event,
     Operation,
     Peer,
     RemoteError,
     decode,
     encode,
-    keepalive_options,
+    stream_options,
 )
-from .transfer import known_hosts, read_result
+from .transfer import connect_as_peer, read_result
 
 CHUNK = 1 << 20
 
@@ -111,17 +109,10 @@ async def fetch(*, peer: Peer, client_key: asyncssh.SSHKey, uid: str, into: Path
     await asyncio.to_thread(into.mkdir, mode=0o700, parents=True, exist_ok=True)
     files: list[tuple[str, int]] = []
     try:
-        async with asyncssh.connect(
-            peer.address,
-            peer.port,
-            username=PEER_USER,
-            client_keys=[client_key],
-            known_hosts=known_hosts(peer.host_key),
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            **keepalive_options(),
-            encryption_algs=["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"],
-        ) as conn:
-            process = await conn.create_process(Operation.PAGES_OUT.value, encoding=None)
+        async with connect_as_peer(peer, client_key) as conn:
+            process = await conn.create_process(
+                Operation.PAGES_OUT.value, encoding=None, **stream_options()
+            )
             process.stdin.write(json.dumps({"uid": uid}).encode() + b"\n")
             process.stdin.write_eof()
             line = await process.stdout.readline()

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,18 +58,11 @@ async def read_result(
         return event.data
 
 
-async def stream_file(
-    *,
-    peer: Peer,
-    client_key: asyncssh.SSHKey,
-    operation: str,
-    header: dict[str, Any],
-    path: Path,
-    on_progress: ProgressCallback | None = None,
-    finish_seconds: float = 600,
-) -> dict[str, Any]:
-    """Send ``path`` into ``operation`` on ``peer``; return the peer's result."""
-    total = (await asyncio.to_thread(path.stat)).st_size
+@contextlib.asynccontextmanager
+async def connect_as_peer(
+    peer: Peer, client_key: asyncssh.SSHKey
+) -> AsyncIterator[asyncssh.SSHClientConnection]:
+    """An SSH connection to ``peer``'s helper as ``peer``, sized for streaming archives."""
     async with asyncssh.connect(
         peer.address,
         peer.port,
@@ -82,6 +75,22 @@ async def stream_file(
         # aes128-gcm is the fastest cipher asyncssh offers on hardware with AES-NI.
         encryption_algs=["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"],
     ) as conn:
+        yield conn
+
+
+async def stream_file(
+    *,
+    peer: Peer,
+    client_key: asyncssh.SSHKey,
+    operation: str,
+    header: dict[str, Any],
+    path: Path,
+    on_progress: ProgressCallback | None = None,
+    finish_seconds: float = 600,
+) -> dict[str, Any]:
+    """Send ``path`` into ``operation`` on ``peer``; return the peer's result."""
+    total = (await asyncio.to_thread(path.stat)).st_size
+    async with connect_as_peer(peer, client_key) as conn:
         process = await conn.create_process(operation, encoding=None, **stream_options())
         process.stdin.write(json.dumps(header).encode() + b"\n")
         sent = 0
