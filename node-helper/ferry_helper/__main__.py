@@ -16,6 +16,7 @@ from kubernetes import config as kube_config
 
 from .docker_driver import DockerDriver
 from .failure_logs import FailureLogs
+from .libpod import Libpod
 from .operations import Operations
 from .podman import PodmanDriver
 from .probe import probe
@@ -49,7 +50,15 @@ def _api_client() -> client.ApiClient:
 
 
 async def serve(settings: Settings) -> None:
-    podman = PodmanDriver()
+    libpod = Libpod(settings.podman_socket, tmpdir=settings.state_dir / "tmp")
+    await libpod.start()
+    try:
+        await _serve(settings, PodmanDriver(api=libpod))
+    finally:
+        await libpod.stop()
+
+
+async def _serve(settings: Settings, podman: PodmanDriver) -> None:
     docker = DockerDriver() if shutil.which("docker") else None
     host_key = _host_key(settings)
     operations = Operations(

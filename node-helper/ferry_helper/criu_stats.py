@@ -40,6 +40,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import criu_images
+
 logger = logging.getLogger(__name__)
 
 
@@ -123,11 +125,17 @@ def parse_print_stats(
         entry = next((e for e in entries if str(e.get("Id", "")).startswith(container_id)), {})
     if not entry and entries:
         entry = entries[0]
-
-    counters = _as_int_counters(entry.get("criu_statistics"))
     podman_duration = document.get(
         "podman_checkpoint_duration", document.get("podman_restore_duration")
     )
+    found_id = entry.get("Id")
+    statistics = statistics_of_entry(entry, podman_duration=podman_duration)
+    return (found_id if isinstance(found_id, str) and found_id else None), statistics
+
+
+def statistics_of_entry(entry: dict[str, Any], *, podman_duration: Any = None) -> CriuStatistics:
+    """The statistics of one container's entry: ``--print-stats``' or the REST API's report."""
+    counters = _as_int_counters(entry.get("criu_statistics"))
     runtime_duration = entry.get(
         "runtime_checkpoint_duration", entry.get("runtime_restore_duration")
     )
@@ -137,10 +145,57 @@ def parse_print_stats(
     ):
         if isinstance(value, int) and not isinstance(value, bool):
             counters[key] = value
-    found_id = entry.get("Id")
     try:
-        statistics = CriuStatistics.model_validate(counters)
+        return CriuStatistics.model_validate(counters)
     except ValidationError as error:  # an int counter validates; this is belt and braces
         logger.warning("unexpected CRIU statistics %s: %s", counters, error)
-        statistics = CriuStatistics()
-    return (found_id if isinstance(found_id, str) and found_id else None), statistics
+        return CriuStatistics()
+
+
+# Field numbers of CRIU's images/stats.proto: stats_entry {dump = 1; restore = 2}.
+_DUMP_FIELDS = {
+    1: "freezing_time",
+    2: "frozen_time",
+    3: "memdump_time",
+    4: "memwrite_time",
+    5: "pages_scanned",
+    6: "pages_skipped_parent",
+    7: "pages_written",
+    8: "irmap_resolve",
+    9: "pages_lazy",
+    10: "page_pipes",
+    11: "page_pipe_bufs",
+    12: "shpages_scanned",
+    13: "shpages_skipped_parent",
+    14: "shpages_written",
+}
+_RESTORE_FIELDS = {
+    1: "pages_compared",
+    2: "pages_skipped_cow",
+    3: "forking_time",
+    4: "restore_time",
+    5: "pages_restored",
+}
+
+
+def parse_stats_image(image: bytes) -> CriuStatistics:
+    """The statistics in CRIU's own ``stats-dump`` (or ``stats-restore``) image file.
+
+    Where no ``--print-stats`` document exists (podman's REST API with export,
+    docker) this is what CRIU measured. Zero counters are kept out, as go-criu
+    does; an unreadable image gives empty statistics (logged).
+    """
+    counters: dict[str, int] = {}
+    try:
+        for entry in criu_images.entries(image):
+            for number, part in criu_images.fields(entry):
+                names = {1: _DUMP_FIELDS, 2: _RESTORE_FIELDS}.get(number)
+                if names is None or not isinstance(part, bytes):
+                    continue
+                for field, value in criu_images.fields(part):
+                    if field in names and isinstance(value, int) and value:
+                        counters[names[field]] = value
+    except ValueError as error:
+        logger.warning("CRIU's stats image cannot be read: %s", error)
+        return CriuStatistics()
+    return CriuStatistics.model_validate(counters)

@@ -246,14 +246,16 @@ def build_error(
     criu_errors: Sequence[str] = (),
     criu_log_tail: bytes | None = None,
     timeout: float | None = None,
+    criu_log: Path | None = None,
 ) -> RuntimeCommandError:
     """A :class:`RuntimeCommandError` for a finished command.
 
-    ``criu_errors`` are as :func:`read_criu_errors` gives them.
+    ``criu_errors`` are as :func:`read_criu_errors` gives them, from ``criu_log``
+    (default: the log ``stderr`` names).
 
     With ``timeout`` set the command did not finish: it was killed after that many seconds.
     """
-    log = criu_log_path(stderr)
+    log = criu_log or criu_log_path(stderr)
     decisive = decisive_criu_error(criu_errors) if criu_errors else None
     if decisive is None:
         decisive = decisive_stderr_line(stderr)

@@ -224,6 +224,7 @@ class CliDriver:
             output.stderr,
             criu_errors=criu_errors,
             criu_log_tail=tail,
+            criu_log=log,
         )
         logger.info("%s", error)
         return error

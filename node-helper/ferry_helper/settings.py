@@ -32,6 +32,11 @@ class Settings:
         return self.state_dir / "ssh_host_ed25519_key"
 
     @property
+    def podman_socket(self) -> Path:
+        """Where the helper's own ``podman system service`` listens (see :mod:`.libpod`)."""
+        return self.state_dir / "podman.sock"
+
+    @property
     def registry_authfile(self) -> Path | None:
         """podman's --authfile for checkpoint registries (the chart's registryAuthSecret)."""
         path = Path("/etc/ferry/registry/auth.json")

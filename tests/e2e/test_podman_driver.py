@@ -32,6 +32,7 @@ PROGRAM = """
 import asyncio, json, sys
 from pathlib import Path
 from ferry_helper.errors import RuntimeCommandError
+from ferry_helper.libpod import Libpod
 from ferry_helper.podman import CheckpointOptions, PodmanDriver
 
 args = json.loads(sys.argv[1])
@@ -51,16 +52,36 @@ def failure(error):
 def dump(model):
     return None if model is None else model.model_dump(mode="json")
 
-async def main():
+async def body():
 BODY
+
+async def main():
+    global driver
+    if not args.get("api"):
+        return await body()
+    # The helper's way: a podman service of its own, the CLI only where the API is not used.
+    api = Libpod(Path("/run/drv-podman.sock"))
+    assert await api.start(), "podman's REST API service did not start"
+    driver = PodmanDriver(timeout=120, api=api)
+    try:
+        return await body()
+    finally:
+        await api.stop()
+        assert api.answered > 0, "nothing went through the REST API"
 
 print(json.dumps(asyncio.run(main())))
 """
 
 
-def drive(node: NodeSpec, body: str, **args: Any) -> Any:
-    """Run ``body`` (the inside of an async function) with the helper's Python in ``node``."""
-    return helper_python.drive(node, PROGRAM, body, **args)
+def drive(node: NodeSpec, body: str, *, via: str = "cli", **args: Any) -> Any:
+    """Run ``body`` (the inside of an async function) with the helper's Python in ``node``;
+    ``via="api"``: with the driver using podman's REST API as the helper does."""
+    return helper_python.drive(node, PROGRAM, body, api=via == "api", **args)
+
+
+# What each test that reads podman runs through: its CLI, and its REST API where the
+# helper uses it (small containers' checkpoints and restores, queries).
+VIA = pytest.mark.parametrize("via", ["cli", "api"])
 
 
 def sh(node: NodeSpec, script: str, *, timeout: float = 120) -> str:
@@ -132,7 +153,8 @@ def node_pair(local_cluster: ClusterConfig) -> Iterator[tuple[NodeSpec, NodeSpec
         clean(node)
 
 
-def test_runtime_info_and_inspect(node_pair: tuple[NodeSpec, NodeSpec]) -> None:
+@VIA
+def test_runtime_info_and_inspect(node_pair: tuple[NodeSpec, NodeSpec], via: str) -> None:
     node_a, _ = node_pair
     sh(
         node_a,
@@ -153,6 +175,7 @@ def test_runtime_info_and_inspect(node_pair: tuple[NodeSpec, NodeSpec]) -> None:
             "down": dump(await driver.inspect(args["prefix"] + "down")),
         }
         """,
+        via=via,
         prefix=PREFIX,
     )
     assert out["runtime"]["name"] == "podman"
@@ -192,9 +215,12 @@ return {"result": dump(restored), "statistics": restored.statistics.as_dict()}
 """
 
 
-@pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
+@pytest.mark.parametrize(
+    ("compression", "via"),
+    [("zstd", "cli"), ("gzip", "cli"), ("none", "cli"), ("zstd", "api"), ("gzip", "api")],
+)
 def test_counter_moves_to_another_node(
-    node_pair: tuple[NodeSpec, NodeSpec], compression: str
+    node_pair: tuple[NodeSpec, NodeSpec], compression: str, via: str
 ) -> None:
     node_a, node_b = node_pair
     name, archive = f"{PREFIX}move-{compression}", f"/tmp/{PREFIX}move.tar"
@@ -202,7 +228,12 @@ def test_counter_moves_to_another_node(
     wait_count_above(node_a, name, 10)
 
     out = drive(
-        node_a, CHECKPOINT, name=name, archive=archive, options={"compression": compression}
+        node_a,
+        CHECKPOINT,
+        via=via,
+        name=name,
+        archive=archive,
+        options={"compression": compression},
     )
     at_checkpoint = last_logged(node_a, name)
     result, source = out["result"], out["source"]
@@ -219,7 +250,7 @@ def test_counter_moves_to_another_node(
     assert 0 < result["seconds"] < 30
 
     copy_between(node_a, node_b, archive)
-    restored = drive(node_b, RESTORE, archive=archive)
+    restored = drive(node_b, RESTORE, via=via, archive=archive)
     # Without a new name the container keeps its name and ID.
     assert restored["result"]["container_id"] == source_id
     assert restored["result"]["name"] == name
@@ -378,7 +409,10 @@ def test_image_moves_with_its_id(node_pair: tuple[NodeSpec, NodeSpec]) -> None:
     assert_counts_on(node_b, name, at_checkpoint)
 
 
-def test_restore_over_an_existing_name_fails_clearly(node_pair: tuple[NodeSpec, NodeSpec]) -> None:
+@VIA
+def test_restore_over_an_existing_name_fails_clearly(
+    node_pair: tuple[NodeSpec, NodeSpec], via: str
+) -> None:
     node_a, node_b = node_pair
     name, archive = f"{PREFIX}clash", f"/tmp/{PREFIX}clash.tar.zst"
     start_counter(node_a, name)
@@ -395,6 +429,7 @@ def test_restore_over_an_existing_name_fails_clearly(node_pair: tuple[NodeSpec, 
             return failure(error)
         return None
         """,
+        via=via,
         archive=archive,
     )
     assert out is not None, "the restore over an existing name succeeded"
@@ -408,7 +443,8 @@ def test_restore_over_an_existing_name_fails_clearly(node_pair: tuple[NodeSpec, 
     )
 
 
-def test_criu_failures_name_what_broke(node_pair: tuple[NodeSpec, NodeSpec]) -> None:
+@VIA
+def test_criu_failures_name_what_broke(node_pair: tuple[NodeSpec, NodeSpec], via: str) -> None:
     node_a, node_b = node_pair
     # A dump: an established TCP connection without --tcp-established.
     talk = "sleep 600 | nc -l -p 9000 >/dev/null & sleep 0.3; sleep 600 | nc 127.0.0.1 9000"
@@ -433,6 +469,7 @@ def test_criu_failures_name_what_broke(node_pair: tuple[NodeSpec, NodeSpec]) -> 
         await driver.checkpoint(args["vol"], Path(args["archive"]), CheckpointOptions())
         return dumped
         """,
+        via=via,
         tcp=f"{PREFIX}tcp",
         tcp_archive=f"/tmp/{PREFIX}tcp.tar.zst",
         vol=f"{PREFIX}vol",
@@ -464,6 +501,7 @@ def test_criu_failures_name_what_broke(node_pair: tuple[NodeSpec, NodeSpec]) -> 
     out = drive(
         node_b,
         restore_twice,
+        via=via,
         archive=f"/tmp/{PREFIX}vol.tar.zst",
         vol=f"{PREFIX}vol",
         held=f"/tmp/{PREFIX}vol/held",
