@@ -78,10 +78,16 @@ class Compression(StrEnum):
 class MemoryTransfer(StrEnum):
     """How the container's memory reaches the target node."""
 
+    #: PageServer for a podman container using at least AUTO_PAGE_SERVER_MIN_BYTES, else Archive.
+    AUTO = "Auto"
     #: Inside the checkpoint archive, streamed over SSH after the dump.
     ARCHIVE = "Archive"
     #: During the dump, from CRIU on the source to CRIU's page server on the target.
     PAGE_SERVER = "PageServer"
+
+
+#: The memory from which ``Auto`` sends it through the page server (see ``make bench``).
+AUTO_PAGE_SERVER_MIN_BYTES = 64 << 20
 
 
 class MigrationRuntime(StrEnum):
@@ -162,12 +168,15 @@ class ContainerMigrationSpec(SpecModel):
         "(Archive only).",
     )
     memory_transfer: MemoryTransfer = Field(
-        default=MemoryTransfer.ARCHIVE,
+        default=MemoryTransfer.AUTO,
         description="How the memory reaches the target. Archive: in the checkpoint archive, "
         "streamed over SSH after the dump. PageServer (podman only): straight from the dump "
         "to CRIU's page server on the target, so it is written once and the archive left to "
         "send is small; much less downtime for containers with a lot of memory, but a "
-        "rollback then needs the target to give the memory back (see pageServerTls).",
+        "rollback then needs the target to give the memory back (see pageServerTls). "
+        f"Auto: PageServer for a podman container using {AUTO_PAGE_SERVER_MIN_BYTES >> 20} MiB "
+        "of memory or more (unless keepCheckpoint), else Archive; status.memoryTransfer "
+        "says which.",
     )
     page_server_tls: bool = Field(
         default=True,
@@ -339,6 +348,16 @@ class ContainerMigrationStatus(StatusModel):
     )
     timings: Timings | None = Field(default=None, description="Measured step durations.")
     archive: Archive | None = Field(default=None, description="The checkpoint archive sent.")
+    memory_transfer: MemoryTransfer | None = Field(
+        default=None,
+        description="How the memory moves (Archive or PageServer): spec.memoryTransfer, or "
+        "what Auto chose at validation.",
+    )
+    memory_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Memory the container used at validation, as its runtime reports it.",
+    )
     pages_bytes: int | None = Field(
         default=None,
         ge=0,

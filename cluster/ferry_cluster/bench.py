@@ -55,13 +55,16 @@ METHODS = {
     "ferry": "ContainerMigration, memoryTransfer: Archive",
     "pageserver": "ContainerMigration, memoryTransfer: PageServer (TLS)",
     "plain": "ContainerMigration, memoryTransfer: PageServer (plain TCP)",
+    "auto": "ContainerMigration, as is (memoryTransfer: Auto)",
 }
-DEFAULT_METHODS = "manual,ferry,pageserver"
+DEFAULT_METHODS = "manual,ferry,pageserver,auto"
 #: Each Ferry method: its name in the targets, and the spec fields that choose it.
 FERRY_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "ferry": ("Archive", {"memoryTransfer": "Archive"}),
     "pageserver": ("PageServer", {"memoryTransfer": "PageServer"}),
     "plain": ("PageServer plain", {"memoryTransfer": "PageServer", "pageServerTls": False}),
+    # The default: what a user who sets nothing gets.
+    "auto": ("Auto", {}),
 }
 #: Issue 8's targets: (what, threshold), met when below.
 TARGETS = (
@@ -289,7 +292,7 @@ def plot(results: dict[str, Any], out: Path) -> bool:
     except ImportError:
         return False
     figure, axes = pyplot.subplots(figsize=(7, 4.5))
-    for method, style in zip(METHODS, ("o--", "s-", "^-", "v-"), strict=True):
+    for method, style in zip(METHODS, ("o--", "s-", "^-", "v-", "D-"), strict=True):
         points = [
             (entry["memoryMiB"], entry[method]["workloadDowntimeSeconds"])
             for entry in results["sizes"].values()
@@ -336,7 +339,7 @@ def report(results: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=2, help="runs per size and method (tiny: 3+)")
+    parser.add_argument("--runs", type=int, default=2, help="runs per size and method (tiny: 5+)")
     parser.add_argument(
         "--sizes", default=DEFAULT_SIZES, help=f"comma-separated, of {', '.join(SIZES_MIB)}"
     )
@@ -370,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             for label in args.sizes.split(","):
                 mib = SIZES_MIB[label]
-                runs = max(args.runs, 3) if mib == 0 else args.runs
+                # A tiny move lasts half a second: more runs, for a steadier median.
+                runs = max(args.runs, 5) if mib == 0 else args.runs
                 print(f"==> {label}: {runs} runs of each, alternating", flush=True)
                 samples: dict[str, list[Sample]] = {method: [] for method in methods}
                 for _ in range(runs):

@@ -389,6 +389,10 @@ class DockerDriver(CliDriver):
                 decisive_line=f"unexpected inspect output: {error}",
             ) from error
 
+    async def memory_bytes(self, container: str) -> int | None:
+        """Not asked of docker: its containers move their memory in the archive only."""
+        return None
+
     async def image_exists(self, image_id: str) -> bool:
         output = await self._run(["image", "inspect", image_id], limit=self._quick)
         return output.returncode == 0

@@ -261,10 +261,14 @@ class Operations:
                 logger.warning("%s does not answer: %s", runtime, error)
                 continue
             if info is not None:
+                memory = None
+                if request.memory and info.running:
+                    memory = await self._driver(runtime).memory_bytes(info.id)
                 return {
                     **info.model_dump(mode="json"),
                     "runtime": runtime,
                     "migratingBy": self.staging.holder(info.id),
+                    "memoryBytes": memory,
                 }
         raise RemoteError(
             "ContainerNotFound",

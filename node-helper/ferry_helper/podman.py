@@ -468,15 +468,20 @@ class PodmanDriver(CliDriver):
             archive=archive, size_bytes=size, sha256=sha256, seconds=seconds, statistics=statistics
         )
 
-    async def _small(self, container: str) -> bool:
-        """Whether ``container`` uses little enough memory for the REST API's export."""
+    async def memory_bytes(self, container: str) -> int | None:
+        """The memory ``container``'s cgroup uses now, from the REST API (None without it:
+        ``podman stats`` by the CLI takes longer than what it would help decide)."""
         try:
-            used = await self._by_api(
+            return await self._by_api(
                 f"container stats {container}",
                 lambda api: api.memory_bytes(container, limit=self._quick),
             )
         except (ServiceUnavailable, RuntimeCommandError):
-            return False
+            return None
+
+    async def _small(self, container: str) -> bool:
+        """Whether ``container`` uses little enough memory for the REST API's export."""
+        used = await self.memory_bytes(container)
         return used is not None and used <= API_CHECKPOINT_MEMORY_LIMIT
 
     async def _checkpoint_by_api(

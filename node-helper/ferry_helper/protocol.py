@@ -129,6 +129,8 @@ class InspectRequest(Model):
     container: str
     #: None: look in every runtime of the node (the answer says which had it).
     runtime: Runtime | None = None
+    #: Also say how much memory a running container uses (``memoryBytes``).
+    memory: bool = False
 
 
 class ImageRequest(Model):

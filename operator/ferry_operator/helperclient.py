@@ -61,15 +61,20 @@ class HelperClient:
             ) from None
 
     async def inspect(
-        self, peer: Peer, container: str, *, runtime: str | None = None
+        self, peer: Peer, container: str, *, runtime: str | None = None, memory: bool = False
     ) -> dict[str, Any] | None:
         """The container as ``peer``'s helper sees it, in ``runtime`` (None: in any; the
-        answer's ``runtime`` says which); None if it has none of that name."""
+        answer's ``runtime`` says which); None if it has none of that name. ``memory``:
+        with the memory it uses (``memoryBytes``, None if the runtime does not say)."""
+        request: dict[str, Any] = {"container": container, "runtime": runtime}
+        if memory:
+            request["memory"] = True
         try:
-            return await self.call(
-                peer, Operation.INSPECT, {"container": container, "runtime": runtime}
-            )
+            return await self.call(peer, Operation.INSPECT, request)
         except RemoteError as error:
+            if memory and error.reason == "BadRequest" and "memory" in error.message:
+                # A helper older than this operator (an upgrade under way): no memory asked.
+                return await self.inspect(peer, container, runtime=runtime)
             if error.reason != "ContainerNotFound":
                 raise
             return None

@@ -205,8 +205,20 @@ class Migration:
 
     @property
     def _pages(self) -> bool:
-        """Whether the memory goes through the target's page server (see ``pagesteps``)."""
-        return self.spec.memory_transfer == MemoryTransfer.PAGE_SERVER
+        """Whether the memory goes through the target's page server (see ``pagesteps``):
+        as validation chose (stored before the freeze), or as asked."""
+        chosen = self.status.memory_transfer or self.spec.memory_transfer
+        return chosen == MemoryTransfer.PAGE_SERVER
+
+    def _memory_plan(self) -> str:
+        """How the memory moves, and why when Auto chose: for the Validated condition."""
+        chosen = self.status.memory_transfer or self.spec.memory_transfer
+        used = self.status.memory_bytes
+        plan = f"memory by {chosen.value}"
+        if self.spec.memory_transfer == MemoryTransfer.AUTO:
+            plan += " (Auto"
+            plan += f": {used / (1 << 20):.0f} MiB in use)" if used is not None else ")"
+        return plan
 
     @property
     def _runtime(self) -> str:
@@ -351,7 +363,9 @@ class Migration:
         )
         source_peer = peer_of(helpers[self.spec.source.node])
         asked = self.spec.runtime.value if self.spec.runtime else None
-        info = await self.helpers.inspect(source_peer, self.spec.source.container, runtime=asked)
+        info = await self.helpers.inspect(
+            source_peer, self.spec.source.container, runtime=asked, memory=True
+        )
         checked = validation.check_container(
             self.spec,
             info,
@@ -360,7 +374,12 @@ class Migration:
             uid=self.uid,
         )
         runtime = MigrationRuntime(str(checked.get("runtime") or "podman"))
-        validation.check_memory_transfer(self.spec, runtime)
+        memory = checked.get("memoryBytes")
+        memory_bytes = int(memory) if isinstance(memory, int) else None
+        self._update(
+            memory_transfer=validation.choose_memory_transfer(self.spec, runtime, memory_bytes),
+            memory_bytes=memory_bytes,
+        )
         self._image = (str(checked["image_id"]), str(checked["image_name"]))
         self._container_id = str(checked["id"])
         target = validation.choose_target(
@@ -390,7 +409,8 @@ class Migration:
             COND_VALIDATED,
             ConditionStatus.TRUE,
             "Validated",
-            f"{self.spec.source.container} on {self.spec.source.node} -> {target}",
+            f"{self.spec.source.container} on {self.spec.source.node} -> {target}; "
+            f"{self._memory_plan()}",
         )
         await self._enter(Phase.IMAGE_STAGING, f"making sure {target} has the image", wait=False)
         return Phase.IMAGE_STAGING

@@ -15,6 +15,7 @@ from typing import Protocol
 from ferry_api import constants
 from ferry_api.conditions import ConditionStatus, find_condition
 from ferry_api.migration import (
+    AUTO_PAGE_SERVER_MIN_BYTES,
     ContainerMigrationSpec,
     MemoryTransfer,
     MigrationRuntime,
@@ -245,6 +246,27 @@ def check_target_free(container: str, target: str, existing: Mapping[str, object
                 "remove it there or pick another target"
             ),
         )
+
+
+def choose_memory_transfer(
+    spec: ContainerMigrationSpec, runtime: MigrationRuntime, memory_bytes: int | None
+) -> MemoryTransfer:
+    """How the memory moves: as asked, or for Auto by the container's memory.
+
+    Below ``AUTO_PAGE_SERVER_MIN_BYTES`` the archive is quicker (the page
+    server's set-up costs more than the memory's copy, ``make bench``); above,
+    the page server's single write of the memory wins by far. Auto keeps the
+    archive for docker, for a checkpoint to keep, and when the runtime did not
+    say how much memory the container uses.
+    """
+    check_memory_transfer(spec, runtime)
+    if spec.memory_transfer != MemoryTransfer.AUTO:
+        return spec.memory_transfer
+    if runtime != MigrationRuntime.PODMAN or spec.keep_checkpoint or memory_bytes is None:
+        return MemoryTransfer.ARCHIVE
+    if memory_bytes >= AUTO_PAGE_SERVER_MIN_BYTES:
+        return MemoryTransfer.PAGE_SERVER
+    return MemoryTransfer.ARCHIVE
 
 
 def check_memory_transfer(spec: ContainerMigrationSpec, runtime: MigrationRuntime) -> None:

@@ -147,6 +147,7 @@ def timing_rows(status: ContainerMigrationStatus) -> Pairs:
         ("downtime", seconds(timings.downtime_seconds if timings else None)),
         ("total", seconds(timings.total_seconds if timings else None)),
         ("archive", archive_text),
+        ("memory by", status.memory_transfer.value if status.memory_transfer else NONE),
         ("memory pages", NONE if status.pages_bytes is None else size(status.pages_bytes)),
         ("CRIU frozen", seconds(None if frozen is None else frozen / MICROSECONDS)),
     ]

@@ -51,15 +51,17 @@ def custom(admin_api: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(admin_api)
 
 
-def run_memhog(node: NodeSpec, name: str, namespace: str, *, volume: str = "") -> str:
-    """(Re)start memhog holding HOG_MIB MiB as ``name``; its container ID."""
+def run_memhog(
+    node: NodeSpec, name: str, namespace: str, *, volume: str = "", mib: int = HOG_MIB
+) -> str:
+    """(Re)start memhog holding ``mib`` MiB as ``name``; its container ID."""
     flags = f"--label {constants.NAMESPACE_LABEL}={namespace}"
     if volume:
         flags += f" -v {volume}"
     sh(
         node,
         f"podman rm -f -t 0 -i {name}; "
-        f"podman run -d --name {name} {flags} {memhog.IMAGE} memhog {HOG_MIB}",
+        f"podman run -d --name {name} {flags} {memhog.IMAGE} memhog {mib}",
     )
     wait_counting(node, name, above=5, timeout=60)
     return sh(node, f"podman inspect --format '{{{{.Id}}}}' {name}")
@@ -131,6 +133,40 @@ def test_a_container_holding_64_mib_moves_through_the_page_server_and_counts_on(
     for node in (node_a, node_b):
         assert_no_trace(node, uid, container_id)
     sh(node_b, f"podman rm -f -t 0 {name}")
+
+
+def test_auto_sends_a_big_containers_memory_through_the_page_server_and_a_small_ones_in_the_archive(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    """What a user who sets nothing gets: each container moved the quicker way."""
+    node_a, node_b = ferry.node_specs()[:2]
+    chosen = {}
+    for name, mib in (("auto-big", 96), ("auto-small", 8)):
+        sh(node_b, f"podman rm -f -t 0 -i {name}")
+        run_memhog(node_a, name, namespace, mib=mib)
+        spec = {
+            "source": {"node": node_a.name, "container": name},
+            "target": {"node": node_b.name},
+            "compression": "none",
+        }
+        _, status = move(custom, namespace, spec)
+        assert status["phase"] == "Succeeded", status
+        assert status["memoryBytes"] >= mib * MIB, status
+        validated = next(c for c in status["conditions"] if c["type"] == "Validated")
+        assert f"memory by {status['memoryTransfer']} (Auto: " in validated["message"]
+        logged = logged_counts(node_b, name)
+        assert counted_without_restart(logged), "the process started over"
+        wait_counting(node_b, name, above=logged[-1])
+        assert container_state(node_a, name) == ""
+        chosen[name] = status
+        sh(node_b, f"podman rm -f -t 0 {name}")
+    big, small = chosen["auto-big"], chosen["auto-small"]
+    assert big["memoryTransfer"] == "PageServer", big
+    assert big["pagesBytes"] >= 96 * MIB
+    assert big["archive"]["bytes"] < MIB
+    assert small["memoryTransfer"] == "Archive", small
+    assert small.get("pagesBytes") is None
+    assert small["archive"]["bytes"] >= 8 * MIB
 
 
 def test_a_failed_restore_rolls_back_with_the_memory_taken_back_from_the_target(

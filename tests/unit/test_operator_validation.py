@@ -4,7 +4,7 @@ import datetime
 from typing import Any
 
 import pytest
-from ferry_api.migration import ContainerMigrationSpec, MigrationRuntime
+from ferry_api.migration import ContainerMigrationSpec, MemoryTransfer, MigrationRuntime
 from ferry_api.nodehelper import RuntimeName, parse_node_helper
 from ferry_operator.validation import (
     Refusal,
@@ -14,6 +14,7 @@ from ferry_operator.validation import (
     check_source,
     check_target_free,
     check_target_id_free,
+    choose_memory_transfer,
     choose_target,
 )
 
@@ -227,6 +228,25 @@ def test_a_page_server_migration_of_a_docker_container_is_refused_with_what_to_d
     assert refused.value.reason == "PageServerNeedsPodman"
     assert "runs in docker" in refused.value.message
     assert "set memoryTransfer: Archive" in refused.value.message
+
+
+def test_auto_sends_the_memory_of_big_podman_containers_through_the_page_server() -> None:
+    big, small = 64 << 20, (64 << 20) - 1
+    podman, docker = MigrationRuntime.PODMAN, MigrationRuntime.DOCKER
+    assert choose_memory_transfer(spec(), podman, big) is MemoryTransfer.PAGE_SERVER
+    assert choose_memory_transfer(spec(), podman, small) is MemoryTransfer.ARCHIVE
+    # What the page server cannot do, or where nothing says it pays: the archive.
+    assert choose_memory_transfer(spec(), docker, big) is MemoryTransfer.ARCHIVE
+    assert choose_memory_transfer(spec(), podman, None) is MemoryTransfer.ARCHIVE
+    kept = spec(keepCheckpoint=True)
+    assert choose_memory_transfer(kept, podman, big) is MemoryTransfer.ARCHIVE
+    # An explicit choice stands, whatever the size.
+    archive = spec(memoryTransfer="Archive")
+    assert choose_memory_transfer(archive, podman, big) is MemoryTransfer.ARCHIVE
+    pages = spec(memoryTransfer="PageServer")
+    assert choose_memory_transfer(pages, podman, 0) is MemoryTransfer.PAGE_SERVER
+    with pytest.raises(Refusal):
+        choose_memory_transfer(pages, docker, big)
 
 
 def test_a_target_holding_the_source_containers_id_is_refused() -> None:
