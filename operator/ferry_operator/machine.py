@@ -444,8 +444,12 @@ class Migration:
                 credential=await self._grant_stream(target),
                 runtime=self._runtime,
             )
-        await self._enter(
-            Phase.CHECKPOINTING, f"checkpointing {self.spec.source.container} on {source.node}"
+        # The stream key is granted while Checkpointing is written: one round trip less.
+        self._stream_credential, _ = await asyncio.gather(
+            self._grant_stream(target),
+            self._enter(
+                Phase.CHECKPOINTING, f"checkpointing {self.spec.source.container} on {source.node}"
+            ),
         )
         return Phase.CHECKPOINTING
 
@@ -462,8 +466,9 @@ class Migration:
         }
         if self._pages:
             request["page_server"] = await self._open_page_server(source, target)
-        # Granted now, not inside the freeze: one helper round trip less of downtime.
-        self._stream_credential = await self._grant_stream(target)
+        if self._stream_credential is None:  # resumed by a new operator
+            # Granted now, not inside the freeze: one helper round trip less of downtime.
+            self._stream_credential = await self._grant_stream(target)
         self.frozen_at = time.monotonic()
         result = await self.helpers.call(source, Operation.CHECKPOINT, request)
         self._timings(checkpoint_seconds=round(float(result["seconds"]), 3))
