@@ -168,15 +168,15 @@ class ContainerMigrationSpec(SpecModel):
         "(Archive only).",
     )
     memory_transfer: MemoryTransfer = Field(
-        default=MemoryTransfer.AUTO,
+        default=MemoryTransfer.ARCHIVE,
         description="How the memory reaches the target. Archive: in the checkpoint archive, "
         "streamed over SSH after the dump. PageServer (podman only): straight from the dump "
         "to CRIU's page server on the target, so it is written once and the archive left to "
         "send is small; much less downtime for containers with a lot of memory, but a "
         "rollback then needs the target to give the memory back (see pageServerTls). "
         f"Auto: PageServer for a podman container using {AUTO_PAGE_SERVER_MIN_BYTES >> 20} MiB "
-        "of memory or more (unless keepCheckpoint), else Archive; status.memoryTransfer "
-        "says which.",
+        "of memory or more (as its cgroup counts it, tmpfs included; not with "
+        "keepCheckpoint), else Archive; status.memoryTransfer says which.",
     )
     page_server_tls: bool = Field(
         default=True,

@@ -55,7 +55,7 @@ METHODS = {
     "ferry": "ContainerMigration, memoryTransfer: Archive",
     "pageserver": "ContainerMigration, memoryTransfer: PageServer (TLS)",
     "plain": "ContainerMigration, memoryTransfer: PageServer (plain TCP)",
-    "auto": "ContainerMigration, as is (memoryTransfer: Auto)",
+    "auto": "ContainerMigration, memoryTransfer: Auto",
 }
 DEFAULT_METHODS = "manual,ferry,pageserver,auto"
 #: Each Ferry method: its name in the targets, and the spec fields that choose it.
@@ -63,8 +63,7 @@ FERRY_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "ferry": ("Archive", {"memoryTransfer": "Archive"}),
     "pageserver": ("PageServer", {"memoryTransfer": "PageServer"}),
     "plain": ("PageServer plain", {"memoryTransfer": "PageServer", "pageServerTls": False}),
-    # The default: what a user who sets nothing gets.
-    "auto": ("Auto", {}),
+    "auto": ("Auto", {"memoryTransfer": "Auto"}),
 }
 #: Issue 8's targets: (what, threshold), met when below.
 TARGETS = (

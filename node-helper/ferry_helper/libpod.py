@@ -97,6 +97,7 @@ class Libpod:
         self._process: asyncio.subprocess.Process | None = None
         self._session: aiohttp.ClientSession | None = None
         self._unreachable_since: float | None = None
+        self._reviving: asyncio.Task[bool] | None = None
         #: Requests the service answered (errors included): what the CLI was spared.
         self.answered = 0
 
@@ -159,6 +160,13 @@ class Libpod:
                 process.kill()
                 await process.wait()
 
+    def _revive(self) -> None:
+        """Start the service again if it ended (the CLI serves meanwhile)."""
+        ended = self._process is not None and self._process.returncode is not None
+        if ended and (self._reviving is None or self._reviving.done()):
+            logger.warning("podman's API service ended; starting it again")
+            self._reviving = asyncio.create_task(self.start(), name="podman service")
+
     @property
     def usable(self) -> bool:
         """Whether to try the service (it answered, or it failed long enough ago)."""
@@ -208,6 +216,7 @@ class Libpod:
                     yield response
         except aiohttp.ClientConnectorError as error:
             self._unreachable_since = time.monotonic()
+            self._revive()
             raise ServiceUnavailable(str(error)) from error
         except aiohttp.ClientError as error:
             raise LibpodError(0, f"podman's API service failed mid-request: {error}") from error

@@ -98,9 +98,9 @@ def _migrate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--memory-transfer",
         choices=[m.value for m in MemoryTransfer],
-        help="how the memory moves: in the archive, straight to CRIU's page server on the "
-        "target (podman only), or Auto (default: the page server for podman containers "
-        "using 64 MiB or more)",
+        help="how the memory moves: in the archive (default), straight to CRIU's page "
+        "server on the target (podman only), or Auto (the page server for podman "
+        "containers using 64 MiB or more)",
     )
     parser.add_argument(
         "--no-page-server-tls",

@@ -138,7 +138,7 @@ def test_a_container_holding_64_mib_moves_through_the_page_server_and_counts_on(
 def test_auto_sends_a_big_containers_memory_through_the_page_server_and_a_small_ones_in_the_archive(
     ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
 ) -> None:
-    """What a user who sets nothing gets: each container moved the quicker way."""
+    """memoryTransfer: Auto, each container moved the quicker way."""
     node_a, node_b = ferry.node_specs()[:2]
     chosen = {}
     for name, mib in (("auto-big", 96), ("auto-small", 8)):
@@ -148,6 +148,7 @@ def test_auto_sends_a_big_containers_memory_through_the_page_server_and_a_small_
             "source": {"node": node_a.name, "container": name},
             "target": {"node": node_b.name},
             "compression": "none",
+            "memoryTransfer": "Auto",
         }
         _, status = move(custom, namespace, spec)
         assert status["phase"] == "Succeeded", status

@@ -63,7 +63,8 @@ def test_spec_defaults() -> None:
     assert spec.keep_checkpoint is False
     assert spec.timeout_seconds == 300
     assert spec.runtime is None, "the runtime that has the container"
-    assert spec.memory_transfer is MemoryTransfer.AUTO
+    # Not Auto: with the page server a rollback needs the target (the memory is there).
+    assert spec.memory_transfer is MemoryTransfer.ARCHIVE
     assert spec.page_server_tls is True
 
 

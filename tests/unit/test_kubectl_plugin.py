@@ -224,7 +224,7 @@ def test_migrate_memory_transfer_flags_choose_the_page_server_and_its_link() -> 
     assert (spec["memoryTransfer"], spec["pageServerTls"]) == ("PageServer", False)
     default = manifest.from_flags(manifest.MigrateFlags(container="web", source="node-a"), None)
     assert (default["spec"]["memoryTransfer"], default["spec"]["pageServerTls"]) == (
-        "Auto",
+        "Archive",
         True,
     )
     with pytest.raises(PluginError, match="keepCheckpoint cannot be used"):

@@ -233,16 +233,16 @@ def test_a_page_server_migration_of_a_docker_container_is_refused_with_what_to_d
 def test_auto_sends_the_memory_of_big_podman_containers_through_the_page_server() -> None:
     big, small = 64 << 20, (64 << 20) - 1
     podman, docker = MigrationRuntime.PODMAN, MigrationRuntime.DOCKER
-    assert choose_memory_transfer(spec(), podman, big) is MemoryTransfer.PAGE_SERVER
-    assert choose_memory_transfer(spec(), podman, small) is MemoryTransfer.ARCHIVE
+    auto = spec(memoryTransfer="Auto")
+    assert choose_memory_transfer(auto, podman, big) is MemoryTransfer.PAGE_SERVER
+    assert choose_memory_transfer(auto, podman, small) is MemoryTransfer.ARCHIVE
     # What the page server cannot do, or where nothing says it pays: the archive.
-    assert choose_memory_transfer(spec(), docker, big) is MemoryTransfer.ARCHIVE
-    assert choose_memory_transfer(spec(), podman, None) is MemoryTransfer.ARCHIVE
-    kept = spec(keepCheckpoint=True)
+    assert choose_memory_transfer(auto, docker, big) is MemoryTransfer.ARCHIVE
+    assert choose_memory_transfer(auto, podman, None) is MemoryTransfer.ARCHIVE
+    kept = spec(memoryTransfer="Auto", keepCheckpoint=True)
     assert choose_memory_transfer(kept, podman, big) is MemoryTransfer.ARCHIVE
-    # An explicit choice stands, whatever the size.
-    archive = spec(memoryTransfer="Archive")
-    assert choose_memory_transfer(archive, podman, big) is MemoryTransfer.ARCHIVE
+    # An explicit choice stands, whatever the size; the default is the archive.
+    assert choose_memory_transfer(spec(), podman, big) is MemoryTransfer.ARCHIVE
     pages = spec(memoryTransfer="PageServer")
     assert choose_memory_transfer(pages, podman, 0) is MemoryTransfer.PAGE_SERVER
     with pytest.raises(Refusal):
