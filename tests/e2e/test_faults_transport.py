@@ -164,3 +164,28 @@ def test_a_helper_killed_mid_step_leaves_the_source_running(
     assert_nothing_staged(target)
     assert_nothing_staged(source)
     sh(source, f"podman rm -f -t 0 {name}")
+
+
+SERVICE = "[p]odman system service --time=0 unix:///var/lib/ferry-helper/podman.sock"
+
+
+def test_the_helpers_podman_service_killed_is_started_again_and_migrations_go_on(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    """The REST API service dies on its own: the CLI serves, and the helper starts it again."""
+    source, target = ferry.node_specs()[:2]
+    killed = sh(source, f"pgrep -f '{SERVICE}'")
+    assert killed, "the helper runs podman's REST API service"
+    sh(source, f"pkill -KILL -f '{SERVICE}'")
+    start_counter(source, "unserved", namespace, blob_bytes=0)
+    create_migration(custom, namespace, "unserved", move(source, target, "unserved"))
+    status = wait_migration(custom, namespace, "unserved", timeout=120, poll=0.2)
+    assert status["phase"] == "Succeeded", status
+    assert container_state(source, "unserved") == ""
+    wait_counting(target, "unserved", above=read_count(target, "unserved"), timeout=10)
+    assert counted_without_restart(logged_counts(target, "unserved")), "the process started over"
+    deadline = time.monotonic() + 30
+    while sh(source, f"pgrep -f '{SERVICE}' || true") in ("", killed):
+        assert time.monotonic() < deadline, "the helper did not start its podman service again"
+        time.sleep(0.5)
+    sh(target, "podman rm -f -t 0 unserved")
