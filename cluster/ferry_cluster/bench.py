@@ -12,8 +12,8 @@ The workload is ``memhog`` (see :mod:`.memhog`): a counter holding 0, 256 MiB or
 * freeze to running: from the freeze on the source to the container running
   on the target (manual: checkpoint + copy + restore; Ferry: its measured
   ``downtimeSeconds``);
-* downtime seen by the workload: the longest gap between two of its 100 ms
-  ticks, which it records itself;
+* downtime seen by the workload: the longest gap between two of its clock
+  readings, 10 ms apart, which it records itself;
 * total: from the start of the move to its end (Ferry: creating the resource
   to seeing it Succeeded);
 * bytes moved, and throughput (bytes over freeze to running);
