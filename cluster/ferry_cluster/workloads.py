@@ -70,29 +70,36 @@ def run_tcp_talker(node: NodeSpec, name: str, *, labels: Mapping[str, str] | Non
     time.sleep(0.5)  # until the connection is made
 
 
-def container_state(node: NodeSpec, name: str) -> str:
-    """podman's state of container ``name`` on ``node`` (``running``, ``exited``...); "" if none."""
-    return sh(node, f"podman inspect --format '{{{{.State.Status}}}}' {name} 2>/dev/null || true")
+# The helpers below take the container's runtime: podman's and docker's CLIs agree on
+# every command they use (inspect --format, exec, logs).
 
 
-def read_count(node: NodeSpec, name: str) -> int:
+def container_state(node: NodeSpec, name: str, *, runtime: str = "podman") -> str:
+    """The state of container ``name`` on ``node`` (``running``, ``exited``...); "" if none."""
+    state = f"{runtime} inspect --format '{{{{.State.Status}}}}' {name} 2>/dev/null || true"
+    return sh(node, state)
+
+
+def read_count(node: NodeSpec, name: str, *, runtime: str = "podman") -> int:
     """The counter's value; 0 until it has written its first one."""
-    return int(sh(node, f"podman exec {name} sh -c 'cat /tmp/count 2>/dev/null || echo 0'"))
+    return int(sh(node, f"{runtime} exec {name} sh -c 'cat /tmp/count 2>/dev/null || echo 0'"))
 
 
-def wait_counting(node: NodeSpec, name: str, *, above: int, timeout: float = 20) -> int:
+def wait_counting(
+    node: NodeSpec, name: str, *, above: int, timeout: float = 20, runtime: str = "podman"
+) -> int:
     """Until the counter on ``node`` passes ``above``; its value then."""
     deadline = time.monotonic() + timeout
-    while (value := read_count(node, name)) <= above:
+    while (value := read_count(node, name, runtime=runtime)) <= above:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{name} on {node.name} is stuck at {value}")
         time.sleep(0.1)
     return value
 
 
-def logged_counts(node: NodeSpec, name: str) -> list[int]:
+def logged_counts(node: NodeSpec, name: str, *, runtime: str = "podman") -> list[int]:
     """Every value the counter logged, across checkpoints (the log moves with it)."""
-    return [int(v) for v in sh(node, f"podman logs {name}").split()]
+    return [int(v) for v in sh(node, f"{runtime} logs {name}").split()]
 
 
 def counted_without_restart(logged: list[int]) -> bool:

@@ -10,7 +10,6 @@ restored container as its own.
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ import helper_python
 import pytest
 from ferry_cluster import images, nodes
 from ferry_cluster.config import ClusterConfig, NodeSpec
-from ferry_cluster.workloads import counter_script
+from ferry_cluster.workloads import counter_script, read_count, wait_counting
 
 pytestmark = pytest.mark.e2e
 
@@ -65,26 +64,9 @@ def sh(node: NodeSpec, script: str) -> str:
     return result.stdout.strip()
 
 
-def count(node: NodeSpec, container: str) -> int:
-    for _ in range(20):
-        text = sh(node, f"docker exec {container} sh -c 'cat /tmp/count 2>/dev/null; true'")
-        if text:
-            return int(text)
-        time.sleep(0.02)
-    return 0
-
-
-def wait_count_above(node: NodeSpec, container: str, value: int, timeout: float = 20) -> int:
-    deadline = time.monotonic() + timeout
-    while (current := count(node, container)) <= value:
-        assert time.monotonic() < deadline, f"counter stuck at {current}"
-        time.sleep(0.1)
-    return current
-
-
 def counts_on_from(node: NodeSpec, container: str, at_checkpoint: int) -> None:
     """Past its checkpointed value, and from it: the file it writes was not reset."""
-    now = wait_count_above(node, container, at_checkpoint)
+    now = wait_counting(node, container, above=at_checkpoint, runtime="docker")
     assert now < at_checkpoint + 200, "counted on from the checkpoint, not from elsewhere"
     state = sh(node, f"docker inspect --format '{{{{.State.Status}}}}' {container}")
     assert state == "running"
@@ -113,7 +95,7 @@ def start_counter(node: NodeSpec, name: str) -> None:
     # A file in the container's writable layer, held open: the layer must move too.
     script = f"exec 3>>/var/held; {COUNTER}"
     sh(node, f"docker run -d --name {name} --network host {images.BUSYBOX_IMAGE} sh -c '{script}'")
-    wait_count_above(node, name, 3)
+    wait_counting(node, name, above=3, runtime="docker")
 
 
 def test_a_checkpoint_and_an_immediate_rollback_survive_containerd_stale_upload(
@@ -129,7 +111,7 @@ def test_a_checkpoint_and_an_immediate_rollback_survive_containerd_stale_upload(
     start_counter(node, name)
     met = False
     for round_ in range(10):
-        before = count(node, name)
+        before = read_count(node, name, runtime="docker")
         out = drive(
             node,
             """
@@ -157,7 +139,7 @@ def test_an_archive_restores_on_another_node_with_its_writable_layer(
     name = f"{PREFIX}mover"
     start_counter(node_a, name)
     sh(node_a, f"docker exec {name} sh -c 'echo kept > /var/note; rm -f /etc/motd'")
-    before = count(node_a, name)
+    before = read_count(node_a, name, runtime="docker")
     archive = f"{STAGING}/move.tar"
     out = drive(
         node_a,
@@ -198,7 +180,7 @@ def test_a_failed_restore_says_why_and_leaves_no_container(
         f"docker run -d --name {name} --network host -v /srv/dkr-only-here:/data "
         f"{images.BUSYBOX_IMAGE} sh -c 'exec 3>>/data/log; {COUNTER}'",
     )
-    wait_count_above(node_a, name, 2)
+    wait_counting(node_a, name, above=2, runtime="docker")
     archive = f"{STAGING}/bound.tar"
     drive(
         node_a,

@@ -16,7 +16,7 @@ import pytest
 from ferry_api import constants
 from ferry_cluster import deploy, dockerd, images
 from ferry_cluster.config import ClusterConfig, NodeSpec
-from ferry_cluster.workloads import counter_script, sh
+from ferry_cluster.workloads import container_state, counter_script, read_count, sh, wait_counting
 from kubernetes import client
 from support import create_migration, succeeded_reason, wait_migration
 
@@ -45,24 +45,7 @@ def docker_counter(node: NodeSpec, name: str, namespace: str) -> int:
         f"--label {constants.NAMESPACE_LABEL}={namespace} {images.BUSYBOX_IMAGE} "
         f"sh -c '{COUNTER}'",
     )
-    return wait_count_above(node, name, 3)
-
-
-def count(node: NodeSpec, name: str) -> int:
-    text = sh(node, f"docker exec {name} sh -c 'cat /tmp/count 2>/dev/null || echo 0'")
-    return int(text or 0)
-
-
-def wait_count_above(node: NodeSpec, name: str, value: int, timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    while (current := count(node, name)) <= value:
-        assert time.monotonic() < deadline, f"{name} on {node.name} stuck at {current}"
-        time.sleep(0.1)
-    return current
-
-
-def docker_state(node: NodeSpec, name: str) -> str:
-    return sh(node, f"docker inspect --format '{{{{.State.Status}}}}' {name} 2>/dev/null; true")
+    return wait_counting(node, name, above=3, timeout=30, runtime="docker")
 
 
 def create(
@@ -112,14 +95,16 @@ def test_a_docker_counter_moves_to_another_node_and_counts_on(
     assert (status["phase"], succeeded_reason(status)) == ("Succeeded", "Succeeded"), status
     assert status["runtime"] == "docker", "found in docker without being told"
     assert status["timings"]["downtimeSeconds"] > 0
-    arrived = count(node_b, "dmove")
-    assert docker_state(node_b, "dmove") == "running"
-    wait_count_above(node_b, "dmove", arrived)
+    arrived = read_count(node_b, "dmove", runtime="docker")
+    assert container_state(node_b, "dmove", runtime="docker") == "running"
+    wait_counting(node_b, "dmove", above=arrived, timeout=30, runtime="docker")
     # Docker's log stays on the source: here it begins after the checkpointed value.
     logged = [int(v) for v in sh(node_b, "docker logs dmove").split()]
     assert logged[0] > 3, "the process started over"
     assert logged == list(range(logged[0], logged[0] + len(logged)))
-    assert docker_state(node_a, "dmove") == "", "the source is gone after a move"
+    assert container_state(node_a, "dmove", runtime="docker") == "", (
+        "the source is gone after a move"
+    )
     sh(node_b, "docker rm -f dmove")
 
 
@@ -140,7 +125,9 @@ def test_a_docker_checkpoint_restores_in_place(
     assert status["summary"]["runtime"]["name"] == "docker", status["summary"]
     assert status["summary"]["processes"] >= 2, status["summary"]
     at_checkpoint = int(sh(node, "docker cp dsnap:/tmp/count - | tar -xO"))
-    assert docker_state(node, "dsnap") == "exited", "leaveRunning: false stops it"
+    assert container_state(node, "dsnap", runtime="docker") == "exited", (
+        "leaveRunning: false stops it"
+    )
     sh(node, "docker rm -f dsnap")
 
     done = create(
@@ -152,10 +139,10 @@ def test_a_docker_checkpoint_restores_in_place(
     )
     assert done["phase"] == "Succeeded", done
     assert (done["node"], done["containerName"]) == (node.name, "dsnap")
-    assert docker_state(node, "dsnap") == "running"
-    value = count(node, "dsnap")
+    assert container_state(node, "dsnap", runtime="docker") == "running"
+    value = read_count(node, "dsnap", runtime="docker")
     assert at_checkpoint <= value < at_checkpoint + 100, (at_checkpoint, value)
-    wait_count_above(node, "dsnap", value)
+    wait_counting(node, "dsnap", above=value, timeout=30, runtime="docker")
     sh(node, "docker rm -f dsnap")
 
 
@@ -206,8 +193,8 @@ def test_a_node_without_docker_is_refused_before_anything_freezes(
     assert (status["phase"], succeeded_reason(status)) == ("Failed", "IncompatibleRuntime")
     assert f"node {node_c_without_docker} has no docker" in status["message"], status["message"]
     assert not any(t["phase"] == "Checkpointing" for t in status["phaseTransitions"])
-    before = count(node_a, "dstay")
-    wait_count_above(node_a, "dstay", before)
+    before = read_count(node_a, "dstay", runtime="docker")
+    wait_counting(node_a, "dstay", above=before, timeout=30, runtime="docker")
     sh(node_a, "docker rm -f dstay")
 
 
@@ -225,7 +212,7 @@ def test_a_failed_docker_restore_rolls_back_and_the_source_counts_on(
         f"--label {constants.NAMESPACE_LABEL}={namespace} {images.BUSYBOX_IMAGE} "
         f"sh -c 'exec 3>>/data/log; {COUNTER}'",
     )
-    wait_count_above(node_a, "dbound", 3)
+    wait_counting(node_a, "dbound", above=3, timeout=30, runtime="docker")
     create_migration(
         custom,
         namespace,
@@ -237,9 +224,15 @@ def test_a_failed_docker_restore_rolls_back_and_the_source_counts_on(
     assert "data/log" in status["message"], "CRIU's line names the file it could not open"
     assert any(t["phase"] == "RollingBack" for t in status["phaseTransitions"])
     # The source is back, the same process, counting on; nothing is left on the target.
-    assert docker_state(node_a, "dbound") == "running"
-    wait_count_above(node_a, "dbound", count(node_a, "dbound"))
+    assert container_state(node_a, "dbound", runtime="docker") == "running"
+    wait_counting(
+        node_a,
+        "dbound",
+        above=read_count(node_a, "dbound", runtime="docker"),
+        timeout=30,
+        runtime="docker",
+    )
     logged = [int(v) for v in sh(node_a, "docker logs dbound").split()]
     assert logged == list(range(1, len(logged) + 1)), "the process started over"
-    assert docker_state(node_b, "dbound") == ""
+    assert container_state(node_b, "dbound", runtime="docker") == ""
     sh(node_a, "docker rm -f dbound; rm -rf /srv/dbound-only-here")

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 from collections.abc import Iterator
 
 import pytest
 from ferry_cluster import images
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.procs import CommandError
-from ferry_cluster.workloads import counter_script, sh
+from ferry_cluster.workloads import counter_script, logged_counts, sh, wait_counting
 
 pytestmark = pytest.mark.e2e
 
@@ -36,28 +35,12 @@ def docker_run_counter(node: NodeSpec, name: str) -> str:
     )
 
 
-def count(node: NodeSpec, name: str) -> int:
-    return int(sh(node, f"docker exec {name} sh -c 'cat /tmp/count 2>/dev/null || echo 0'"))
-
-
-def wait_count_above(node: NodeSpec, name: str, value: int, timeout: float = 20) -> int:
-    deadline = time.monotonic() + timeout
-    while (current := count(node, name)) <= value:
-        assert time.monotonic() < deadline, f"{name} on {node.name} stuck at {current}"
-        time.sleep(0.1)
-    return current
-
-
-def logged(node: NodeSpec, name: str) -> list[int]:
-    return [int(v) for v in sh(node, f"docker logs {name}").split()]
-
-
 def checkpoint(node: NodeSpec, name: str, checkpoint_name: str) -> int:
     """``docker checkpoint create`` (the container stops); the last value it logged."""
     sh(node, f"docker checkpoint create {name} {checkpoint_name}")
     state = sh(node, f"docker inspect --format '{{{{.State.Status}}}}' {name}")
     assert state == "exited"
-    return logged(node, name)[-1]
+    return logged_counts(node, name, runtime="docker")[-1]
 
 
 def start_from_checkpoint(node: NodeSpec, name: str, checkpoint_name: str) -> None:
@@ -77,8 +60,8 @@ def start_from_checkpoint(node: NodeSpec, name: str, checkpoint_name: str) -> No
 
 def assert_counts_on(node: NodeSpec, name: str, at_checkpoint: int) -> None:
     """Past the checkpointed value, and the log (which moves with the container) never restarted."""
-    wait_count_above(node, name, at_checkpoint)
-    values = logged(node, name)
+    wait_counting(node, name, above=at_checkpoint, runtime="docker")
+    values = logged_counts(node, name, runtime="docker")
     assert values == list(range(1, len(values) + 1)), "the process started over"
 
 
@@ -133,7 +116,7 @@ def test_docker_checkpoint_and_start_continue_the_counter_on_the_same_node(
     node, _ = docker_nodes
     name = f"{PREFIX}same"
     docker_run_counter(node, name)
-    wait_count_above(node, name, 10)
+    wait_counting(node, name, above=10, runtime="docker")
 
     at_checkpoint = checkpoint(node, name, "cp1")
     assert at_checkpoint > 10
@@ -151,7 +134,7 @@ def test_docker_checkpoint_restores_on_another_node_in_a_recreated_container(
     node_a, node_b = docker_nodes
     name = f"{PREFIX}moved"
     source = docker_run_counter(node_a, name)
-    wait_count_above(node_a, name, 10)
+    wait_counting(node_a, name, above=10, runtime="docker")
     at_checkpoint = checkpoint(node_a, name, "cp1")
 
     # Same image ID, command and network; the new container gets a new ID and cgroup.
@@ -167,9 +150,11 @@ def test_docker_checkpoint_restores_on_another_node_in_a_recreated_container(
     start_from_checkpoint(node_b, name, "cp1")
 
     # /tmp/count is in the writable layer, which did not move: its first value is the process's.
-    assert wait_count_above(node_b, name, 0) > at_checkpoint, "the process started over"
+    assert wait_counting(node_b, name, above=0, runtime="docker") > at_checkpoint, (
+        "the process started over"
+    )
     # The log stays on node-a (json-file); node-b's picks up where node-a's ended.
-    values = logged(node_b, name)
+    values = logged_counts(node_b, name, runtime="docker")
     assert values == list(range(at_checkpoint + 1, at_checkpoint + 1 + len(values)))
     # The restored process keeps the UTS namespace it was dumped with.
     assert sh(node_b, f"docker exec {name} hostname") == node_a.name

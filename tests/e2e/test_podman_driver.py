@@ -19,7 +19,7 @@ import helper_python
 import pytest
 from ferry_cluster import images, nodes
 from ferry_cluster.config import ClusterConfig, NodeSpec
-from ferry_cluster.workloads import counter_script
+from ferry_cluster.workloads import counter_script, read_count, wait_counting
 
 pytestmark = pytest.mark.e2e
 
@@ -94,32 +94,13 @@ def start_counter(node: NodeSpec, name: str, *, image: str = images.BUSYBOX_IMAG
     return sh(node, f"podman run -d --name {name} {image} sh -c '{COUNTER}'")
 
 
-def count(node: NodeSpec, container: str) -> int:
-    """The counter's value; 0 until it wrote one."""
-    for _ in range(20):
-        # NB: empty while the shell rewrites the file (`>` truncates first): read again.
-        text = sh(node, f"podman exec {container} sh -c 'cat /tmp/count 2>/dev/null; true'")
-        if text:
-            return int(text)
-        time.sleep(0.02)
-    return 0
-
-
-def wait_count_above(node: NodeSpec, container: str, value: int, timeout: float = 20) -> int:
-    deadline = time.monotonic() + timeout
-    while (current := count(node, container)) <= value:
-        assert time.monotonic() < deadline, f"counter stuck at {current}"
-        time.sleep(0.1)
-    return current
-
-
 def last_logged(node: NodeSpec, container: str) -> int:
     return int(sh(node, f"podman logs {container} | tail -n 1"))
 
 
 def assert_counts_on(node: NodeSpec, container: str, at_checkpoint: int) -> None:
     """The counter goes past its checkpointed value, and its log never started over."""
-    wait_count_above(node, container, at_checkpoint)
+    wait_counting(node, container, above=at_checkpoint)
     logged = [int(v) for v in sh(node, f"podman logs {container}").split()]
     assert logged == list(range(1, len(logged) + 1)), "the process started over"
     assert logged[-1] > at_checkpoint
@@ -225,7 +206,7 @@ def test_counter_moves_to_another_node(
     node_a, node_b = node_pair
     name, archive = f"{PREFIX}move-{compression}", f"/tmp/{PREFIX}move.tar"
     source_id = start_counter(node_a, name)
-    wait_count_above(node_a, name, 10)
+    wait_counting(node_a, name, above=10)
 
     out = drive(
         node_a,
@@ -263,12 +244,12 @@ def test_leave_running_keeps_the_source_running(node_pair: tuple[NodeSpec, NodeS
     node_a, node_b = node_pair
     name, archive = f"{PREFIX}twin", f"/tmp/{PREFIX}twin.tar.zst"
     source_id = start_counter(node_a, name)
-    before = wait_count_above(node_a, name, 10)
+    before = wait_counting(node_a, name, above=10)
 
     out = drive(node_a, CHECKPOINT, name=name, archive=archive, options={"leave_running": True})
     assert out["source"]["running"] is True
     assert out["source"]["checkpointed"] is False
-    wait_count_above(node_a, name, before + 5)  # the source never stopped
+    wait_counting(node_a, name, above=before + 5)  # the source never stopped
 
     copy_between(node_a, node_b, archive)
     restored = drive(node_b, RESTORE, archive=archive, **{"as": f"{name}-copy"})
@@ -276,9 +257,9 @@ def test_leave_running_keeps_the_source_running(node_pair: tuple[NodeSpec, NodeS
     assert restored["result"]["container_id"] != source_id
     # The copy resumes from the checkpoint, not from 1, and counts on. (Not its
     # log: podman exports the log after the dump, while the source still writes.)
-    resumed = count(node_b, f"{name}-copy")
+    resumed = read_count(node_b, f"{name}-copy")
     assert resumed >= before
-    wait_count_above(node_b, f"{name}-copy", resumed)
+    wait_counting(node_b, f"{name}-copy", above=resumed)
 
 
 ROLLBACK = """
@@ -293,7 +274,7 @@ def test_rollback_restores_the_source_in_place(node_pair: tuple[NodeSpec, NodeSp
     node_a, _ = node_pair
     name, archive = f"{PREFIX}back", f"/tmp/{PREFIX}back.tar.zst"
     source_id = start_counter(node_a, name)
-    wait_count_above(node_a, name, 10)
+    wait_counting(node_a, name, above=10)
     drive(node_a, CHECKPOINT, name=name, archive=archive, options={})
     at_checkpoint = last_logged(node_a, name)
     # In place: podman restores from the container's own CRIU images, not the archive.
@@ -322,15 +303,15 @@ def test_rollback_keeps_an_established_connection(node_pair: tuple[NodeSpec, Nod
     node_a, _ = node_pair
     name, archive = f"{PREFIX}tcp-back", f"/tmp/{PREFIX}tcp-back.tar.zst"
     sh(node_a, f"podman run -d --name {name} {images.BUSYBOX_IMAGE} sh -c '{TCP_COUNTER}'")
-    before = wait_count_above(node_a, name, 10)
+    before = wait_counting(node_a, name, above=10)
     options = {"tcp_established": True}
     drive(node_a, CHECKPOINT, name=name, archive=archive, options=options)
 
     # The rollback is not told: it finds the established connections in CRIU's images.
     out = drive(node_a, ROLLBACK, name=name, archive=archive)
     assert out["container"]["running"] is True
-    assert count(node_a, name) >= before
-    wait_count_above(node_a, name, before + 5)
+    assert read_count(node_a, name) >= before
+    wait_counting(node_a, name, above=before + 5)
     received = [int(v) for v in sh(node_a, f"podman exec {name} cat /tmp/received").split()]
     # Every number crossed the connection once, before and after the freeze.
     assert received == list(range(1, len(received) + 1))
@@ -344,7 +325,7 @@ def test_rollback_falls_back_to_the_archive(
     node_a, _ = node_pair
     name, archive = f"{PREFIX}fallback", f"/tmp/{PREFIX}fallback.tar.zst"
     source_id = start_counter(node_a, name)
-    wait_count_above(node_a, name, 10)
+    wait_counting(node_a, name, above=10)
     drive(node_a, CHECKPOINT, name=name, archive=archive, options={})
     at_checkpoint = last_logged(node_a, name)
     if damage == "removed":
@@ -371,7 +352,7 @@ def test_image_moves_with_its_id(node_pair: tuple[NodeSpec, NodeSpec]) -> None:
     image_id = sh(node_a, f"podman image inspect --format '{{{{.Id}}}}' {IMAGE}")
     name, image_tar, archive = f"{PREFIX}on-img", f"/tmp/{PREFIX}img.tar", f"/tmp/{PREFIX}ck.tar"
     start_counter(node_a, name, image=IMAGE)
-    wait_count_above(node_a, name, 5)
+    wait_counting(node_a, name, above=5)
     drive(
         node_a,
         """
