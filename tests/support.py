@@ -6,7 +6,7 @@ import base64
 import gzip
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ferry_api import constants
 from ferry_api.diagnostics import LOG_KEY_SUFFIX
@@ -28,6 +28,41 @@ def retry_while_status(call: Callable[[], T], status: int, *, timeout: float = 3
         time.sleep(0.2)
 
 
+#: Ferry's namespaced resources: plural -> kind.
+KINDS = {
+    constants.CONTAINER_MIGRATION_PLURAL: constants.CONTAINER_MIGRATION_KIND,
+    constants.CONTAINER_CHECKPOINT_PLURAL: constants.CONTAINER_CHECKPOINT_KIND,
+    constants.CONTAINER_RESTORE_PLURAL: constants.CONTAINER_RESTORE_KIND,
+}
+
+
+def create_resource(
+    custom: CustomObjectsApi,
+    namespace: str,
+    plural: str,
+    name: str,
+    spec: dict[str, Any],
+    *,
+    finalizers: list[str] | None = None,
+) -> None:
+    """Create one of Ferry's resources (named by its plural) as ``kubectl apply`` would."""
+    metadata: dict[str, Any] = {"name": name}
+    if finalizers:
+        metadata["finalizers"] = finalizers
+    custom.create_namespaced_custom_object(
+        constants.GROUP,
+        constants.VERSION,
+        namespace,
+        plural,
+        {
+            "apiVersion": constants.API_VERSION,
+            "kind": KINDS[plural],
+            "metadata": metadata,
+            "spec": spec,
+        },
+    )
+
+
 def create_migration(
     custom: CustomObjectsApi,
     namespace: str,
@@ -37,21 +72,42 @@ def create_migration(
     finalizers: list[str] | None = None,
 ) -> None:
     """Create a ContainerMigration as ``kubectl apply`` would."""
-    metadata: dict[str, Any] = {"name": name}
-    if finalizers:
-        metadata["finalizers"] = finalizers
-    custom.create_namespaced_custom_object(
-        constants.GROUP,
-        constants.VERSION,
+    create_resource(
+        custom,
         namespace,
         constants.CONTAINER_MIGRATION_PLURAL,
-        {
-            "apiVersion": constants.API_VERSION,
-            "kind": constants.CONTAINER_MIGRATION_KIND,
-            "metadata": metadata,
-            "spec": spec,
-        },
+        name,
+        spec,
+        finalizers=finalizers,
     )
+
+
+def get_resource(
+    custom: CustomObjectsApi, namespace: str, plural: str, name: str
+) -> dict[str, Any]:
+    body = custom.get_namespaced_custom_object(
+        constants.GROUP, constants.VERSION, namespace, plural, name
+    )
+    return cast(dict[str, Any], body)
+
+
+def wait_resource_phase(
+    custom: CustomObjectsApi,
+    namespace: str,
+    plural: str,
+    name: str,
+    *,
+    phases: tuple[str, ...],
+    timeout: float = 180,
+) -> dict[str, Any]:
+    """Until the resource's phase is one of ``phases``; its status then."""
+    deadline = time.monotonic() + timeout
+    while (status := get_resource(custom, namespace, plural, name).get("status") or {}).get(
+        "phase"
+    ) not in phases:
+        assert time.monotonic() < deadline, f"{plural}/{name}: {status}"
+        time.sleep(0.2)
+    return status
 
 
 FINAL_PHASES = ("Succeeded", "Failed", "Cancelled")

@@ -29,6 +29,7 @@ from ferry_cluster.workloads import (
 )
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from support import create_resource, get_resource, wait_resource_phase
 
 pytestmark = pytest.mark.e2e
 
@@ -49,55 +50,9 @@ def custom(admin_api: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(admin_api)
 
 
-def create(
-    custom: client.CustomObjectsApi, namespace: str, plural: str, name: str, spec: dict[str, Any]
-) -> None:
-    kind = {
-        constants.CONTAINER_CHECKPOINT_PLURAL: constants.CONTAINER_CHECKPOINT_KIND,
-        constants.CONTAINER_RESTORE_PLURAL: constants.CONTAINER_RESTORE_KIND,
-    }[plural]
-    custom.create_namespaced_custom_object(
-        constants.GROUP,
-        constants.VERSION,
-        namespace,
-        plural,
-        {
-            "apiVersion": constants.API_VERSION,
-            "kind": kind,
-            "metadata": {"name": name},
-            "spec": spec,
-        },
-    )
-
-
-def get(custom: client.CustomObjectsApi, namespace: str, plural: str, name: str) -> dict[str, Any]:
-    body: dict[str, Any] = custom.get_namespaced_custom_object(
-        constants.GROUP, constants.VERSION, namespace, plural, name
-    )
-    return body
-
-
-def wait_phase(
-    custom: client.CustomObjectsApi,
-    namespace: str,
-    plural: str,
-    name: str,
-    *,
-    phases: tuple[str, ...],
-    timeout: float = 180,
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while (status := get(custom, namespace, plural, name).get("status") or {}).get(
-        "phase"
-    ) not in phases:
-        assert time.monotonic() < deadline, f"{plural}/{name}: {status}"
-        time.sleep(0.2)
-    return status
-
-
 def exists(custom: client.CustomObjectsApi, namespace: str, plural: str, name: str) -> bool:
     try:
-        get(custom, namespace, plural, name)
+        get_resource(custom, namespace, plural, name)
     except ApiException as error:
         if error.status == HTTP_NOT_FOUND:
             return False
@@ -144,14 +99,14 @@ def resumed_once(logged: list[int]) -> bool:
 def checkpoint(
     custom: client.CustomObjectsApi, namespace: str, name: str, node: NodeSpec, container: str
 ) -> dict[str, Any]:
-    create(
+    create_resource(
         custom,
         namespace,
         constants.CONTAINER_CHECKPOINT_PLURAL,
         name,
         {"source": {"node": node.name, "container": container}, "compression": "zstd"},
     )
-    return wait_phase(
+    return wait_resource_phase(
         custom, namespace, constants.CONTAINER_CHECKPOINT_PLURAL, name, phases=("Ready", "Failed")
     )
 
@@ -159,8 +114,8 @@ def checkpoint(
 def restore(
     custom: client.CustomObjectsApi, namespace: str, name: str, spec: dict[str, Any]
 ) -> dict[str, Any]:
-    create(custom, namespace, constants.CONTAINER_RESTORE_PLURAL, name, spec)
-    return wait_phase(
+    create_resource(custom, namespace, constants.CONTAINER_RESTORE_PLURAL, name, spec)
+    return wait_resource_phase(
         custom, namespace, constants.CONTAINER_RESTORE_PLURAL, name, phases=("Succeeded", "Failed")
     )
 
@@ -271,9 +226,9 @@ def test_deleting_a_checkpoint_removes_its_archive(
     run_counter(node, "brief", labels={constants.NAMESPACE_LABEL: namespace})
     wait_counting(node, "brief", above=0)
     assert checkpoint(custom, namespace, "brief-cp", node, "brief")["phase"] == "Ready"
-    uid = get(custom, namespace, constants.CONTAINER_CHECKPOINT_PLURAL, "brief-cp")["metadata"][
-        "uid"
-    ]
+    uid = get_resource(custom, namespace, constants.CONTAINER_CHECKPOINT_PLURAL, "brief-cp")[
+        "metadata"
+    ]["uid"]
     assert sh(node, f"ls {STORE}/{uid}"), "the archive is stored under the checkpoint's UID"
     delete_checkpoint(custom, namespace, "brief-cp")
     assert sh(node, f"ls {STORE}/{uid} 2>/dev/null || true") == ""
@@ -311,7 +266,7 @@ def test_a_checkpoint_in_the_registry_restores_elsewhere_and_goes_with_its_resou
     sh(node_b, "podman rm -f -t 0 -i pulled")
     run_counter(node_a, "pushed", labels={constants.NAMESPACE_LABEL: namespace})
     wait_counting(node_a, "pushed", above=3)
-    create(
+    create_resource(
         custom,
         namespace,
         constants.CONTAINER_CHECKPOINT_PLURAL,
@@ -324,7 +279,7 @@ def test_a_checkpoint_in_the_registry_restores_elsewhere_and_goes_with_its_resou
             },
         },
     )
-    status = wait_phase(
+    status = wait_resource_phase(
         custom,
         namespace,
         constants.CONTAINER_CHECKPOINT_PLURAL,
@@ -339,9 +294,9 @@ def test_a_checkpoint_in_the_registry_restores_elsewhere_and_goes_with_its_resou
     assert image["bytes"] > 0
     assert status["summary"]["processes"] >= 1, status["summary"]
     assert status["summary"]["memoryBytes"] > 0, status["summary"]
-    uid = get(custom, namespace, constants.CONTAINER_CHECKPOINT_PLURAL, "pushed-cp")["metadata"][
-        "uid"
-    ]
+    uid = get_resource(custom, namespace, constants.CONTAINER_CHECKPOINT_PLURAL, "pushed-cp")[
+        "metadata"
+    ]["uid"]
     assert sh(node_a, f"find {STORE}/{uid} -name 'checkpoint.*' 2>/dev/null || true") == ""
 
     done = restore(
@@ -370,7 +325,7 @@ def test_an_unreachable_registry_fails_the_checkpoint_and_the_container_runs_on(
     node = ferry.node_specs()[0]
     run_counter(node, "stranded", labels={constants.NAMESPACE_LABEL: namespace})
     wait_counting(node, "stranded", above=0)
-    create(
+    create_resource(
         custom,
         namespace,
         constants.CONTAINER_CHECKPOINT_PLURAL,
@@ -381,7 +336,7 @@ def test_an_unreachable_registry_fails_the_checkpoint_and_the_container_runs_on(
             "storage": {"type": "Registry", "repository": f"{ferry.gateway}:1/checkpoints/x"},
         },
     )
-    status = wait_phase(
+    status = wait_resource_phase(
         custom,
         namespace,
         constants.CONTAINER_CHECKPOINT_PLURAL,
@@ -404,7 +359,7 @@ def test_a_schedule_makes_checkpoints_and_keeps_only_the_newest(
     plural = constants.CONTAINER_CHECKPOINT_PLURAL
     run_counter(node, "nightly", labels={constants.NAMESPACE_LABEL: namespace})
     wait_counting(node, "nightly", above=0)
-    create(
+    create_resource(
         custom,
         namespace,
         plural,
@@ -417,7 +372,9 @@ def test_a_schedule_makes_checkpoints_and_keeps_only_the_newest(
         },
     )
     assert (
-        wait_phase(custom, namespace, plural, "nightly", phases=("Scheduled", "Failed"))["phase"]
+        wait_resource_phase(custom, namespace, plural, "nightly", phases=("Scheduled", "Failed"))[
+            "phase"
+        ]
         == "Scheduled"
     )
 
@@ -445,7 +402,9 @@ def test_a_schedule_makes_checkpoints_and_keeps_only_the_newest(
     assert sorted(kept) == sorted(seen)[-len(kept) :], "the newest are the ones kept"
     for name in kept:
         assert (
-            wait_phase(custom, namespace, plural, name, phases=("Ready", "Failed"))["phase"]
+            wait_resource_phase(custom, namespace, plural, name, phases=("Ready", "Failed"))[
+                "phase"
+            ]
             == "Ready"
         )
     pruned = [uid for name, uid in seen.items() if name not in kept and name < min(kept)]
@@ -454,7 +413,7 @@ def test_a_schedule_makes_checkpoints_and_keeps_only_the_newest(
     while left := stored(node, pruned):
         assert time.monotonic() < deadline, f"pruned checkpoints still stored: {left}"
         time.sleep(0.3)
-    status = get(custom, namespace, plural, "nightly")["status"]
+    status = get_resource(custom, namespace, plural, "nightly")["status"]
     assert status["lastScheduleTime"]
 
     # Deleting the schedule deletes its checkpoints, and what they stored.

@@ -18,7 +18,13 @@ from ferry_cluster import deploy, dockerd, images
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import container_state, counter_script, read_count, sh, wait_counting
 from kubernetes import client
-from support import create_migration, succeeded_reason, wait_migration
+from support import (
+    create_migration,
+    create_resource,
+    succeeded_reason,
+    wait_migration,
+    wait_resource_phase,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -49,34 +55,13 @@ def docker_counter(node: NodeSpec, name: str, namespace: str) -> int:
 
 
 def create(
-    custom: client.CustomObjectsApi, namespace: str, kind: str, name: str, spec: dict[str, Any]
+    custom: client.CustomObjectsApi, namespace: str, plural: str, name: str, spec: dict[str, Any]
 ) -> dict[str, Any]:
-    plural = {
-        constants.CONTAINER_CHECKPOINT_KIND: constants.CONTAINER_CHECKPOINT_PLURAL,
-        constants.CONTAINER_RESTORE_KIND: constants.CONTAINER_RESTORE_PLURAL,
-    }[kind]
-    custom.create_namespaced_custom_object(
-        constants.GROUP,
-        constants.VERSION,
-        namespace,
-        plural,
-        {
-            "apiVersion": constants.API_VERSION,
-            "kind": kind,
-            "metadata": {"name": name},
-            "spec": spec,
-        },
+    """Create a ContainerCheckpoint or ContainerRestore; its status once it is done."""
+    create_resource(custom, namespace, plural, name, spec)
+    return wait_resource_phase(
+        custom, namespace, plural, name, phases=("Ready", "Succeeded", "Failed"), timeout=120
     )
-    deadline = time.monotonic() + 120
-    while True:
-        body = custom.get_namespaced_custom_object(
-            constants.GROUP, constants.VERSION, namespace, plural, name
-        )
-        status: dict[str, Any] = body.get("status") or {}
-        if status.get("phase") in ("Ready", "Succeeded", "Failed"):
-            return status
-        assert time.monotonic() < deadline, f"{kind} {name}: {status}"
-        time.sleep(0.2)
 
 
 def test_a_docker_counter_moves_to_another_node_and_counts_on(
@@ -116,7 +101,7 @@ def test_a_docker_checkpoint_restores_in_place(
     status = create(
         custom,
         namespace,
-        constants.CONTAINER_CHECKPOINT_KIND,
+        constants.CONTAINER_CHECKPOINT_PLURAL,
         "dsnap-cp",
         {"source": {"node": node.name, "container": "dsnap"}, "leaveRunning": False},
     )
@@ -133,7 +118,7 @@ def test_a_docker_checkpoint_restores_in_place(
     done = create(
         custom,
         namespace,
-        constants.CONTAINER_RESTORE_KIND,
+        constants.CONTAINER_RESTORE_PLURAL,
         "dsnap-rs",
         {"checkpointRef": {"name": "dsnap-cp"}},
     )

@@ -28,6 +28,7 @@ from ferry_cluster.workloads import (
     wait_counting,
 )
 from kubernetes import client
+from support import create_resource
 
 pytestmark = pytest.mark.e2e
 
@@ -217,17 +218,12 @@ def test_inspect_shows_what_a_checkpoint_holds(
     node = ferry.node_specs()[0]
     start_counter(node, "snap", namespace)
     custom = client.CustomObjectsApi(admin_api)
-    custom.create_namespaced_custom_object(
-        constants.GROUP,
-        constants.VERSION,
+    create_resource(
+        custom,
         namespace,
         constants.CONTAINER_CHECKPOINT_PLURAL,
-        {
-            "apiVersion": constants.API_VERSION,
-            "kind": constants.CONTAINER_CHECKPOINT_KIND,
-            "metadata": {"name": "snap-cp"},
-            "spec": {"source": {"node": node.name, "container": "snap"}},
-        },
+        "snap-cp",
+        {"source": {"node": node.name, "container": "snap"}},
     )
     deadline = time.monotonic() + 60
     while True:
