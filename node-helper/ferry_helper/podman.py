@@ -765,27 +765,30 @@ class PodmanDriver(CliDriver):
     async def _restored_report(
         self, report: dict[str, Any], name: str | None, seconds: float
     ) -> RestoreResult:
-        reference = str(report.get("Id") or "") or name
-        info = await self.inspect(reference) if reference else None
-        if info is None:
-            raise RuntimeCommandError(
-                command=["podman", "container", "restore", "(REST API)"],
-                exit_code=0,
-                stderr="",
-                decisive_line=f"the restored container {reference} is gone: {report!r:.200}",
-            )
-        return RestoreResult(
-            container_id=info.id,
-            name=info.name,
-            seconds=seconds,
-            statistics=statistics_of_entry(report),
+        """:meth:`_restored` for the REST API's restore report."""
+        output = CommandOutput(
+            command=["podman", "container", "restore", "(REST API)"],
+            returncode=0,
+            stdout=json.dumps(report),
+            stderr="",
         )
+        reference = str(report.get("Id") or "") or name
+        return await self._restored_as(output, reference, statistics_of_entry(report), seconds)
 
     async def _restored(
         self, output: CommandOutput, reference: str | None, seconds: float
     ) -> RestoreResult:
         container_id, statistics = parse_print_stats(output.stdout)
-        reference = container_id or reference
+        return await self._restored_as(output, container_id or reference, statistics, seconds)
+
+    async def _restored_as(
+        self,
+        output: CommandOutput,
+        reference: str | None,
+        statistics: CriuStatistics,
+        seconds: float,
+    ) -> RestoreResult:
+        """The container a restore made (by the ID it reported, else by ``reference``)."""
         if reference is None:
             raise self._unexpected(output, "no container ID in --print-stats")
         info = await self.inspect(reference)
