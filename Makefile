@@ -20,10 +20,13 @@ help: ## Show this help.
 
 ##@ Development
 
-$(BIN)/ferry-cluster: pyproject.toml
+# One distribution per component folder (see pyproject.toml), all installed editable.
+COMPONENTS := api wire operator node-helper plugin cluster
+
+$(BIN)/ferry-cluster: pyproject.toml $(addsuffix /pyproject.toml,$(COMPONENTS))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q $(addprefix -e ./,$(COMPONENTS)) --group dev
 	@touch $@
 
 .PHONY: dev

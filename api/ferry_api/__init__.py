@@ -13,11 +13,11 @@ from ferry_api.migration import (
     ContainerMigration,
     ContainerMigrationSpec,
     ContainerMigrationStatus,
-    MigrationRuntime,
     Phase,
     parse_container_migration,
 )
 from ferry_api.nodehelper import NodeHelper, NodeHelperStatus, parse_node_helper
+from ferry_api.runtime import Runtime
 
 __all__ = [
     "Compression",
@@ -27,10 +27,10 @@ __all__ = [
     "ContainerMigrationSpec",
     "ContainerMigrationStatus",
     "InvalidResourceError",
-    "MigrationRuntime",
     "NodeHelper",
     "NodeHelperStatus",
     "Phase",
+    "Runtime",
     "find_condition",
     "parse_container_migration",
     "parse_node_helper",

@@ -32,11 +32,11 @@ from ferry_api.migration import (
     Archive,
     Compression,
     CriuStatistics,
-    MigrationRuntime,
     NodeName,
     Seconds,
     SourceRef,
 )
+from ferry_api.runtime import Runtime
 
 IMMUTABLE_CHECKPOINT_MESSAGE = (
     "spec is immutable: a ContainerCheckpoint is an action; create a new one"
@@ -123,7 +123,7 @@ class ContainerCheckpointSpec(SpecModel):
     compression: Compression = Field(
         default=Compression.ZSTD, description="Compression of the stored archive."
     )
-    runtime: MigrationRuntime | None = Field(
+    runtime: Runtime | None = Field(
         default=None,
         description="Container runtime that runs the container (podman or docker). Default: "
         "whichever runtime of the node has it (podman first). Registry storage needs podman.",
@@ -196,7 +196,7 @@ class ContainerCheckpointStatus(StatusModel):
     container_name: str | None = Field(
         default=None, description="Name the container had when it was checkpointed."
     )
-    runtime: MigrationRuntime | None = Field(
+    runtime: Runtime | None = Field(
         default=None, description="The runtime the container ran in (a restore uses the same)."
     )
     image: StoredImage | None = Field(default=None, description="The container's image.")

@@ -17,6 +17,7 @@ Usage: ``python -m ferry_api.crdgen [--check] [--out crds/]``.
 from __future__ import annotations
 
 import argparse
+import copy
 import difflib
 import sys
 from collections.abc import Mapping, Sequence
@@ -75,7 +76,8 @@ def _resolve(node: Mapping[str, Any], defs: Mapping[str, Any]) -> dict[str, Any]
             name = ref.removeprefix("#/$defs/")
             if name == ref or name not in defs:
                 raise UnsupportedSchemaError(f"unresolvable $ref {ref!r}")
-            resolved = {**defs[name], **resolved}
+            # A copy: YAML would write a definition used twice as an anchor and an alias.
+            resolved = {**copy.deepcopy(defs[name]), **resolved}
         elif "anyOf" in resolved:
             options = [o for o in resolved.pop("anyOf") if o != _NULL]
             if len(options) != 1:

@@ -27,6 +27,7 @@ from ferry_api.conditions import Conditions
 from ferry_api.definition import PrinterColumn, ResourceDefinition
 from ferry_api.diagnostics import FailureLogs
 from ferry_api.meta import ObjectMeta
+from ferry_api.runtime import Runtime
 
 #: A Kubernetes node name (DNS-1123 subdomain).
 NODE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -88,13 +89,6 @@ class MemoryTransfer(StrEnum):
 
 #: The memory from which ``Auto`` sends it through the page server (see ``make bench``).
 AUTO_PAGE_SERVER_MIN_BYTES = 64 << 20
-
-
-class MigrationRuntime(StrEnum):
-    """Container runtimes a migration can drive."""
-
-    PODMAN = "podman"
-    DOCKER = "docker"
 
 
 class SourceRef(SpecModel):
@@ -191,7 +185,7 @@ class ContainerMigrationSpec(SpecModel):
         le=3600,
         description="Give up and roll back when the migration takes longer than this.",
     )
-    runtime: MigrationRuntime | None = Field(
+    runtime: Runtime | None = Field(
         default=None,
         description="Container runtime that runs the container (podman or docker); the target "
         "must have it too. Default: whichever runtime of the source node has the container "
@@ -312,6 +306,15 @@ class CriuStatistics(StatusModel):
         return data
 
 
+class Failure(StatusModel):
+    """Why a migration failed, as first observed: kept through its rollback."""
+
+    reason: str = Field(
+        min_length=1, description="One CamelCase word, e.g. RestoreFailed or Timeout."
+    )
+    message: str = Field(default="", description="What happened and, where known, what to do.")
+
+
 class Progress(StatusModel):
     """How far the transfer of the checkpoint archive is."""
 
@@ -343,6 +346,16 @@ class ContainerMigrationStatus(StatusModel):
     completion_time: AwareDatetime | None = Field(
         default=None, description="When the migration reached a final phase."
     )
+    freeze_time: AwareDatetime | None = Field(
+        default=None,
+        description="When the source container was frozen (its checkpoint began): the "
+        "downtime counts from here, also across an operator restart.",
+    )
+    failure: Failure | None = Field(
+        default=None,
+        description="The first failure, kept while the migration rolls back; the final "
+        "Succeeded condition carries its reason.",
+    )
     phase_transitions: tuple[PhaseTransition, ...] = Field(
         default=(), description="Every phase entered, with its time, oldest first."
     )
@@ -370,7 +383,7 @@ class ContainerMigrationStatus(StatusModel):
         "microseconds. Counters not listed here are kept too, named in camelCase.",
     )
     progress: Progress | None = Field(default=None, description="Progress of the transfer.")
-    runtime: MigrationRuntime | None = Field(
+    runtime: Runtime | None = Field(
         default=None, description="The runtime the container was found in, on both nodes."
     )
     message: str | None = Field(

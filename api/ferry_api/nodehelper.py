@@ -21,6 +21,7 @@ from ferry_api.base import StatusModel, parse_body
 from ferry_api.conditions import Conditions
 from ferry_api.definition import PrinterColumn, ResourceDefinition
 from ferry_api.meta import ObjectMeta
+from ferry_api.runtime import Runtime
 
 #: One line of an OpenSSH ``.pub`` file: key type, base64 key blob, optional comment.
 #: A blob opens with the 32-bit length of a short type name, so its base64 opens "AAAA".
@@ -35,13 +36,6 @@ SshPublicKey = Annotated[
 ]
 
 
-class RuntimeName(StrEnum):
-    """Container runtimes a helper can drive."""
-
-    PODMAN = "podman"
-    DOCKER = "docker"
-
-
 class CgroupVersion(StrEnum):
     """The node's cgroup layout."""
 
@@ -53,7 +47,7 @@ class CgroupVersion(StrEnum):
 class RuntimeInfo(StatusModel):
     """A container runtime found on the node."""
 
-    name: RuntimeName = Field(description="Which runtime.")
+    name: Runtime = Field(description="Which runtime.")
     version: str | None = Field(default=None, description="Its version, e.g. 5.4.2.")
     oci_runtime: str | None = Field(
         default=None, description="The OCI runtime it uses, e.g. crun or runc."
@@ -117,6 +111,13 @@ class NodeHelperStatus(StatusModel):
     )
     heartbeat_time: AwareDatetime | None = Field(
         default=None, description="When the helper last refreshed this status."
+    )
+    protocol_version: int | None = Field(
+        default=None,
+        ge=1,
+        description="Version of the wire protocol the helper speaks with the operator "
+        "(ferry_wire.PROTOCOL_VERSION); an operator refuses helpers older than it needs. "
+        "Absent: protocol 1, before versions were announced.",
     )
     runtimes: tuple[RuntimeInfo, ...] = Field(
         default=(),

@@ -22,7 +22,7 @@ from .procs import run
 VENV = "/opt/ferry/venv"
 SRC = "/opt/ferry/src"
 #: The component folders on the helper's import path inside a node.
-HELPER_PATHS = ("api", "node-helper")
+HELPER_PATHS = ("api", "wire", "node-helper")
 
 
 def source_root() -> Path:
@@ -38,8 +38,11 @@ def source_root() -> Path:
 
 
 def requirements(root: Path) -> list[str]:
-    data = tomllib.loads((root / "pyproject.toml").read_text())
-    deps: list[str] = data["project"]["dependencies"]
+    """What the helper's components need from PyPI (the components themselves are mounted)."""
+    deps: set[str] = set()
+    for component in HELPER_PATHS:
+        data = tomllib.loads((root / component / "pyproject.toml").read_text())
+        deps.update(d for d in data["project"]["dependencies"] if not d.startswith("ferry-"))
     return sorted(deps)
 
 

@@ -36,8 +36,8 @@ CONTAINERFILES = {
     "ferry/operator": "operator/Containerfile",
     "ferry/node-helper": "node-helper/Containerfile",
 }
-#: What the Containerfiles COPY: the cache key covers all of it.
-COPIED = ("pyproject.toml", "README.md", "api", "operator", "node-helper", "cluster", "plugin")
+#: What the Containerfiles COPY (each image its own components): the cache key covers all of it.
+COPIED = ("api", "wire", "operator", "node-helper")
 IN_NODE = "/var/lib/ferry-build"
 LENT_DIR = "/run/ferry-build-host"
 BUILD_TIMEOUT = 1800.0
@@ -51,7 +51,8 @@ class BuiltImage:
 
 
 def version(root: Path) -> str:
-    data = tomllib.loads((root / "pyproject.toml").read_text())
+    """The images' tag: the operator's version (every component has the same)."""
+    data = tomllib.loads((root / "operator" / "pyproject.toml").read_text())
     return str(data["project"]["version"])
 
 

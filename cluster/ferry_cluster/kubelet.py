@@ -97,8 +97,9 @@ def secret_files(
 
 def console_scripts(source_root: Path) -> dict[str, str]:
     """The project's console scripts, as ``python -m`` module names."""
-    data = tomllib.loads((source_root / "pyproject.toml").read_text())
-    scripts: dict[str, str] = data["project"]["scripts"]
+    scripts: dict[str, str] = {}
+    for pyproject in sorted(source_root.glob("*/pyproject.toml")):
+        scripts |= tomllib.loads(pyproject.read_text()).get("project", {}).get("scripts", {})
     return {
         name: target.split(":")[0].removesuffix(".__main__") for name, target in scripts.items()
     }

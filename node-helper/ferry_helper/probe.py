@@ -20,8 +20,8 @@ from ferry_api.nodehelper import (
     CriuInfo,
     NodeHelperStatus,
     RuntimeInfo,
-    RuntimeName,
 )
+from ferry_api.runtime import Runtime
 
 from .errors import RuntimeCommandError
 from .runtime import Driver
@@ -103,7 +103,7 @@ def cpu_info(cpuinfo: str) -> CpuInfo:
     return CpuInfo(model=model, flags=flags or ())
 
 
-async def _runtime(name: RuntimeName, driver: Driver) -> RuntimeInfo | None:
+async def _runtime(name: Runtime, driver: Driver) -> RuntimeInfo | None:
     """The runtime as the status reports it; None when it does not answer."""
     try:
         info = await driver.runtime_info()
@@ -118,9 +118,9 @@ async def _runtime(name: RuntimeName, driver: Driver) -> RuntimeInfo | None:
 
 
 async def probe(podman: Driver, docker: Driver | None = None) -> NodeHelperStatus:
-    found = [await _runtime(RuntimeName.PODMAN, podman)]
+    found = [await _runtime(Runtime.PODMAN, podman)]
     if docker is not None:
-        found.append(await _runtime(RuntimeName.DOCKER, docker))
+        found.append(await _runtime(Runtime.DOCKER, docker))
     runtimes = [runtime for runtime in found if runtime is not None]
     return NodeHelperStatus(
         runtimes=tuple(runtimes),

@@ -33,8 +33,10 @@ from ferry_api.checkpoint import (
 from ferry_api.conditions import Condition, Conditions, ConditionStatus, set_condition
 from ferry_api.diagnostics import CheckpointSummary, FailureLogs
 from ferry_api.meta import ObjectMeta
-from ferry_api.migration import Archive, CriuStatistics, MigrationRuntime
-from ferry_api.nodehelper import NodeHelper, RuntimeName
+from ferry_api.migration import Archive, CriuStatistics
+from ferry_api.runtime import Runtime
+from ferry_api.nodehelper import NodeHelper
+from ferry_api.runtime import Runtime
 from ferry_helper.protocol import Operation, Peer, RemoteError
 from pydantic import BaseModel
 
@@ -103,7 +105,7 @@ def _ready_helper(
     node: str,
     reason: str,
     *,
-    runtime: MigrationRuntime | None = None,
+    runtime: Runtime | None = None,
 ) -> tuple[NodeHelper, Peer]:
     """The node's helper, ready; with ``runtime`` (when known) among the node's runtimes."""
     if node not in cluster.nodes:
@@ -121,7 +123,7 @@ def _ready_helper(
     )
     if problem or helper is None:
         raise Refusal(reason=f"{reason}NotReady", message=problem or "no helper")
-    if runtime is not None and RuntimeName(runtime.value) not in {
+    if runtime is not None and Runtime(runtime.value) not in {
         r.name for r in helper.status.runtimes
     }:
         raise Refusal(
@@ -133,7 +135,7 @@ def _ready_helper(
 
 
 def _summary(
-    contents: Any, helper: NodeHelper, runtime: MigrationRuntime
+    contents: Any, helper: NodeHelper, runtime: Runtime
 ) -> CheckpointSummary | None:
     """What the helper read from the checkpoint's images, with what its node runs."""
     if not isinstance(contents, dict):
@@ -287,8 +289,8 @@ class CheckpointTaker(_Step):
                 allow_any_namespace=self.settings.allow_any_namespace,
                 uid=self.uid,
             )
-            runtime = MigrationRuntime(str(checked.get("runtime") or "podman"))
-            if spec.storage.type == StorageType.REGISTRY and runtime != MigrationRuntime.PODMAN:
+            runtime = Runtime(str(checked.get("runtime") or "podman"))
+            if spec.storage.type == StorageType.REGISTRY and runtime != Runtime.PODMAN:
                 raise Refusal(
                     reason="RegistryNeedsPodman",
                     message=f"{spec.source.container} runs in {runtime.value}; checkpoint "
@@ -495,7 +497,7 @@ class Restorer(_Step):
         self.resource = resource
         self.status: ContainerRestoreStatus = resource.status
         #: The runtime of the checkpoint, known once it is read.
-        self.runtime = MigrationRuntime.PODMAN
+        self.runtime = Runtime.PODMAN
 
     async def _write(self, **changes: Any) -> None:
         self.status = self.status.model_copy(update=changes)
@@ -568,7 +570,7 @@ class Restorer(_Step):
         node = spec.node or stored_on
         name = spec.name or checkpoint.status.container_name or ""
         image = checkpoint.status.checkpoint_image
-        self.runtime = checkpoint.status.runtime or MigrationRuntime.PODMAN
+        self.runtime = checkpoint.status.runtime or Runtime.PODMAN
         cluster = await Cluster.read(self.kube)
         target_helper, target = _ready_helper(
             cluster, self.settings, node, "Target", runtime=self.runtime

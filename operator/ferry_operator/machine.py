@@ -31,13 +31,14 @@ from ferry_api.migration import (
     ContainerMigration,
     CriuStatistics,
     MemoryTransfer,
-    MigrationRuntime,
     Phase,
     PhaseTransition,
     Progress,
     Timings,
 )
-from ferry_api.nodehelper import NodeHelper, RuntimeName
+from ferry_api.runtime import Runtime
+from ferry_api.nodehelper import NodeHelper
+from ferry_api.runtime import Runtime
 from ferry_helper.protocol import Operation, Peer, RemoteError
 
 from . import failurelogs, metrics, validation
@@ -373,7 +374,7 @@ class Migration:
             allow_any_namespace=self.settings.allow_any_namespace,
             uid=self.uid,
         )
-        runtime = MigrationRuntime(str(checked.get("runtime") or "podman"))
+        runtime = Runtime(str(checked.get("runtime") or "podman"))
         memory = checked.get("memoryBytes")
         memory_bytes = int(memory) if isinstance(memory, int) else None
         self._update(
@@ -384,7 +385,7 @@ class Migration:
         self._container_id = str(checked["id"])
         target = validation.choose_target(
             self.spec,
-            runtime=RuntimeName(runtime.value),
+            runtime=Runtime(runtime.value),
             nodes=nodes,
             helpers=helpers,
             now=now,

@@ -18,10 +18,11 @@ from ferry_api.migration import (
     AUTO_PAGE_SERVER_MIN_BYTES,
     ContainerMigrationSpec,
     MemoryTransfer,
-    MigrationRuntime,
     SourceRef,
 )
-from ferry_api.nodehelper import CgroupVersion, NodeHelper, RuntimeName
+from ferry_api.runtime import Runtime
+from ferry_api.nodehelper import CgroupVersion, NodeHelper
+from ferry_api.runtime import Runtime
 
 
 class SourceSpec(Protocol):
@@ -31,7 +32,7 @@ class SourceSpec(Protocol):
     def source(self) -> SourceRef: ...
 
     @property
-    def runtime(self) -> MigrationRuntime | None: ...
+    def runtime(self) -> Runtime | None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,7 +58,7 @@ def helper_problem(
     helper: NodeHelper | None,
     *,
     node: str,
-    runtime: RuntimeName | None,
+    runtime: Runtime | None,
     now: datetime.datetime,
     stale_seconds: float,
 ) -> str | None:
@@ -98,7 +99,7 @@ def _runtimes(helper: NodeHelper | None) -> str:
 def choose_target(
     spec: ContainerMigrationSpec,
     *,
-    runtime: RuntimeName,
+    runtime: Runtime,
     nodes: Sequence[str],
     helpers: Mapping[str, NodeHelper],
     now: datetime.datetime,
@@ -180,7 +181,7 @@ def check_source(
     problem = helper_problem(
         helpers.get(source),
         node=source,
-        runtime=RuntimeName(spec.runtime.value) if spec.runtime else None,
+        runtime=Runtime(spec.runtime.value) if spec.runtime else None,
         now=now,
         stale_seconds=stale_seconds,
     )
@@ -249,7 +250,7 @@ def check_target_free(container: str, target: str, existing: Mapping[str, object
 
 
 def choose_memory_transfer(
-    spec: ContainerMigrationSpec, runtime: MigrationRuntime, memory_bytes: int | None
+    spec: ContainerMigrationSpec, runtime: Runtime, memory_bytes: int | None
 ) -> MemoryTransfer:
     """How the memory moves: as asked, or for Auto by the container's memory.
 
@@ -262,16 +263,16 @@ def choose_memory_transfer(
     check_memory_transfer(spec, runtime)
     if spec.memory_transfer != MemoryTransfer.AUTO:
         return spec.memory_transfer
-    if runtime != MigrationRuntime.PODMAN or spec.keep_checkpoint or memory_bytes is None:
+    if runtime != Runtime.PODMAN or spec.keep_checkpoint or memory_bytes is None:
         return MemoryTransfer.ARCHIVE
     if memory_bytes >= AUTO_PAGE_SERVER_MIN_BYTES:
         return MemoryTransfer.PAGE_SERVER
     return MemoryTransfer.ARCHIVE
 
 
-def check_memory_transfer(spec: ContainerMigrationSpec, runtime: MigrationRuntime) -> None:
+def check_memory_transfer(spec: ContainerMigrationSpec, runtime: Runtime) -> None:
     """A page-server migration must be of a podman container."""
-    if spec.memory_transfer == MemoryTransfer.PAGE_SERVER and runtime != MigrationRuntime.PODMAN:
+    if spec.memory_transfer == MemoryTransfer.PAGE_SERVER and runtime != Runtime.PODMAN:
         raise Refusal(
             reason="PageServerNeedsPodman",
             message=(

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ferry_api import InvalidResourceError
-from ferry_api.migration import Compression, MemoryTransfer, MigrationRuntime
+from ferry_api.migration import Compression, MemoryTransfer
+from ferry_api.runtime import Runtime
 
 from ferry_kubectl import commands, output
 from ferry_kubectl.errors import PluginError
@@ -92,7 +93,7 @@ def _migrate_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--runtime",
-        choices=[r.value for r in MigrationRuntime],
+        choices=[r.value for r in Runtime],
         help="the container's runtime (default: whichever has it, podman first)",
     )
     parser.add_argument(

@@ -40,9 +40,9 @@ from ferry_api.nodehelper import (
     CriuInfo,
     NodeHelperStatus,
     RuntimeInfo,
-    RuntimeName,
     parse_node_helper,
 )
+from ferry_api.runtime import Runtime
 from ferry_cluster.config import ClusterConfig
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -321,7 +321,7 @@ def test_a_node_helper_publishes_its_status(
             heartbeat_time=T0,
             runtimes=(
                 RuntimeInfo(
-                    name=RuntimeName.PODMAN,
+                    name=Runtime.PODMAN,
                     version="5.4.2",
                     oci_runtime="crun",
                     oci_runtime_version="1.21",

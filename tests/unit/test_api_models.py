@@ -30,12 +30,8 @@ from ferry_api.migration import (
     Timings,
     parse_container_migration,
 )
-from ferry_api.nodehelper import (
-    CgroupVersion,
-    NodeHelperStatus,
-    RuntimeName,
-    parse_node_helper,
-)
+from ferry_api.nodehelper import CgroupVersion, NodeHelperStatus, parse_node_helper
+from ferry_api.runtime import Runtime
 from ferry_cluster.config import ClusterConfig
 from pydantic import ValidationError
 
@@ -284,7 +280,7 @@ def test_node_helper_status_parses_and_checks_the_host_key() -> None:
     }
     helper = parse_node_helper(body)
     status = helper.status
-    assert status.runtimes[0].name is RuntimeName.PODMAN
+    assert status.runtimes[0].name is Runtime.PODMAN
     assert status.criu is not None
     assert status.criu.features.lazy_pages is True
     assert status.criu.features.dirty_page_tracking is False

@@ -4,8 +4,10 @@ import datetime
 from typing import Any
 
 import pytest
-from ferry_api.migration import ContainerMigrationSpec, MemoryTransfer, MigrationRuntime
-from ferry_api.nodehelper import RuntimeName, parse_node_helper
+from ferry_api.migration import ContainerMigrationSpec, MemoryTransfer
+from ferry_api.runtime import Runtime
+from ferry_api.nodehelper import parse_node_helper
+from ferry_api.runtime import Runtime
 from ferry_operator.validation import (
     Refusal,
     check_compatible,
@@ -60,7 +62,7 @@ def spec(**fields: Any) -> ContainerMigrationSpec:
 NODES = ["node-a", "node-b", "node-c"]
 
 
-PODMAN = RuntimeName.PODMAN
+PODMAN = Runtime.PODMAN
 
 
 def helpers(**overrides: Any) -> dict[str, Any]:
@@ -221,10 +223,10 @@ def test_a_target_that_already_has_the_name_is_refused() -> None:
 
 def test_a_page_server_migration_of_a_docker_container_is_refused_with_what_to_do() -> None:
     pages = spec(memoryTransfer="PageServer")
-    check_memory_transfer(pages, MigrationRuntime.PODMAN)
-    check_memory_transfer(spec(), MigrationRuntime.DOCKER)
+    check_memory_transfer(pages, Runtime.PODMAN)
+    check_memory_transfer(spec(), Runtime.DOCKER)
     with pytest.raises(Refusal) as refused:
-        check_memory_transfer(pages, MigrationRuntime.DOCKER)
+        check_memory_transfer(pages, Runtime.DOCKER)
     assert refused.value.reason == "PageServerNeedsPodman"
     assert "runs in docker" in refused.value.message
     assert "set memoryTransfer: Archive" in refused.value.message
@@ -232,7 +234,7 @@ def test_a_page_server_migration_of_a_docker_container_is_refused_with_what_to_d
 
 def test_auto_sends_the_memory_of_big_podman_containers_through_the_page_server() -> None:
     big, small = 64 << 20, (64 << 20) - 1
-    podman, docker = MigrationRuntime.PODMAN, MigrationRuntime.DOCKER
+    podman, docker = Runtime.PODMAN, Runtime.DOCKER
     auto = spec(memoryTransfer="Auto")
     assert choose_memory_transfer(auto, podman, big) is MemoryTransfer.PAGE_SERVER
     assert choose_memory_transfer(auto, podman, small) is MemoryTransfer.ARCHIVE
@@ -262,7 +264,7 @@ def test_a_target_without_the_containers_runtime_is_refused_naming_both() -> Non
     with pytest.raises(Refusal) as refused:
         choose_target(
             spec(target={"node": "node-b"}),
-            runtime=RuntimeName.DOCKER,
+            runtime=Runtime.DOCKER,
             nodes=NODES,
             helpers=helpers(),
             now=NOW,
@@ -274,12 +276,12 @@ def test_a_target_without_the_containers_runtime_is_refused_naming_both() -> Non
     # Picking a target itself, it passes over nodes without that runtime.
     with pytest.raises(Refusal) as none:
         choose_target(
-            spec(), runtime=RuntimeName.DOCKER, nodes=NODES, helpers=helpers(), now=NOW,
+            spec(), runtime=Runtime.DOCKER, nodes=NODES, helpers=helpers(), now=NOW,
             stale_seconds=60,
         )  # fmt: skip
     assert none.value.reason == "NoEligibleTarget"
     mixed = helpers(**{"node-c": helper("node-c", runtime="docker")})
     chosen = choose_target(
-        spec(), runtime=RuntimeName.DOCKER, nodes=NODES, helpers=mixed, now=NOW, stale_seconds=60
+        spec(), runtime=Runtime.DOCKER, nodes=NODES, helpers=mixed, now=NOW, stale_seconds=60
     )
     assert chosen == "node-c"
