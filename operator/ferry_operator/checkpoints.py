@@ -34,7 +34,6 @@ from ferry_api.conditions import Condition, Conditions, ConditionStatus, set_con
 from ferry_api.diagnostics import CheckpointSummary, FailureLogs
 from ferry_api.meta import ObjectMeta
 from ferry_api.migration import Archive, CriuStatistics
-from ferry_api.runtime import Runtime
 from ferry_api.nodehelper import NodeHelper
 from ferry_api.runtime import Runtime
 from ferry_helper.protocol import Operation, Peer, RemoteError
@@ -134,9 +133,7 @@ def _ready_helper(
     return helper, peer_of(helper)
 
 
-def _summary(
-    contents: Any, helper: NodeHelper, runtime: Runtime
-) -> CheckpointSummary | None:
+def _summary(contents: Any, helper: NodeHelper, runtime: Runtime) -> CheckpointSummary | None:
     """What the helper read from the checkpoint's images, with what its node runs."""
     if not isinstance(contents, dict):
         return None  # an archive or image the helper could not read

@@ -36,7 +36,6 @@ from ferry_api.migration import (
     Progress,
     Timings,
 )
-from ferry_api.runtime import Runtime
 from ferry_api.nodehelper import NodeHelper
 from ferry_api.runtime import Runtime
 from ferry_helper.protocol import Operation, Peer, RemoteError

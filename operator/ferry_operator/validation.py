@@ -20,7 +20,6 @@ from ferry_api.migration import (
     MemoryTransfer,
     SourceRef,
 )
-from ferry_api.runtime import Runtime
 from ferry_api.nodehelper import CgroupVersion, NodeHelper
 from ferry_api.runtime import Runtime
 

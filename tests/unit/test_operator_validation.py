@@ -5,7 +5,6 @@ from typing import Any
 
 import pytest
 from ferry_api.migration import ContainerMigrationSpec, MemoryTransfer
-from ferry_api.runtime import Runtime
 from ferry_api.nodehelper import parse_node_helper
 from ferry_api.runtime import Runtime
 from ferry_operator.validation import (
