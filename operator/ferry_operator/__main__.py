@@ -12,9 +12,7 @@ import asyncio
 import logging
 import sys
 
-from kubernetes import client
-
-from .kube import api_client
+from .kube import Kube, api_client
 
 
 def run(_: argparse.Namespace) -> int:
@@ -32,11 +30,13 @@ def keygen(args: argparse.Namespace) -> int:
     from .keygen import ensure_ssh_secrets  # noqa: PLC0415
 
     with api_client() as api:
-        done = ensure_ssh_secrets(
-            client.CoreV1Api(api),
-            namespace=args.namespace,
-            operator_secret=args.operator_secret,
-            node_helper_secret=args.node_helper_secret,
+        done = asyncio.run(
+            ensure_ssh_secrets(
+                Kube(api),
+                namespace=args.namespace,
+                operator_secret=args.operator_secret,
+                node_helper_secret=args.node_helper_secret,
+            )
         )
     print("\n".join(done) or "both SSH Secrets exist; nothing to do")
     return 0
@@ -46,7 +46,7 @@ def uninstall_cleanup(args: argparse.Namespace) -> int:
     from .cleanup import cleanup  # noqa: PLC0415
 
     with api_client() as api:
-        done = cleanup(client.CustomObjectsApi(api), timeout=args.timeout)
+        done = asyncio.run(cleanup(Kube(api), grace_seconds=args.timeout))
     print(
         "\n".join(done) or "no ContainerMigrations, ContainerRestores or ContainerCheckpoints left"
     )

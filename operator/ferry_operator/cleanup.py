@@ -9,12 +9,13 @@ releases its finalizer. Whatever still holds the finalizer after the timeout
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from ferry_api import constants
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+
+from .kube import Kube
 
 #: (kind, plural) of every resource the operator holds with its finalizer, in
 #: the order they are deleted: a restore goes before the checkpoints it reads.
@@ -23,48 +24,31 @@ KINDS: tuple[tuple[str, str], ...] = (
     (constants.CONTAINER_RESTORE_KIND, constants.CONTAINER_RESTORE_PLURAL),
     (constants.CONTAINER_CHECKPOINT_KIND, constants.CONTAINER_CHECKPOINT_PLURAL),
 )
+POLL_SECONDS = 1.0
 
 
-def _items(custom: client.CustomObjectsApi, plural: str) -> list[dict[str, Any]]:
-    try:
-        listed = custom.list_cluster_custom_object(constants.GROUP, constants.VERSION, plural)
-    except ApiException as e:
-        if e.status == 404:  # its CRD is not installed: nothing of that kind to clean
-            return []
-        raise
-    items = listed.get("items", []) if isinstance(listed, dict) else []
-    return [i for i in items if isinstance(i, dict)]
+async def _all_items(kube: Kube) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (kind, plural, item)
+        for kind, plural in KINDS
+        for item in await kube.list_everywhere(plural)
+    ]
 
 
-def _all_items(custom: client.CustomObjectsApi) -> list[tuple[str, str, dict[str, Any]]]:
-    return [(kind, plural, item) for kind, plural in KINDS for item in _items(custom, plural)]
-
-
-def cleanup(custom: client.CustomObjectsApi, *, timeout: float) -> list[str]:
+async def cleanup(kube: Kube, *, grace_seconds: float) -> list[str]:
     done = []
-    for kind, plural, item in _all_items(custom):
+    for kind, plural, item in await _all_items(kube):
         meta = item["metadata"]
-        custom.delete_namespaced_custom_object(
-            constants.GROUP,
-            constants.VERSION,
-            meta["namespace"],
-            plural,
-            meta["name"],
-        )
+        await kube.delete(plural, meta["namespace"], meta["name"])
         done.append(f"deleted {kind} {meta['namespace']}/{meta['name']}")
-    deadline = time.monotonic() + timeout
-    while _all_items(custom) and time.monotonic() < deadline:
-        time.sleep(1)
-    for kind, plural, item in _all_items(custom):
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline:
+        if not await _all_items(kube):
+            break
+        await asyncio.sleep(POLL_SECONDS)
+    for kind, plural, item in await _all_items(kube):
         meta = item["metadata"]
         kept = [f for f in meta.get("finalizers", []) if f != constants.MIGRATION_FINALIZER]
-        custom.patch_namespaced_custom_object(
-            constants.GROUP,
-            constants.VERSION,
-            meta["namespace"],
-            plural,
-            meta["name"],
-            {"metadata": {"finalizers": kept}},
-        )
+        await kube.set_finalizers(plural, meta["namespace"], meta["name"], kept)
         done.append(f"removed the finalizer of {kind} {meta['namespace']}/{meta['name']}")
     return done

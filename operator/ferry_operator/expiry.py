@@ -12,13 +12,15 @@ from collections.abc import Awaitable, Callable
 
 import kopf
 
+from .status import Events
+
 
 async def delete_when_expired(
     *,
     ttl_seconds: int | None,
     finished: datetime.datetime | None,
     stopped: kopf.DaemonStopped,
-    body: kopf.Body,
+    events: Events,
     delete: Callable[[], Awaitable[None]],
 ) -> None:
     """Wait until ``finished`` + ``ttl_seconds``, then ``delete``; nothing without a TTL."""
@@ -30,10 +32,7 @@ async def delete_when_expired(
         await stopped.wait(remaining)
     if stopped:
         return  # deleted meanwhile, or the operator stops: a restart waits again
-    kopf.event(
-        body,
-        type="Normal",
-        reason="Expired",
-        message=f"deleting it {ttl_seconds}s after it finished (ttlSecondsAfterFinished)",
+    events.normal(
+        "Expired", f"deleting it {ttl_seconds}s after it finished (ttlSecondsAfterFinished)"
     )
     await delete()

@@ -25,12 +25,12 @@ from ferry_api.diagnostics import (
     FailureLogs,
     logs_config_map_name,
 )
-from ferry_helper.protocol import Operation, Peer, RemoteError
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+from ferry_wire import Peer, RemoteError
+from ferry_wire.node import FetchLogsRequest, LogFile
 
 from .helperclient import HelperClient
 from .kube import Kube
+from .policy import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +52,14 @@ class Owner:
         return logs_config_map_name(self.kind.removeprefix("Container"), self.name)
 
 
-async def _fetch(helpers: HelperClient, peer: Peer, uid: str, budget: int) -> list[dict[str, str]]:
+async def _fetch(helpers: HelperClient, peer: Peer, uid: str, budget: int) -> tuple[LogFile, ...]:
     try:
         async with asyncio.timeout(FETCH_TIMEOUT_SECONDS):
-            result = await helpers.call(
-                peer, Operation.FETCH_LOGS, {"uid": uid, "budget_bytes": budget}
-            )
+            fetched = await helpers.call(peer, FetchLogsRequest(uid=uid, budget_bytes=budget))
     except (RemoteError, TimeoutError) as error:
         log.warning("no failure logs of %s from %s: %s", uid, peer.node, error)
-        return []
-    files = result.get("files", [])
-    return [f for f in files if isinstance(f, dict)]
+        return ()
+    return fetched.files
 
 
 async def collect(
@@ -75,37 +72,32 @@ async def collect(
     budget = MAX_CONFIGMAP_BYTES // len(unique)
     fetched = await asyncio.gather(*(_fetch(helpers, p, owner.uid, budget) for p in unique))
     # binaryData values go over the wire as they are: already base64, as the helper sent them.
-    data: dict[str, bytes | str] = {}
+    data: dict[str, str] = {}
     nodes: list[str] = []
     truncated = False
     for peer, files in zip(unique, fetched, strict=True):
         for file in files:
-            data[f"{peer.node}.{file['name']}{LOG_KEY_SUFFIX}"] = str(file["gzipBase64"])
-            truncated = truncated or bool(file.get("truncated"))
+            data[f"{peer.node}.{file.name}{LOG_KEY_SUFFIX}"] = file.gzip_base64
+            truncated = truncated or file.truncated
         if files:
             nodes.append(peer.node)
     if not data:
         return None
-    body = client.V1ConfigMap(
-        metadata=client.V1ObjectMeta(
-            name=owner.config_map,
-            namespace=owner.namespace,
-            labels={LOGS_LABEL: owner.kind.lower()},
-            owner_references=[
-                client.V1OwnerReference(
-                    api_version=constants.API_VERSION,
-                    kind=owner.kind,
-                    name=owner.name,
-                    uid=owner.uid,
-                )
-            ],
-        ),
-        binary_data=data,
-    )
     try:
-        await kube.put_config_map(owner.namespace, owner.config_map, body)
-    except ApiException as error:
-        log.warning("could not write %s/%s: %s", owner.namespace, owner.config_map, error.reason)
+        await kube.put_config_map(
+            owner.namespace,
+            owner.config_map,
+            labels={LOGS_LABEL: owner.kind.lower()},
+            owner={
+                "apiVersion": constants.API_VERSION,
+                "kind": owner.kind,
+                "name": owner.name,
+                "uid": owner.uid,
+            },
+            binary_data=data,
+        )
+    except ApiError as error:
+        log.warning("could not write %s/%s: %s", owner.namespace, owner.config_map, error)
         return None
     return FailureLogs(
         config_map=owner.config_map,

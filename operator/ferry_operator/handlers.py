@@ -26,13 +26,16 @@ from ferry_api.checkpoint import parse_container_checkpoint, parse_container_res
 from ferry_api.migration import parse_container_migration
 from prometheus_client import start_http_server
 
-from .checkpoints import CheckpointTaker, Restorer, Scheduler, delete_stored
+from .checkpoint import CheckpointTaker, delete_stored
 from .expiry import delete_when_expired
 from .helperclient import HelperClient
 from .kube import Kube, api_client
-from .machine import Migration
+from .migration import Migration
+from .restore import Restorer
+from .schedule import Scheduler
 from .settings import Settings
 from .slots import NodeSlots
+from .status import KopfEvents
 
 RESOURCE = (constants.GROUP, constants.VERSION, constants.CONTAINER_MIGRATION_PLURAL)
 CHECKPOINT = (constants.GROUP, constants.VERSION, constants.CONTAINER_CHECKPOINT_PLURAL)
@@ -68,7 +71,7 @@ async def migrate(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped,
         raise kopf.PermanentError(str(error)) from None
     await Migration(
         resource=resource,
-        body=body,
+        events=KopfEvents(body),
         kube=memo.kube,
         helpers=memo.helpers,
         settings=memo.settings,
@@ -116,7 +119,7 @@ async def checkpoint_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None
         raise kopf.PermanentError(str(error)) from None
     await CheckpointTaker(
         resource=resource,
-        body=body,
+        events=KopfEvents(body),
         kube=memo.kube,
         helpers=memo.helpers,
         settings=memo.settings,
@@ -163,7 +166,7 @@ async def checkpoint_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None
 async def restore_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await Restorer(
         resource=_parsed(parse_container_restore, body),
-        body=body,
+        events=KopfEvents(body),
         kube=memo.kube,
         helpers=memo.helpers,
         settings=memo.settings,
@@ -188,7 +191,7 @@ async def restore_expiry(
         ttl_seconds=resource.spec.ttl_seconds_after_finished,
         finished=resource.status.completion_time,
         stopped=stopped,
-        body=body,
+        events=KopfEvents(body),
         delete=lambda: memo.kube.delete(constants.CONTAINER_RESTORE_PLURAL, namespace, name),
     )
 

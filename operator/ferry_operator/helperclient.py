@@ -1,27 +1,29 @@
-"""The operator's side of the helper protocol: one SSH exec per operation.
+"""The operator's side of the wire protocol: one SSH exec per operation, typed both ways.
 
-Host keys are pinned to what each helper published in its NodeHelper status;
-the operator authenticates as the ``operator`` user with its own key.
+``call(peer, CheckpointRequest(...))`` returns a ``Checkpointed``: each request
+model names its operation and its reply (:mod:`ferry_wire`). Host keys are
+pinned to what each helper published in its NodeHelper status; the operator
+authenticates as the ``operator`` user with its own key. Every failure is a
+:class:`~ferry_wire.errors.RemoteError` whose reason says whether asking again
+can help (see :mod:`.policy`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TypeVar
 
 import asyncssh
-from ferry_helper.protocol import (
-    CONNECT_TIMEOUT_SECONDS,
-    OPERATOR_USER,
-    Operation,
-    Peer,
-    RemoteError,
-    keepalive_options,
-)
-from ferry_helper.transfer import known_hosts, read_result
+from ferry_api.runtime import Runtime
+from ferry_wire import OPERATOR_USER, Peer, Reason, RemoteError, Reply, Request
+from ferry_wire.containers import Container, ImageHasRequest, ImageSendRequest, InspectRequest
+from ferry_wire.framing import read_reply, request_line
+from ferry_wire.migration import TransferProgress
+from ferry_wire.node import AuthorizePeerRequest
+from ferry_wire.ssh import connect
 
-ProgressHandler = Callable[[dict[str, Any]], Awaitable[None]]
+ReplyT = TypeVar("ReplyT", bound=Reply)
+OnProgress = Callable[[TransferProgress], Awaitable[None]]
 
 
 class HelperClient:
@@ -29,53 +31,37 @@ class HelperClient:
         self.key = key
 
     async def call(
-        self,
-        peer: Peer,
-        operation: Operation,
-        request: dict[str, Any],
-        *,
-        on_progress: ProgressHandler | None = None,
-    ) -> dict[str, Any]:
-        """Run ``operation`` on ``peer``'s helper; raise RemoteError on failure."""
-        try:
-            async with asyncssh.connect(
-                peer.address,
-                peer.port,
-                username=OPERATOR_USER,
-                client_keys=[self.key],
-                known_hosts=known_hosts(peer.host_key),
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                **keepalive_options(),
-            ) as conn:
-                process = await conn.create_process(operation.value, encoding=None)
-                process.stdin.write(json.dumps(request).encode() + b"\n")
-                process.stdin.write_eof()
-                result = await read_result(process.stdout, on_progress)
-                await process.wait()
-                return result
-        except (OSError, asyncssh.Error, TimeoutError) as error:
-            raise RemoteError(
-                "HelperUnreachable",
-                f"the helper on {peer.node} ({peer.address}:{peer.port}) could not be reached: "
-                f"{error}",
-            ) from None
+        self, peer: Peer, request: Request[ReplyT], *, on_progress: OnProgress | None = None
+    ) -> ReplyT:
+        """Run ``request``'s operation on ``peer``'s helper; its reply, or a RemoteError."""
 
-    async def inspect(
-        self, peer: Peer, container: str, *, runtime: str | None = None, memory: bool = False
-    ) -> dict[str, Any] | None:
-        """The container as ``peer``'s helper sees it, in ``runtime`` (None: in any; the
-        answer's ``runtime`` says which); None if it has none of that name. ``memory``:
-        with the memory it uses (``memoryBytes``, None if the runtime does not say)."""
-        request: dict[str, Any] = {"container": container, "runtime": runtime}
-        if memory:
-            request["memory"] = True
+        async def progress(data: dict[str, object]) -> None:
+            if on_progress is not None:
+                await on_progress(TransferProgress.model_validate(data))
+
+        async with connect(peer, username=OPERATOR_USER, client_key=self.key) as conn:
+            try:
+                process = await conn.create_process(request.operation.value, encoding=None)
+                process.stdin.write(request_line(request))
+                process.stdin.write_eof()
+                reply = await read_reply(
+                    process.stdout, request, on_progress=progress, node=f"the helper on {peer.node}"
+                )
+                await process.wait()
+            except (OSError, asyncssh.Error, TimeoutError) as error:
+                raise RemoteError(
+                    Reason.HELPER_DISCONNECTED,
+                    f"the connection to the helper on {peer.node} ended during "
+                    f"{request.operation.value}: {error}",
+                ) from None
+        return reply
+
+    async def inspect(self, peer: Peer, request: InspectRequest) -> Container | None:
+        """The container as ``peer``'s helper sees it; None if it has none of that name."""
         try:
-            return await self.call(peer, Operation.INSPECT, request)
+            return await self.call(peer, request)
         except RemoteError as error:
-            if memory and error.reason == "BadRequest" and "memory" in error.message:
-                # A helper older than this operator (an upgrade under way): no memory asked.
-                return await self.inspect(peer, container, runtime=runtime)
-            if error.reason != "ContainerNotFound":
+            if error.reason != Reason.CONTAINER_NOT_FOUND:
                 raise
             return None
 
@@ -89,16 +75,15 @@ class HelperClient:
         key = asyncssh.generate_private_key("ssh-ed25519", comment=f"ferry-{uid}")
         await self.call(
             target,
-            Operation.AUTHORIZE_PEER,
-            {
-                "uid": uid,
-                "public_key": key.export_public_key().decode(),
-                "ttl_seconds": ttl_seconds,
-            },
+            AuthorizePeerRequest(
+                uid=uid,
+                public_key=key.export_public_key().decode(),
+                ttl_seconds=ttl_seconds,
+            ),
         )
-        return key.export_private_key().decode()
+        return str(key.export_private_key().decode())
 
-    async def send_image(
+    async def ship_image(
         self,
         source: Peer,
         target: Peer,
@@ -106,19 +91,24 @@ class HelperClient:
         uid: str,
         image_id: str,
         image_name: str,
-        credential: str,
-        runtime: str = "podman",
-    ) -> dict[str, Any]:
-        """Ship an image from ``source`` to ``target`` under ``uid``'s grant (same image ID)."""
-        return await self.call(
+        runtime: Runtime,
+        credential: Callable[[], Awaitable[str]],
+    ) -> bool:
+        """Ship an image from ``source`` to ``target`` unless it is there already; whether it
+        was. It keeps its ID: a restore needs the very image the checkpoint was made on.
+        ``credential`` grants the stream's key, asked only when the image must go."""
+        present = await self.call(target, ImageHasRequest(image_id=image_id, runtime=runtime))
+        if present.present:
+            return False
+        await self.call(
             source,
-            Operation.IMAGE_SEND,
-            {
-                "uid": uid,
-                "image_id": image_id,
-                "image_name": image_name,
-                "target": target.model_dump(),
-                "credential": credential,
-                "runtime": runtime,
-            },
+            ImageSendRequest(
+                uid=uid,
+                image_id=image_id,
+                image_name=image_name,
+                target=target,
+                credential=await credential(),
+                runtime=runtime,
+            ),
         )
+        return True

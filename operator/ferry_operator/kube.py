@@ -1,25 +1,36 @@
-"""The operator's reads and writes of the Kubernetes API (the only module that talks to it).
+"""The operator's reads and writes of the Kubernetes API: the only module that talks to it.
 
 The official client is synchronous; each call runs in a worker thread so the
-kopf event loop never blocks.
+kopf event loop never blocks. Every failure leaves this module as an
+:class:`~.policy.ApiError` carrying the HTTP status (None when the API server
+gave no answer), which :mod:`.policy` classifies; nothing else in the operator
+knows the client's exception types.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ferry_api import constants
 from ferry_api.nodehelper import NodeHelper, parse_node_helper
 from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from .policy import ApiError
 
 #: Longest wait for one API request: a dead connection fails instead of hanging a step.
 REQUEST_TIMEOUT_SECONDS = 15
 HTTP_NOT_FOUND = 404
 HTTP_CONFLICT = 409
+
+T = TypeVar("T")
 
 
 def api_client() -> client.ApiClient:
@@ -31,24 +42,49 @@ def api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
+async def _call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``function`` in a worker thread, its failures as ApiError."""
+    try:
+        return await asyncio.to_thread(
+            function, *args, _request_timeout=REQUEST_TIMEOUT_SECONDS, **kwargs
+        )
+    except ApiException as error:
+        raise ApiError(error.status, f"{error.status} {error.reason}: {_detail(error)}") from None
+    except (HTTPError, OSError, TimeoutError) as error:
+        raise ApiError(None, f"{type(error).__name__}: {error}") from None
+
+
+def _detail(error: ApiException) -> str:
+    """The API server's own message (its Status body), else the HTTP reason."""
+    body = error.body
+    if isinstance(body, (bytes, str)):
+        text = body.decode(errors="replace") if isinstance(body, bytes) else body
+        try:
+            message = json.loads(text).get("message")
+        except (ValueError, AttributeError):
+            message = None
+        if isinstance(message, str):
+            return message
+    return str(error.reason)
+
+
 class Kube:
     def __init__(self, api: client.ApiClient) -> None:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
 
+    # -- nodes and helpers
+
     async def node_names(self) -> list[str]:
-        nodes = await asyncio.to_thread(
-            self.core.list_node, _request_timeout=REQUEST_TIMEOUT_SECONDS
-        )
+        nodes = await _call(self.core.list_node)
         return [n.metadata.name for n in nodes.items if n.metadata and n.metadata.name]
 
     async def node_helpers(self) -> dict[str, NodeHelper]:
-        listed = await asyncio.to_thread(
+        listed = await _call(
             self.custom.list_cluster_custom_object,
             constants.GROUP,
             constants.VERSION,
             constants.NODE_HELPER_PLURAL,
-            _request_timeout=REQUEST_TIMEOUT_SECONDS,
         )
         if not isinstance(listed, dict):
             return {}
@@ -62,19 +98,13 @@ class Kube:
                 helpers[helper.metadata.name] = helper
         return helpers
 
-    async def patch_migration_status(
-        self, namespace: str, name: str, status: dict[str, Any]
-    ) -> None:
-        await self.patch_status(constants.CONTAINER_MIGRATION_PLURAL, namespace, name, status)
-
-    async def delete_migration(self, namespace: str, name: str) -> None:
-        await self.delete(constants.CONTAINER_MIGRATION_PLURAL, namespace, name)
+    # -- Ferry's namespaced resources
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: dict[str, Any]
     ) -> None:
         """Merge ``status`` into the status of one of our namespaced resources."""
-        await asyncio.to_thread(
+        await _call(
             self.custom.patch_namespaced_custom_object_status,
             constants.GROUP,
             constants.VERSION,
@@ -82,22 +112,20 @@ class Kube:
             plural,
             name,
             {"status": status},
-            _request_timeout=REQUEST_TIMEOUT_SECONDS,
         )
 
     async def create(self, plural: str, namespace: str, body: dict[str, Any]) -> bool:
         """Create one of our namespaced resources; False if one of that name exists."""
         try:
-            await asyncio.to_thread(
+            await _call(
                 self.custom.create_namespaced_custom_object,
                 constants.GROUP,
                 constants.VERSION,
                 namespace,
                 plural,
                 body,
-                _request_timeout=REQUEST_TIMEOUT_SECONDS,
             )
-        except ApiException as error:
+        except ApiError as error:
             if error.status == HTTP_CONFLICT:
                 return False
             raise
@@ -106,81 +134,136 @@ class Kube:
     async def list_labelled(
         self, plural: str, namespace: str, *, selector: str
     ) -> list[dict[str, Any]]:
-        listed = await asyncio.to_thread(
+        listed = await _call(
             self.custom.list_namespaced_custom_object,
             constants.GROUP,
             constants.VERSION,
             namespace,
             plural,
             label_selector=selector,
-            _request_timeout=REQUEST_TIMEOUT_SECONDS,
         )
+        items = listed.get("items", []) if isinstance(listed, dict) else []
+        return [item for item in items if isinstance(item, dict)]
+
+    async def list_everywhere(self, plural: str) -> list[dict[str, Any]]:
+        """Every resource of ``plural`` in every namespace; none if its CRD is not installed."""
+        try:
+            listed = await _call(
+                self.custom.list_cluster_custom_object, constants.GROUP, constants.VERSION, plural
+            )
+        except ApiError as error:
+            if error.status == HTTP_NOT_FOUND:
+                return []
+            raise
         items = listed.get("items", []) if isinstance(listed, dict) else []
         return [item for item in items if isinstance(item, dict)]
 
     async def delete(self, plural: str, namespace: str, name: str) -> None:
         """Delete one of our namespaced resources; one already gone is fine."""
         try:
-            await asyncio.to_thread(
+            await _call(
                 self.custom.delete_namespaced_custom_object,
                 constants.GROUP,
                 constants.VERSION,
                 namespace,
                 plural,
                 name,
-                _request_timeout=REQUEST_TIMEOUT_SECONDS,
             )
-        except ApiException as error:
+        except ApiError as error:
             if error.status != HTTP_NOT_FOUND:
                 raise
 
     async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """One of our namespaced resources, or None if there is none of that name."""
         try:
-            body = await asyncio.to_thread(
+            body = await _call(
                 self.custom.get_namespaced_custom_object,
                 constants.GROUP,
                 constants.VERSION,
                 namespace,
                 plural,
                 name,
-                _request_timeout=REQUEST_TIMEOUT_SECONDS,
             )
-        except ApiException as error:
+        except ApiError as error:
             if error.status == HTTP_NOT_FOUND:
                 return None
             raise
         return body if isinstance(body, dict) else None
 
-    async def put_config_map(self, namespace: str, name: str, body: client.V1ConfigMap) -> None:
-        """Create the ConfigMap ``body`` named ``name``, or replace the one of that name."""
+    async def set_finalizers(
+        self, plural: str, namespace: str, name: str, finalizers: list[str]
+    ) -> None:
+        await _call(
+            self.custom.patch_namespaced_custom_object,
+            constants.GROUP,
+            constants.VERSION,
+            namespace,
+            plural,
+            name,
+            {"metadata": {"finalizers": finalizers}},
+        )
+
+    # -- ConfigMaps (failure logs) and Secrets (SSH identities)
+
+    async def put_config_map(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        labels: dict[str, str],
+        owner: dict[str, str],
+        binary_data: dict[str, str],
+    ) -> None:
+        """Create the ConfigMap ``name`` owned by ``owner``, or replace the one of that name."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": labels,
+                "ownerReferences": [owner],
+            },
+            "binaryData": binary_data,
+        }
         try:
-            await asyncio.to_thread(
-                self.core.create_namespaced_config_map,
-                namespace,
-                body,
-                _request_timeout=REQUEST_TIMEOUT_SECONDS,
-            )
-        except ApiException as error:
+            await _call(self.core.create_namespaced_config_map, namespace, body)
+        except ApiError as error:
             if error.status != HTTP_CONFLICT:
                 raise
-            await asyncio.to_thread(
-                self.core.replace_namespaced_config_map,
-                name,
-                namespace,
-                body,
-                _request_timeout=REQUEST_TIMEOUT_SECONDS,
-            )
+            await _call(self.core.replace_namespaced_config_map, name, namespace, body)
 
     async def delete_config_map(self, namespace: str, name: str) -> None:
         """Delete a ConfigMap; one already gone is fine."""
         try:
-            await asyncio.to_thread(
-                self.core.delete_namespaced_config_map,
-                name,
-                namespace,
-                _request_timeout=REQUEST_TIMEOUT_SECONDS,
-            )
-        except ApiException as error:
+            await _call(self.core.delete_namespaced_config_map, name, namespace)
+        except ApiError as error:
             if error.status != HTTP_NOT_FOUND:
                 raise
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A Secret's data, decoded; None if there is none of that name."""
+        try:
+            secret = await _call(self.core.read_namespaced_secret, name, namespace)
+        except ApiError as error:
+            if error.status == HTTP_NOT_FOUND:
+                return None
+            raise
+        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+    async def create_secret(
+        self, namespace: str, name: str, data: dict[str, bytes], *, labels: dict[str, str]
+    ) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "labels": labels},
+            "type": "Opaque",
+            "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+        }
+        await _call(self.core.create_namespaced_secret, namespace, body)
+
+    async def patch_secret(self, namespace: str, name: str, data: dict[str, bytes]) -> None:
+        """Set ``data``'s keys in a Secret, keeping the others."""
+        patch = {"data": {k: base64.b64encode(v).decode() for k, v in data.items()}}
+        await _call(self.core.patch_namespaced_secret, name, namespace, patch)

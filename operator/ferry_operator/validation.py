@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from ferry_api import constants
@@ -22,6 +21,10 @@ from ferry_api.migration import (
 )
 from ferry_api.nodehelper import CgroupVersion, NodeHelper
 from ferry_api.runtime import Runtime
+from ferry_wire import MIN_PROTOCOL_VERSION
+from ferry_wire.containers import Container
+
+from .policy import Refusal
 
 
 class SourceSpec(Protocol):
@@ -32,15 +35,6 @@ class SourceSpec(Protocol):
 
     @property
     def runtime(self) -> Runtime | None: ...
-
-
-@dataclass(frozen=True, kw_only=True)
-class Refusal(Exception):
-    reason: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.message}"
 
 
 def _version(text: str | None) -> tuple[int, ...]:
@@ -77,6 +71,12 @@ def helper_problem(
         return f"the node-helper on {node} has not reported for over {stale_seconds:.0f}s"
     if not (status.address and status.ssh_port and status.ssh_host_key):
         return f"the node-helper on {node} has not published its address and host key"
+    if (spoken := status.protocol_version or 1) < MIN_PROTOCOL_VERSION:
+        return (
+            f"the node-helper on {node} speaks protocol {spoken} and this operator needs "
+            f"{MIN_PROTOCOL_VERSION} or newer: upgrade the node-helper DaemonSet to the "
+            "operator's version"
+        )
     if runtime is not None and runtime not in {r.name for r in status.runtimes}:
         return f"node {node} has no {runtime.value} runtime"
     if not status.runtimes:
@@ -235,14 +235,14 @@ def check_compatible(source: NodeHelper, target: NodeHelper) -> None:
         )
 
 
-def check_target_free(container: str, target: str, existing: Mapping[str, object] | None) -> None:
+def check_target_free(container: str, target: str, existing: Container | None) -> None:
     """The target must not already hold a container of the name the restore will use."""
     if existing is not None:
         raise Refusal(
             reason="TargetNameTaken",
             message=(
                 f"node {target} already has a container named {container!r} "
-                f"({existing.get('state', 'unknown state')}); "
+                f"({existing.state or 'unknown state'}); "
                 "remove it there or pick another target"
             ),
         )
@@ -282,16 +282,14 @@ def check_memory_transfer(spec: ContainerMigrationSpec, runtime: Runtime) -> Non
         )
 
 
-def check_target_id_free(
-    container_id: str, target: str, existing: Mapping[str, object] | None
-) -> None:
+def check_target_id_free(container_id: str, target: str, existing: Container | None) -> None:
     """With a page server, the restored copy keeps the source's ID: the target must lack it."""
     if existing is not None:
         raise Refusal(
             reason="TargetIdTaken",
             message=(
                 f"node {target} already has a container with ID {container_id[:12]} "
-                f"({existing.get('name', '?')}, {existing.get('state', 'unknown state')}), and "
+                f"({existing.name}, {existing.state or 'unknown state'}), and "
                 "with memoryTransfer: PageServer the restored copy keeps the source's ID; "
                 "remove it there, pick another target or use memoryTransfer: Archive"
             ),
@@ -300,12 +298,12 @@ def check_target_id_free(
 
 def check_container(
     spec: SourceSpec,
-    info: Mapping[str, object] | None,
+    info: Container | None,
     *,
     namespace: str,
     allow_any_namespace: bool,
     uid: str = "",
-) -> Mapping[str, object]:
+) -> Container:
     """The container as the source helper reported it, if this migration may take it.
 
     ``uid`` is this migration's: the container may already be claimed by it
@@ -319,9 +317,7 @@ def check_container(
                 f"node {spec.source.node} has no container {container!r}; check source.container"
             ),
         )
-    labels = info.get("labels")
-    label_map = labels if isinstance(labels, Mapping) else {}
-    if not allow_any_namespace and label_map.get(constants.NAMESPACE_LABEL) != namespace:
+    if not allow_any_namespace and info.labels.get(constants.NAMESPACE_LABEL) != namespace:
         raise Refusal(
             reason="NamespaceNotPermitted",
             message=(
@@ -329,7 +325,7 @@ def check_container(
                 f"it must carry the label {constants.NAMESPACE_LABEL}={namespace}"
             ),
         )
-    holder = info.get("migratingBy")
+    holder = info.migrating_by
     if holder and holder != uid:
         raise Refusal(
             reason="ContainerBusy",
@@ -338,11 +334,11 @@ def check_container(
                 f"(uid {holder}); wait for it to finish, then create a new one"
             ),
         )
-    if not info.get("running"):
+    if not info.running:
         raise Refusal(
             reason="ContainerNotRunning",
             message=(
-                f"container {container!r} on {spec.source.node} is {info.get('state')}, "
+                f"container {container!r} on {spec.source.node} is {info.state}, "
                 "not running; only a running container can be migrated"
             ),
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncssh
 import pytest
 from ferry_api import constants
@@ -9,6 +11,7 @@ from ferry_cluster import deploy
 from ferry_cluster.config import ClusterConfig
 from ferry_operator.cleanup import cleanup
 from ferry_operator.keygen import ensure_ssh_secrets
+from ferry_operator.kube import Kube
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from support import create_migration
@@ -28,7 +31,11 @@ def test_keygen_makes_both_secrets_once_and_keeps_them(
 ) -> None:
     core = client.CoreV1Api(admin_api)
     names = {"operator_secret": "op-ssh", "node_helper_secret": "nh-ssh"}
-    first = ensure_ssh_secrets(core, namespace=namespace, **names)
+
+    def ensure_ssh_secrets_() -> list[str]:
+        return asyncio.run(ensure_ssh_secrets(Kube(admin_api), namespace=namespace, **names))
+
+    first = ensure_ssh_secrets_()
     assert len(first) == 2
     operator, helper = _data(core, namespace, "op-ssh"), _data(core, namespace, "nh-ssh")
     assert set(operator) == {"operator"}, "the helpers' Secret must not hold the operator key"
@@ -36,12 +43,12 @@ def test_keygen_makes_both_secrets_once_and_keeps_them(
     derived = asyncssh.import_private_key(operator["operator"]).export_public_key()
     assert helper["operator.pub"] == derived
 
-    assert ensure_ssh_secrets(core, namespace=namespace, **names) == []
+    assert ensure_ssh_secrets_() == []
     assert _data(core, namespace, "op-ssh") == operator
 
     # Rotation of the operator's key: delete its Secret, run again.
     core.delete_namespaced_secret("op-ssh", namespace)
-    ensure_ssh_secrets(core, namespace=namespace, **names)
+    ensure_ssh_secrets_()
     rotated = _data(core, namespace, "op-ssh")["operator"]
     assert rotated != operator["operator"]
     assert (
@@ -64,7 +71,7 @@ def test_uninstall_cleanup_leaves_no_migration_stuck(
     )
     # With no operator to release it, the finalizer is stripped after the timeout
     # (with one running, the operator releases it first: gone either way).
-    cleanup(custom, timeout=2)
+    asyncio.run(cleanup(Kube(admin_api), grace_seconds=2))
     with pytest.raises(ApiException) as gone:
         custom.get_namespaced_custom_object(
             constants.GROUP,

@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 from ferry_api.checkpoint import ContainerCheckpointSpec, is_valid_schedule
-from ferry_operator.checkpoints import next_run, to_prune
+from ferry_operator.schedule import next_run, to_prune
 from pydantic import ValidationError
 
 T0 = datetime.datetime(2026, 11, 25, 12, 0, 0, tzinfo=datetime.UTC)

@@ -1,0 +1,271 @@
+"""ContainerRestore: a stored checkpoint brought back as a running container, on any node.
+
+Three ways, by where the checkpoint is and where it should run:
+
+* on its own node: ``restore-stored`` from the node's store;
+* from a registry: ``restore-image`` pulls the checkpoint image (its node need
+  not be up at all);
+* on another node: a migration without the freeze. The same pieces as a
+  ContainerMigration's, in the same order: a stream key granted on the
+  target, the image shipped with its ID when the target lacks it, the archive
+  streamed and checked, the restore (cleaned up if it fails).
+
+A single step, so a kopf create handler, under the one error policy
+(:mod:`.policy`): a helper not heard is kopf's ``TemporaryError`` (the helpers'
+journals, keyed by the restore's UID, answer a repeated step), anything else
+ends ``Failed``.
+"""
+
+from __future__ import annotations
+
+import kopf
+from ferry_api import constants
+from ferry_api.checkpoint import (
+    CheckpointPhase,
+    ContainerCheckpoint,
+    ContainerRestore,
+    ContainerRestoreStatus,
+    RestorePhase,
+    StoredImage,
+    parse_container_checkpoint,
+)
+from ferry_api.conditions import ConditionStatus
+from ferry_api.runtime import Runtime
+from ferry_wire import Peer, RemoteError
+from ferry_wire.containers import InspectRequest
+from ferry_wire.migration import CleanupRequest, Restored, RestoreRequest
+from ferry_wire.stored import RestoreImageRequest, RestoreStoredRequest, SendStoredRequest
+
+from . import failurelogs, validation
+from .helperclient import HelperClient
+from .kube import Kube
+from .peers import Cluster, peer_of, ready_helper
+from .policy import HANDLER_RETRY_SECONDS, Kind, Refusal, for_handler, kind_of
+from .settings import Settings
+from .status import Clock, Events, StatusRecorder, utc_now
+
+COND_SUCCEEDED = "Succeeded"
+
+
+class Restorer:
+    def __init__(
+        self,
+        *,
+        resource: ContainerRestore,
+        events: Events,
+        kube: Kube,
+        helpers: HelperClient,
+        settings: Settings,
+        clock: Clock = utc_now,
+    ) -> None:
+        meta = resource.metadata
+        self.resource = resource
+        self.events = events
+        self.kube = kube
+        self.helpers = helpers
+        self.settings = settings
+        self.uid = meta.uid or ""
+        self.namespace = meta.namespace or ""
+        self.name = meta.name or ""
+        self.record = StatusRecorder[ContainerRestoreStatus](
+            resource.status,
+            kube=kube,
+            plural=constants.CONTAINER_RESTORE_PLURAL,
+            namespace=self.namespace,
+            name=self.name,
+            generation=meta.generation,
+            clock=clock,
+        )
+        #: The helpers asked for something, whose logs tell of a failure.
+        self.peers: list[Peer] = []
+        #: The runtime of the checkpoint, known once it is read.
+        self.runtime = Runtime.PODMAN
+
+    async def _write(self, **changes: object) -> None:
+        self.record.update(**changes)
+        await self.record.write()
+
+    async def _enter(self, phase: RestorePhase, message: str) -> None:
+        await self._write(phase=phase, message=message, observed_generation=self.record.generation)
+        self.events.normal(phase.value, message)
+
+    async def _end(self, phase: RestorePhase, reason: str, message: str) -> None:
+        ok = phase == RestorePhase.SUCCEEDED
+        logs = None
+        if not ok:
+            logs = await failurelogs.collect(
+                kube=self.kube,
+                helpers=self.helpers,
+                owner=failurelogs.Owner(
+                    kind=constants.CONTAINER_RESTORE_KIND,
+                    name=self.name,
+                    namespace=self.namespace,
+                    uid=self.uid,
+                ),
+                peers=self.peers,
+            )
+        self.record.condition(
+            COND_SUCCEEDED, ConditionStatus.TRUE if ok else ConditionStatus.FALSE, reason, message
+        )
+        shown = message
+        if logs is not None:
+            shown += f" (full logs: kubectl ferry logs --kind restore {self.name})"
+        await self._write(
+            phase=phase,
+            message=shown,
+            completion_time=self.record.clock().replace(microsecond=0),
+            failure_logs=logs,
+        )
+        if ok:
+            self.events.normal(reason, message)
+        else:
+            self.events.warning(reason, message)
+
+    async def run(self) -> None:
+        if self.record.status.phase in (RestorePhase.SUCCEEDED, RestorePhase.FAILED):
+            return
+        try:
+            await self._enter(RestorePhase.VALIDATING, "checking the checkpoint and the node")
+            await self._restore()
+        except kopf.TemporaryError:
+            raise
+        except Exception as error:
+            failure = for_handler(error)  # a transient error leaves as kopf's TemporaryError
+            await self._end(RestorePhase.FAILED, failure.reason, failure.message)
+
+    async def _checkpoint(self) -> ContainerCheckpoint:
+        ref = self.resource.spec.checkpoint_ref.name
+        body = await self.kube.get(constants.CONTAINER_CHECKPOINT_PLURAL, self.namespace, ref)
+        if body is None:
+            raise Refusal(
+                reason="CheckpointNotFound",
+                message=f"there is no ContainerCheckpoint {ref!r} in namespace {self.namespace}",
+            )
+        checkpoint = parse_container_checkpoint(body)
+        phase = checkpoint.status.phase
+        if phase == CheckpointPhase.FAILED:
+            raise Refusal(
+                reason="CheckpointFailed",
+                message=f"ContainerCheckpoint {ref!r} failed: {checkpoint.status.message}",
+            )
+        if phase != CheckpointPhase.READY:
+            raise kopf.TemporaryError(
+                f"ContainerCheckpoint {ref!r} is {phase or 'Pending'}, not Ready yet",
+                delay=HANDLER_RETRY_SECONDS,
+            )
+        return checkpoint
+
+    async def _restore(self) -> None:
+        spec = self.resource.spec
+        checkpoint = await self._checkpoint()
+        stored_on = checkpoint.status.node or ""
+        node = spec.node or stored_on
+        name = spec.name or checkpoint.status.container_name or ""
+        image = checkpoint.status.checkpoint_image
+        in_registry = image is not None and bool(image.reference)
+        self.runtime = checkpoint.status.runtime or Runtime.PODMAN
+        cluster = await Cluster.read(self.kube)
+        now, stale = self.record.clock(), self.settings.helper_stale_seconds
+        target_helper, target = ready_helper(
+            cluster, node, "Target", stale_seconds=stale, now=now, runtime=self.runtime
+        )
+        if in_registry:
+            # In a registry: the checkpoint's own node need not be up at all.
+            source_helper = cluster.helpers.get(stored_on)
+        else:
+            source_helper, _ = ready_helper(
+                cluster, stored_on, "Checkpoint", stale_seconds=stale, now=now
+            )
+        if node != stored_on and source_helper is not None:
+            validation.check_compatible(source_helper, target_helper)
+        self.peers.append(target)
+        validation.check_target_free(
+            name,
+            node,
+            await self.helpers.inspect(
+                target, InspectRequest(container=name, runtime=self.runtime)
+            ),
+        )
+        await self._write(node=node, container_name=name)
+        options = RestoreRequest(
+            uid=self.uid,
+            name=name,
+            runtime=self.runtime,
+            tcp_established=spec.tcp_established,
+            file_locks=spec.file_locks,
+        ).model_dump()
+        if in_registry and image is not None and image.reference:
+            await self._enter(
+                RestorePhase.RESTORING, f"pulling {image.reference} and restoring {name} on {node}"
+            )
+            result = await self._restore_or_clean(
+                target, RestoreImageRequest(**options, reference=image.reference)
+            )
+        elif node == stored_on:
+            await self._enter(RestorePhase.RESTORING, f"restoring {name} on {node}")
+            result = await self.helpers.call(
+                target,
+                RestoreStoredRequest(**options, checkpoint_uid=checkpoint.metadata.uid or ""),
+            )
+        else:
+            await self._enter(
+                RestorePhase.TRANSFERRING, f"shipping the checkpoint from {stored_on} to {node}"
+            )
+            if source_helper is None:  # node storage checked its helper above
+                raise Refusal(reason="CheckpointNotReady", message=f"no helper on {stored_on}")
+            source = peer_of(source_helper)
+            self.peers.append(source)
+            await self._ship(checkpoint, source, target)
+            await self._enter(RestorePhase.RESTORING, f"restoring {name} on {node}")
+            result = await self._restore_or_clean(target, RestoreRequest(**options))
+        await self.helpers.call(target, CleanupRequest(uid=self.uid, runtime=self.runtime))
+        await self._write(container_id=result.container_id, restore_seconds=result.seconds)
+        await self._end(
+            RestorePhase.SUCCEEDED,
+            "Restored",
+            f"{name} runs on {node} ({result.container_id[:12]})",
+        )
+
+    async def _restore_or_clean(
+        self, target: Peer, request: RestoreRequest | RestoreImageRequest
+    ) -> Restored:
+        """Run the restore; if it fails, remove what it left on the target before saying so."""
+        try:
+            return await self.helpers.call(target, request)
+        except RemoteError as error:
+            if kind_of(error) is not Kind.TRANSIENT:
+                await self.helpers.call(
+                    target, CleanupRequest(uid=self.uid, runtime=self.runtime, remove_restored=True)
+                )
+            raise
+
+    async def _ship(self, checkpoint: ContainerCheckpoint, source: Peer, target: Peer) -> None:
+        """The image (when the target lacks it) and the archive, under one per-restore key."""
+        credential = await self.helpers.grant_stream(
+            target, uid=self.uid, ttl_seconds=self.resource.spec.timeout_seconds
+        )
+
+        async def granted() -> str:
+            return credential
+
+        image = checkpoint.status.image or StoredImage()
+        if image.id:
+            await self.helpers.ship_image(
+                source,
+                target,
+                uid=self.uid,
+                image_id=image.id,
+                image_name=image.name or "",
+                runtime=self.runtime,
+                credential=granted,
+            )
+        sent = await self.helpers.call(
+            source,
+            SendStoredRequest(
+                uid=self.uid,
+                checkpoint_uid=checkpoint.metadata.uid or "",
+                target=target,
+                credential=credential,
+            ),
+        )
+        await self._write(transfer_seconds=sent.seconds)
