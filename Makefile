@@ -37,10 +37,12 @@ host-deps: ## Install the host packages the local cluster needs (Debian, root).
 	./hack/install-host-deps.sh
 
 .PHONY: lint
-lint: dev ## ruff (lint and format check), mypy --strict, CRDs in step with the models, helm lint.
+lint: dev ## ruff, mypy --strict, import-linter's layers, module sizes, CRDs in step with the models, helm lint.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python hack/check-module-sizes.py
 	$(BIN)/python -m ferry_api.crdgen --check --out crds
 	diff -r crds charts/ferry/crds-src
 	@if [ -x $(HELM) ]; then $(HELM) lint --strict charts/ferry; else echo "helm not built yet: make prepare"; fi

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -17,9 +18,10 @@ from ferry_api import constants
 from kubernetes import client, watch
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import ProtocolError, ReadTimeoutError
+from kubernetes.config.config_exception import ConfigException
+from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError
 
-from ferry_kubectl.errors import PluginError, api_errors
+from ferry_kubectl.errors import PluginError
 from ferry_kubectl.follow import Event, Resync
 
 #: Longest wait for one request that is not a watch.
@@ -33,6 +35,47 @@ WATCH_READ_TIMEOUT_SECONDS = WATCH_SECONDS + 15
 DEFAULT_KUBECONFIG = "~/.kube/config"
 #: What the API server answers for a resourceVersion it no longer keeps.
 HTTP_GONE = 410
+
+
+def server_message(error: ApiException) -> str:
+    """The API server's own explanation (its Status ``message``), or the HTTP reason."""
+    try:
+        body = json.loads(error.body or "")
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return str(error.reason or f"HTTP {error.status}")
+
+
+def translate(error: ApiException, *, action: str, what: str, not_found: str | None = None) -> str:
+    """A sentence for ``error``, met while doing ``action`` (a verb) to ``what``."""
+    if error.status == 404:
+        return not_found or f"{what} not found"
+    if error.status == 403:
+        return f"forbidden: you may not {action} {what} ({server_message(error)})"
+    if error.status == 401:
+        return "unauthorized: the API server refused the credentials of your kubeconfig"
+    if error.status == 409:
+        return f"{what} already exists"
+    if error.status == 422:
+        return f"the API server refused {what}: {server_message(error)}"
+    return f"cannot {action} {what}: {server_message(error)}"
+
+
+@contextmanager
+def api_errors(action: str, what: str, *, not_found: str | None = None) -> Iterator[None]:
+    """Turn API, connection and kubeconfig failures inside the block into ``PluginError``."""
+    try:
+        yield
+    except ApiException as error:
+        raise PluginError(
+            translate(error, action=action, what=what, not_found=not_found)
+        ) from error
+    except HTTPError as error:
+        raise PluginError(f"cannot reach the API server: {error}") from error
+    except ConfigException as error:
+        raise PluginError(f"kubeconfig: {error}") from error
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,19 @@ from ferry_api import constants
 from ferry_cluster import deploy, procs
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import container_state, logged_counts, run_counter, sh, wait_counting
-from ferry_helper.protocol import OPERATOR_USER, PEER_USER, Operation, Peer, RemoteError
 from ferry_operator.helperclient import HelperClient
+from ferry_wire import (
+    OPERATOR_USER,
+    PEER_USER,
+    Operation,
+    Peer,
+    Reason,
+    RemoteError,
+    Reply,
+    Request,
+)
+from ferry_wire.migration import CleanupRequest
+from ferry_wire.node import AuthorizePeerRequest, ProbeRequest
 from kubernetes import client
 from support import create_migration, wait_migration
 
@@ -110,18 +121,17 @@ def test_the_operator_killed_in_any_phase_resumes_and_one_copy_runs(
         assert left == "", f"{node.name} keeps {left}"
 
 
-def _call(
-    peer_: Peer, key: asyncssh.SSHKey, operation: Operation, request: dict[str, Any]
-) -> dict[str, Any]:
-    return asyncio.run(HelperClient(key).call(peer_, operation, request))
+def _call(peer_: Peer, key: asyncssh.SSHKey, request: Request[Any]) -> Reply:
+    return asyncio.run(HelperClient(key).call(peer_, request))
 
 
 def test_a_client_key_the_helper_does_not_know_is_refused(ferry: ClusterConfig) -> None:
     node = ferry.node_specs()[0]
     stranger = asyncssh.generate_private_key("ssh-ed25519")
     with pytest.raises(RemoteError) as refused:
-        _call(peer(ferry, node), stranger, Operation.PROBE, {})
-    assert refused.value.reason == "HelperUnreachable"
+        _call(peer(ferry, node), stranger, ProbeRequest())
+    # Its own reason, and not retried: a refused key stays refused (it was "unreachable").
+    assert refused.value.reason is Reason.HELPER_AUTHENTICATION_FAILED
     assert "ermission denied" in refused.value.message or "auth" in refused.value.message.lower()
 
 
@@ -134,10 +144,12 @@ def test_a_helper_whose_host_key_is_not_the_published_one_is_refused(
     impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
     wrong = peer(ferry, node).model_copy(update={"host_key": impostor})
     with pytest.raises(RemoteError) as refused:
-        _call(wrong, operator_key, Operation.PROBE, {})
+        _call(wrong, operator_key, ProbeRequest())
     assert "host key" in refused.value.message.lower()
+    assert refused.value.reason is Reason.HELPER_HOST_KEY_MISMATCH
     # With the published key the same client is let in.
-    assert _call(peer(ferry, node), operator_key, Operation.PROBE, {})["runtimes"]
+    probed = _call(peer(ferry, node), operator_key, ProbeRequest())
+    assert probed.status.runtimes  # type: ignore[attr-defined]
 
 
 def operator_key(ferry: ClusterConfig) -> asyncssh.SSHKey:
@@ -149,8 +161,10 @@ def operator_key(ferry: ClusterConfig) -> asyncssh.SSHKey:
 def grant(ferry: ClusterConfig, node: NodeSpec, uid: str) -> asyncssh.SSHKey:
     """What the operator does before a stream: a fresh key, granted on ``node`` for ``uid``."""
     key = asyncssh.generate_private_key("ssh-ed25519")
-    request = {"uid": uid, "public_key": key.export_public_key().decode(), "ttl_seconds": 60}
-    _call(peer(ferry, node), operator_key(ferry), Operation.AUTHORIZE_PEER, request)
+    request = AuthorizePeerRequest(
+        uid=uid, public_key=key.export_public_key().decode(), ttl_seconds=60
+    )
+    _call(peer(ferry, node), operator_key(ferry), request)
     return key
 
 
@@ -195,7 +209,7 @@ def test_a_granted_peer_key_streams_into_its_own_migration_only(ferry: ClusterCo
     # Nothing but streaming in: refused before the request is even read.
     assert run_as_peer(ferry, node, key, Operation.CHECKPOINT, b"")["reason"] == "Forbidden"
     # Not into another migration.
-    header = {"uid": other, "size_bytes": 1, "sha256": "0" * 64}
+    header = {"uid": other, "sizeBytes": 1, "sha256": "0" * 64}
     answer = run_as_peer(ferry, node, key, Operation.RECEIVE, json.dumps(header).encode() + b"\n")
     assert (answer["type"], answer["reason"]) == ("error", "Forbidden"), answer
     # A key nobody granted is not let in at all.
@@ -203,7 +217,7 @@ def test_a_granted_peer_key_streams_into_its_own_migration_only(ferry: ClusterCo
     with pytest.raises(asyncssh.PermissionDenied):
         run_as_peer(ferry, node, stranger, Operation.RECEIVE, b"")
     # The grant ends with the migration on this node.
-    _call(peer(ferry, node), operator_key(ferry), Operation.CLEANUP, {"uid": mine})
+    _call(peer(ferry, node), operator_key(ferry), CleanupRequest(uid=mine))
     with pytest.raises(asyncssh.PermissionDenied):
         run_as_peer(ferry, node, key, Operation.RECEIVE, b"")
     assert OPERATOR_USER != PEER_USER
@@ -297,7 +311,7 @@ def test_a_damaged_archive_is_refused_and_nothing_of_it_kept(
     digest = hashlib.sha256(archive).hexdigest()
     sent = archive[:-1] + bytes([archive[-1] ^ 0xFF]) if damage == "corrupted" else archive[:-7]
     uid = str(uuid.uuid4())
-    header = {"uid": uid, "size_bytes": len(archive), "sha256": digest}
+    header = {"uid": uid, "sizeBytes": len(archive), "sha256": digest}
     answer = send_as_peer(ferry, node, header, sent)
     assert answer["type"] == "error"
     assert answer["reason"] == reason
@@ -312,7 +326,7 @@ def test_an_archive_reaching_outside_staging_is_refused_by_a_real_helper(
     node = ferry.node_specs()[1]
     archive = COMPRESSIONS["zstd"](UNSAFE[case][0])
     uid = str(uuid.uuid4())
-    header = {"uid": uid, "size_bytes": len(archive), "sha256": hashlib.sha256(archive).hexdigest()}
+    header = {"uid": uid, "sizeBytes": len(archive), "sha256": hashlib.sha256(archive).hexdigest()}
     answer = send_as_peer(ferry, node, header, archive)
     assert (answer["type"], answer["reason"]) == ("error", "UnsafeArchive"), answer
     assert sh(node, f"ls -A /var/lib/ferry-helper/staging/{uid}") == ""

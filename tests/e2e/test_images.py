@@ -44,6 +44,7 @@ def test_the_operator_image_runs_its_commands_as_the_unprivileged_user(
         assert command in usage
     config = json.loads(sh(node, f"podman image inspect {operator}"))[0]["Config"]
     assert config["Cmd"] == ["ferry-operator"]
+    assert absent(node, operator, "ferry_helper", "ferry_cluster", "ferry_kubectl") == "True"
 
 
 def test_the_helper_image_carries_podman_crun_criu_4_2_and_the_helper(
@@ -57,8 +58,17 @@ def test_the_helper_image_carries_podman_crun_criu_4_2_and_the_helper(
     assert "crun version" in run(node, helper, "crun --version")
     assert "Docker version" in run(node, helper, "docker --version"), "for the docker driver"
     assert run(node, helper, "python3 -c 'import ferry_helper.server; print(1)'") == "1"
+    assert absent(node, helper, "ferry_operator", "ferry_cluster", "ferry_kubectl") == "True"
     config = json.loads(sh(node, f"podman image inspect {helper}"))[0]["Config"]
     assert config["Cmd"] == ["ferry-helper"]
+
+
+def absent(node: NodeSpec, image: str, *modules: str) -> str:
+    """ "True" when none of ``modules`` can be imported in ``image``: it carries only what
+    it runs (the other component, the test harness and the plugin stay out)."""
+    names = ", ".join(repr(m) for m in modules)
+    check = f"import importlib.util as u; print(all(u.find_spec(m) is None for m in ({names},)))"
+    return run(node, image, f'python3 -c "{check}"')
 
 
 def test_the_chart_defaults_name_the_built_images(

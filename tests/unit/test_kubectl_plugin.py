@@ -23,9 +23,9 @@ from ferry_api.checkpoint import parse_container_checkpoint
 from ferry_api.migration import parse_container_migration
 from ferry_api.nodehelper import parse_node_helper
 from ferry_kubectl import cli, commands, logs, manifest, render
-from ferry_kubectl.errors import PluginError, translate
+from ferry_kubectl.errors import PluginError
 from ferry_kubectl.follow import Event, Resync, follow
-from ferry_kubectl.kube import Kind
+from ferry_kubectl.kube import Kind, translate
 from ferry_kubectl.output import Output
 from ferry_kubectl.watch import watch
 from kubernetes.client.exceptions import ApiException
