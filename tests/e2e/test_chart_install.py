@@ -16,7 +16,7 @@ from ferry_api import constants
 from ferry_cluster import deploy, images, nodes
 from ferry_cluster.config import ClusterConfig
 from kubernetes import client
-from support import create_migration
+from support import create_migration, wait_migration
 
 pytestmark = pytest.mark.e2e
 
@@ -134,7 +134,11 @@ def test_uninstall_mid_migration_leaves_no_stuck_finalizer_and_the_source_runnin
             "while true; do sleep 0.1; done'",
         ],
     )
-    time.sleep(3)
+    blob = ["podman", "exec", "held", "stat", "-c", "%s", "/data/blob"]
+    deadline = time.monotonic() + 60
+    while nodes.run_in(node_a, blob, check=False).stdout.strip() != "134217728":
+        assert time.monotonic() < deadline, "the workload never filled its memory"
+        time.sleep(0.2)
     custom = client.CustomObjectsApi(admin_api)
     create_migration(
         custom,
@@ -142,7 +146,15 @@ def test_uninstall_mid_migration_leaves_no_stuck_finalizer_and_the_source_runnin
         "in-flight",
         {"source": {"node": "node-a", "container": "held"}, "compression": "none"},
     )
-    time.sleep(1)
+    # In flight: frozen, or on its way (the 128 MiB dump and transfer take seconds here).
+    wait_migration(
+        custom,
+        namespace,
+        "in-flight",
+        lambda s: s.get("phase") in ("Checkpointing", "Transferring", "Restoring"),
+        timeout=120,
+        poll=0.02,
+    )
 
     deploy.undeploy(installed)
 

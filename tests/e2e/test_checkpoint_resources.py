@@ -169,7 +169,8 @@ def test_a_checkpoint_starts_a_copy_on_another_node_under_a_new_name(
         },
     )
     assert done["phase"] == "Succeeded", done
-    assert done["transferSeconds"] >= 0
+    assert done["transferSeconds"] > 0, "the checkpoint crossed to node-b"
+    assert done["restoreSeconds"] > 0
     assert container_state(node_b, "warm-copy") == "running"
     wait_counting(node_b, "warm-copy", above=read_count(node_b, "warm-copy"))
     assert resumed_once(logged_counts(node_b, "warm-copy"))
