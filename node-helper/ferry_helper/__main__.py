@@ -14,11 +14,11 @@ import asyncssh
 from kubernetes import client
 from kubernetes import config as kube_config
 
-from .docker_driver import DockerDriver
+from .drivers.docker import DockerDriver
+from .drivers.libpod import Libpod
+from .drivers.podman import PodmanDriver
 from .failure_logs import FailureLogs
-from .libpod import Libpod
 from .operations import Operations
-from .podman import PodmanDriver
 from .probe import probe
 from .publisher import Publisher
 from .server import HelperServer

@@ -28,11 +28,13 @@ from . import criu_images, registry, transfer
 from . import probe as node_probe
 from .archive_check import StreamingCheck
 from .criu_runs import CriuRuns
-from .errors import RuntimeCommandError
+from .drivers.capabilities import Driver
+from .drivers.errors import RuntimeCommandError
+from .drivers.podman import PodmanDriver
+from .drivers.records import CheckpointOptions, CheckpointResult, Compression, RestoreResult
 from .failure_logs import FailureLogs
 from .grants import PeerGrants
 from .pagesteps import PageSteps
-from .podman import CheckpointOptions, CheckpointResult, PodmanDriver, RestoreResult
 from .protocol import (
     AuthorizePeerRequest,
     CheckpointRequest,
@@ -59,7 +61,6 @@ from .protocol import (
     SendRequest,
     SendStoredRequest,
 )
-from .runtime import Driver
 from .staging import Staging
 
 logger = logging.getLogger(__name__)
@@ -357,7 +358,7 @@ class Operations:
             leave_running=request.leave_running,
             tcp_established=request.tcp_established,
             file_locks=request.file_locks,
-            compression=request.compression,
+            compression=Compression(request.compression),
         )
 
     async def _dump(
@@ -710,11 +711,8 @@ class Operations:
         try:
             async with self.criu_runs.shared():
                 if self.pages.dumped_to_page_server(request.uid) is not None:
-                    result = await self.podman.rollback(
-                        request.container,
-                        archive,
-                        file_locks=request.file_locks,
-                        archive_holds_memory=False,
+                    result = await self.podman.rollback_from_pages(
+                        request.container, archive, file_locks=request.file_locks
                     )
                 else:
                     result = await driver.rollback(

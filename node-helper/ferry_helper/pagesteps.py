@@ -27,8 +27,9 @@ import asyncssh
 
 from . import criu_tls, pagefiles, pagestream
 from .criu_runs import CriuRuns
-from .errors import RuntimeCommandError
-from .podman import CheckpointOptions, CheckpointResult, PodmanDriver
+from .drivers.errors import RuntimeCommandError
+from .drivers.podman import PodmanDriver
+from .drivers.records import CheckpointOptions, CheckpointResult
 from .protocol import (
     CheckpointRequest,
     PagesFetchRequest,

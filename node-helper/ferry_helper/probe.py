@@ -23,8 +23,8 @@ from ferry_api.nodehelper import (
 )
 from ferry_api.runtime import Runtime
 
-from .errors import RuntimeCommandError
-from .runtime import Driver
+from .drivers.capabilities import Driver
+from .drivers.errors import RuntimeCommandError
 
 PROBE_TIMEOUT = 30.0
 

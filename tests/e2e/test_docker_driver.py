@@ -1,7 +1,7 @@
 """The docker driver, run for real where the helper runs: inside the simulated nodes.
 
 As for podman (test_podman_driver.py): a small program run by the node's helper
-Python drives :class:`ferry_helper.docker_driver.DockerDriver` and prints JSON;
+Python drives :class:`ferry_helper.drivers.docker.DockerDriver` and prints JSON;
 the test checks what a user would: the counter counts on from where it was,
 under docker, on the same node and on another one, and docker lists the
 restored container as its own.
@@ -28,9 +28,9 @@ STAGING = "/var/lib/ferry-helper/staging/docker-driver-test"
 PROGRAM = """
 import asyncio, json, logging, sys
 from pathlib import Path
-from ferry_helper.errors import RuntimeCommandError
-from ferry_helper.docker_driver import DockerDriver
-from ferry_helper.runtime import CheckpointOptions
+from ferry_helper.drivers.docker import DockerDriver
+from ferry_helper.drivers.errors import RuntimeCommandError
+from ferry_helper.drivers.records import CheckpointOptions
 
 args = json.loads(sys.argv[1])
 driver = DockerDriver(timeout=120)
