@@ -1,4 +1,11 @@
-"""``ferry-helper``: the node agent. Serves SSH and publishes the node's NodeHelper."""
+"""``ferry-helper``: the node agent. Serves SSH and publishes the node's NodeHelper.
+
+The helper drives the runtimes the node has, and only those: podman (with a
+``podman system service`` of its own for podman's REST API) when ``podman`` is
+installed, docker when ``docker`` is. A node with docker and no podman is
+served like any other; what it cannot do (a page server, checkpoint images) is
+refused by capability when asked, and its NodeHelper lists docker alone.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +16,14 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import AsyncIterator
 
 import asyncssh
+from ferry_api.runtime import Runtime
 from kubernetes import client
 from kubernetes import config as kube_config
 
+from .drivers.capabilities import Driver
 from .drivers.docker import DockerDriver
 from .drivers.libpod import Libpod
 from .drivers.podman import PodmanDriver
@@ -49,23 +59,42 @@ def _api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
-async def serve(settings: Settings) -> None:
-    libpod = Libpod(settings.podman_socket, tmpdir=settings.state_dir / "tmp")
-    await libpod.start()
+@contextlib.asynccontextmanager
+async def node_drivers(settings: Settings) -> AsyncIterator[dict[Runtime, Driver]]:
+    """A driver for each runtime installed on this node (podman first, then docker).
+
+    podman's REST API service is started only where podman is, and stopped
+    when the helper stops.
+    """
+    drivers: dict[Runtime, Driver] = {}
+    libpod: Libpod | None = None
+    if shutil.which("podman"):
+        libpod = Libpod(settings.podman_socket, tmpdir=settings.state_dir / "tmp")
+        await libpod.start()
+        drivers[Runtime.PODMAN] = PodmanDriver(api=libpod)
+    if shutil.which("docker"):
+        drivers[Runtime.DOCKER] = DockerDriver()
+    if not drivers:
+        log.warning("neither podman nor docker is installed: no container can be migrated here")
     try:
-        await _serve(settings, PodmanDriver(api=libpod))
+        yield drivers
     finally:
-        await libpod.stop()
+        if libpod is not None:
+            await libpod.stop()
 
 
-async def _serve(settings: Settings, podman: PodmanDriver) -> None:
-    docker = DockerDriver() if shutil.which("docker") else None
+async def serve(settings: Settings) -> None:
+    async with node_drivers(settings) as drivers:
+        log.info("runtimes on this node: %s", ", ".join(drivers) or "none")
+        await _serve(settings, drivers)
+
+
+async def _serve(settings: Settings, drivers: dict[Runtime, Driver]) -> None:
     host_key = _host_key(settings)
     operations = Operations(
         node=settings.node_name,
         address=settings.address,
-        podman=podman,
-        docker=docker,
+        drivers=drivers,
         staging=Staging(settings.state_dir / "staging"),
         store=Staging(settings.state_dir / "checkpoints"),
         logs=FailureLogs(
@@ -87,10 +116,10 @@ async def _serve(settings: Settings, podman: PodmanDriver) -> None:
         loop.add_signal_handler(sig, stop.set)
     public_host_key = host_key.export_public_key().decode().strip()
     with _api_client() as api:
-        publisher = Publisher(api, node=settings.node_name)
+        heartbeat = Publisher(api, node=settings.node_name)
         while not stop.is_set():
             try:
-                status = (await probe(podman, docker)).model_copy(
+                status = (await probe(drivers)).model_copy(
                     update={
                         "node_name": settings.node_name,
                         "address": settings.address,
@@ -98,7 +127,7 @@ async def _serve(settings: Settings, podman: PodmanDriver) -> None:
                         "ssh_host_key": public_host_key,
                     }
                 )
-                await publisher.publish(status)
+                await heartbeat.publish(status)
             except Exception:
                 log.exception("heartbeat failed; retrying at the next one")
             with contextlib.suppress(TimeoutError):
