@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import signal
 import sys
@@ -20,8 +19,6 @@ from collections.abc import AsyncIterator
 
 import asyncssh
 from ferry_api.runtime import Runtime
-from kubernetes import client
-from kubernetes import config as kube_config
 
 from .drivers.capabilities import Driver
 from .drivers.docker import DockerDriver
@@ -30,7 +27,7 @@ from .drivers.podman import PodmanDriver
 from .failure_logs import FailureLogs
 from .operations import Operations
 from .probe import probe
-from .publisher import Publisher
+from .publisher import publisher
 from .server import HelperServer
 from .settings import Settings
 from .staging import Staging
@@ -47,16 +44,6 @@ def _host_key(settings: Settings) -> asyncssh.SSHKey:
     key.write_private_key(settings.host_key)
     settings.host_key.chmod(0o600)
     return key
-
-
-def _api_client() -> client.ApiClient:
-    if os.environ.get("KUBECONFIG"):
-        api: client.ApiClient = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
-            os.environ["KUBECONFIG"]
-        )
-        return api
-    kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
 
 
 @contextlib.asynccontextmanager
@@ -115,8 +102,7 @@ async def _serve(settings: Settings, drivers: dict[Runtime, Driver]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     public_host_key = host_key.export_public_key().decode().strip()
-    with _api_client() as api:
-        heartbeat = Publisher(api, node=settings.node_name)
+    with publisher(node=settings.node_name) as heartbeat:
         while not stop.is_set():
             try:
                 status = (await probe(drivers)).model_copy(
