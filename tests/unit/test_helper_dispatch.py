@@ -9,9 +9,8 @@ the reason users read.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,111 +25,19 @@ from ferry_helper.drivers.capabilities import (
 )
 from ferry_helper.drivers.docker import DockerDriver
 from ferry_helper.drivers.podman import PodmanDriver
-from ferry_helper.drivers.records import (
-    CheckpointOptions,
-    CheckpointResult,
-    ContainerInfo,
-    RestoreResult,
-)
-from ferry_helper.failure_logs import FailureLogs
 from ferry_helper.operations import Channel, Operations
-from ferry_helper.server import HelperServer
-from ferry_helper.staging import Staging
-from ferry_wire import OPERATOR_USER, PEER_USER, PROTOCOL_VERSION, Peer, Reason, RemoteError
+from ferry_wire import PEER_USER, PROTOCOL_VERSION, Reason, RemoteError
 from ferry_wire.containers import Container, InspectRequest
 from ferry_wire.contract import REQUESTS
 from ferry_wire.migration import CheckpointRequest, PageServerLink
 from ferry_wire.node import ProbeReply, ProbeRequest
 from ferry_wire.pages import PagesOpenRequest
-from ferry_wire.ssh import connect
 from ferry_wire.stored import StoreCheckpointRequest
+from helper_fakes import CONTAINER_ID, DockerLike, PodmanLike, Run, docker_only, serving
 
 UID = "0b6f7b8e-2f3c-4f7e-9a51-3c2d1e0f9a8b"
 OTHER_UID = "1b6f7b8e-2f3c-4f7e-9a51-3c2d1e0f9a8b"
-CONTAINER_ID = "c" * 64
 KEY_BODY = "AAAA-very-secret"
-
-
-class Versions:
-    version = "26.1.5"
-    oci_runtime = "runc"
-    oci_runtime_version = "1.1.15"
-
-
-class DockerLike:
-    """An archive checkpointer and nothing more, as docker is; one running container, web."""
-
-    def __init__(self) -> None:
-        self.checkpoints: list[str] = []
-        self.web = ContainerInfo(
-            id=CONTAINER_ID,
-            name="web",
-            image_id="i" * 64,
-            image_name="busybox",
-            state="running",
-            running=True,
-            labels={"ferry.dev/namespace": "team-a"},
-            pid=42,
-        )
-
-    async def runtime_info(self) -> Versions:
-        return Versions()
-
-    async def inspect(self, container: str) -> ContainerInfo | None:
-        return self.web if container in ("web", CONTAINER_ID) else None
-
-    async def memory_bytes(self, container: str) -> int | None:
-        return None
-
-    async def image_exists(self, image_id: str) -> bool:
-        return False
-
-    async def save_image(self, image: str, out: Path) -> None:
-        raise NotImplementedError
-
-    async def load_image(self, archive: Path) -> str:
-        raise NotImplementedError
-
-    async def checkpoint(
-        self, container: str, archive: Path, options: CheckpointOptions
-    ) -> CheckpointResult:
-        self.checkpoints.append(container)
-        raise NotImplementedError
-
-    async def restore(
-        self,
-        archive: Path,
-        *,
-        name: str | None = None,
-        tcp_established: bool = False,
-        file_locks: bool = False,
-    ) -> RestoreResult:
-        raise NotImplementedError
-
-    async def rollback(
-        self,
-        container: str,
-        archive: Path,
-        *,
-        tcp_established: bool | None = None,
-        file_locks: bool = False,
-    ) -> RestoreResult:
-        raise NotImplementedError
-
-    async def remove(self, container: str) -> None:
-        raise NotImplementedError
-
-
-def docker_only(tmp_path: Path) -> tuple[Operations, DockerLike]:
-    driver = DockerLike()
-    operations = Operations(
-        node="node-d",
-        drivers={Runtime.DOCKER: driver},
-        staging=Staging(tmp_path / "staging"),
-        store=Staging(tmp_path / "checkpoints"),
-        logs=FailureLogs(tmp_path / "logs", retention_seconds=3600),
-    )
-    return operations, driver
 
 
 def refusal(call: Awaitable[Any]) -> RemoteError:
@@ -155,6 +62,7 @@ def test_podman_has_every_capability_and_docker_only_the_archive() -> None:
     assert not isinstance(docker, PageServerCapable)
     assert not isinstance(docker, CheckpointImageCapable)
     assert isinstance(DockerLike(), Driver)
+    assert isinstance(PodmanLike(Path("/nowhere")), PageServerCapable)
 
 
 def test_every_operation_of_the_contract_has_a_handler(tmp_path: Path) -> None:
@@ -237,43 +145,12 @@ def test_a_closed_migration_refuses_a_late_checkpoint(tmp_path: Path) -> None:
 # --- the SSH server: typed requests in, events out
 
 
-Run = Callable[..., Awaitable[tuple[list[dict[str, Any]], int | None]]]
-
-
 @asynccontextmanager
 async def helper(tmp_path: Path) -> AsyncIterator[tuple[Operations, Run]]:
-    """A helper's SSH server on loopback, and a way to run one operation on it."""
+    """A docker-only helper served on loopback, and a way to run one operation there."""
     operations, _ = docker_only(tmp_path)
-    host_key = asyncssh.generate_private_key("ssh-ed25519")
-    operator_key = asyncssh.generate_private_key("ssh-ed25519")
-    server = HelperServer(operations=operations, host_key=host_key, operator_keys=[operator_key])
-    acceptor = await server.start("127.0.0.1", 0)
-    port = acceptor.sockets[0].getsockname()[1]
-    peer = Peer(
-        node="node-d",
-        address="127.0.0.1",
-        port=port,
-        host_key=host_key.export_public_key().decode(),
-    )
-
-    async def run(
-        command: str, request: dict[str, Any], *, user: str = OPERATOR_USER, key: Any = None
-    ) -> tuple[list[dict[str, Any]], int | None]:
-        async with connect(peer, username=user, client_key=key or operator_key) as conn:
-            process = await conn.create_process(command, encoding=None)
-            # A refused operation may end before its request is read.
-            with contextlib.suppress(BrokenPipeError):
-                process.stdin.write(json.dumps(request).encode() + b"\n")
-                process.stdin.write_eof()
-            out = await process.stdout.read()
-            done = await process.wait()
-        return [json.loads(line) for line in out.splitlines()], done.exit_status
-
-    try:
+    async with serving(operations) as (_, run):
         yield operations, run
-    finally:
-        acceptor.close()
-        await acceptor.wait_closed()
 
 
 def test_the_server_answers_a_typed_request_with_its_typed_reply(tmp_path: Path) -> None:
