@@ -1,26 +1,33 @@
-"""``ferry-helper``: the node agent. Serves SSH and publishes the node's NodeHelper."""
+"""``ferry-helper``: the node agent. Serves SSH and publishes the node's NodeHelper.
+
+The helper drives the runtimes the node has, and only those: podman (with a
+``podman system service`` of its own for podman's REST API) when ``podman`` is
+installed, docker when ``docker`` is. A node with docker and no podman is
+served like any other; what it cannot do (a page server, checkpoint images) is
+refused by capability when asked, and its NodeHelper lists docker alone.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import signal
 import sys
+from collections.abc import AsyncIterator
 
 import asyncssh
-from kubernetes import client
-from kubernetes import config as kube_config
+from ferry_api.runtime import Runtime
 
-from .docker_driver import DockerDriver
+from .drivers.capabilities import Driver
+from .drivers.docker import DockerDriver
+from .drivers.libpod import Libpod
+from .drivers.podman import PodmanDriver
 from .failure_logs import FailureLogs
-from .libpod import Libpod
 from .operations import Operations
-from .podman import PodmanDriver
 from .probe import probe
-from .publisher import Publisher
+from .publisher import publisher
 from .server import HelperServer
 from .settings import Settings
 from .staging import Staging
@@ -39,33 +46,42 @@ def _host_key(settings: Settings) -> asyncssh.SSHKey:
     return key
 
 
-def _api_client() -> client.ApiClient:
-    if os.environ.get("KUBECONFIG"):
-        api: client.ApiClient = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
-            os.environ["KUBECONFIG"]
-        )
-        return api
-    kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+@contextlib.asynccontextmanager
+async def node_drivers(settings: Settings) -> AsyncIterator[dict[Runtime, Driver]]:
+    """A driver for each runtime installed on this node (podman first, then docker).
+
+    podman's REST API service is started only where podman is, and stopped
+    when the helper stops.
+    """
+    drivers: dict[Runtime, Driver] = {}
+    libpod: Libpod | None = None
+    if shutil.which("podman"):
+        libpod = Libpod(settings.podman_socket, tmpdir=settings.state_dir / "tmp")
+        await libpod.start()
+        drivers[Runtime.PODMAN] = PodmanDriver(api=libpod)
+    if shutil.which("docker"):
+        drivers[Runtime.DOCKER] = DockerDriver()
+    if not drivers:
+        log.warning("neither podman nor docker is installed: no container can be migrated here")
+    try:
+        yield drivers
+    finally:
+        if libpod is not None:
+            await libpod.stop()
 
 
 async def serve(settings: Settings) -> None:
-    libpod = Libpod(settings.podman_socket, tmpdir=settings.state_dir / "tmp")
-    await libpod.start()
-    try:
-        await _serve(settings, PodmanDriver(api=libpod))
-    finally:
-        await libpod.stop()
+    async with node_drivers(settings) as drivers:
+        log.info("runtimes on this node: %s", ", ".join(drivers) or "none")
+        await _serve(settings, drivers)
 
 
-async def _serve(settings: Settings, podman: PodmanDriver) -> None:
-    docker = DockerDriver() if shutil.which("docker") else None
+async def _serve(settings: Settings, drivers: dict[Runtime, Driver]) -> None:
     host_key = _host_key(settings)
     operations = Operations(
         node=settings.node_name,
         address=settings.address,
-        podman=podman,
-        docker=docker,
+        drivers=drivers,
         staging=Staging(settings.state_dir / "staging"),
         store=Staging(settings.state_dir / "checkpoints"),
         logs=FailureLogs(
@@ -86,11 +102,10 @@ async def _serve(settings: Settings, podman: PodmanDriver) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     public_host_key = host_key.export_public_key().decode().strip()
-    with _api_client() as api:
-        publisher = Publisher(api, node=settings.node_name)
+    with publisher(node=settings.node_name) as heartbeat:
         while not stop.is_set():
             try:
-                status = (await probe(podman, docker)).model_copy(
+                status = (await probe(drivers)).model_copy(
                     update={
                         "node_name": settings.node_name,
                         "address": settings.address,
@@ -98,7 +113,7 @@ async def _serve(settings: Settings, podman: PodmanDriver) -> None:
                         "ssh_host_key": public_host_key,
                     }
                 )
-                await publisher.publish(status)
+                await heartbeat.publish(status)
             except Exception:
                 log.exception("heartbeat failed; retrying at the next one")
             with contextlib.suppress(TimeoutError):

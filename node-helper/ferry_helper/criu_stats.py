@@ -38,6 +38,7 @@ import json
 import logging
 from typing import Any
 
+from ferry_api import migration
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import criu_images
@@ -80,6 +81,10 @@ class CriuStatistics(BaseModel):
 
     def is_empty(self) -> bool:
         return not self.as_dict()
+
+    def reported(self) -> migration.CriuStatistics:
+        """The statistics as replies and statuses carry them (camelCase, extras kept)."""
+        return migration.CriuStatistics.model_validate(self.as_dict())
 
 
 def _as_int_counters(raw: Any) -> dict[str, int]:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import RuntimeCommandError
+from .drivers.errors import RuntimeCommandError
 from .staging import UID_PATTERN
 
 logger = logging.getLogger(__name__)

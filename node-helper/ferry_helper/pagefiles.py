@@ -16,24 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import asyncssh
+from ferry_wire import PEER_USER, Peer, Reason, RemoteError, framing, ssh
+from ferry_wire.pages import PageFile, PageManifest, PagesOutRequest, PagesSent
 
 from .pagestream import PAGE_FILE
-from .protocol import (
-    Event,
-    Operation,
-    Peer,
-    RemoteError,
-    decode,
-    encode,
-    stream_options,
-)
-from .transfer import connect_as_peer, read_result
+from .transfer import failing_as
 
 CHUNK = 1 << 20
 
@@ -44,28 +36,33 @@ def manifest(files: list[Path]) -> list[dict[str, Any]]:
 
 
 def checked_manifest(data: dict[str, Any]) -> list[tuple[str, int]]:
-    """The files a ``pages-out`` event announces, refused unless each is a page image."""
+    """The files a ``pages-out`` event announces, refused unless each is a page image.
+
+    Read from the event's raw data rather than as a :class:`PageManifest`:
+    a size must be a number, not a string pydantic would take for one.
+    """
     files = data.get("files")
     if not isinstance(files, list):
-        raise RemoteError("BadPages", "the page list is missing")
+        raise RemoteError(Reason.BAD_PAGES, "the page list is missing")
     checked: list[tuple[str, int]] = []
     for entry in files:
         name = entry.get("name") if isinstance(entry, dict) else None
         size = entry.get("size") if isinstance(entry, dict) else None
         if not isinstance(name, str) or not PAGE_FILE.match(name):
-            raise RemoteError("BadPages", f"not a page image: {name!r}")
+            raise RemoteError(Reason.BAD_PAGES, f"not a page image: {name!r}")
         if not isinstance(size, int) or size < 0:
-            raise RemoteError("BadPages", f"{name}: not a size: {size!r}")
+            raise RemoteError(Reason.BAD_PAGES, f"{name}: not a size: {size!r}")
         checked.append((name, size))
     if len({name for name, _ in checked}) != len(checked):
-        raise RemoteError("BadPages", "a page image is listed twice")
+        raise RemoteError(Reason.BAD_PAGES, "a page image is listed twice")
     return checked
 
 
-async def send(writer: asyncssh.SSHWriter[bytes], files: list[Path]) -> dict[str, Any]:
-    """Write the manifest event and the files' bytes; the result to answer with."""
+async def send(writer: asyncssh.SSHWriter[bytes], files: list[Path]) -> PagesSent:
+    """Write the manifest event and the files' bytes; the reply to answer with."""
     listed = await asyncio.to_thread(manifest, files)
-    writer.write(encode(Event(type="progress", data={"files": listed})).encode())
+    announced = PageManifest(files=tuple(PageFile(name=f["name"], size=f["size"]) for f in listed))
+    writer.write(framing.encode(framing.progress(announced)))
     digest = hashlib.sha256()
     total = 0
     for path, entry in zip(files, listed, strict=True):
@@ -74,13 +71,13 @@ async def send(writer: asyncssh.SSHWriter[bytes], files: list[Path]) -> dict[str
             while remaining > 0:
                 chunk = await asyncio.to_thread(handle.read, min(CHUNK, remaining))
                 if not chunk:
-                    raise RemoteError("PagesChanged", f"{path.name} shrank while it was sent")
+                    raise RemoteError(Reason.PAGES_CHANGED, f"{path.name} shrank while it was sent")
                 digest.update(chunk)
                 writer.write(chunk)
                 await writer.drain()
                 remaining -= len(chunk)
                 total += len(chunk)
-    return {"sha256": digest.hexdigest(), "bytes": total, "files": len(files)}
+    return PagesSent(sha256=digest.hexdigest(), bytes=total, files=len(files))
 
 
 def _partial(directory: Path, name: str) -> Path:
@@ -104,45 +101,49 @@ async def _receive(
     return digest.hexdigest()
 
 
-async def fetch(*, peer: Peer, client_key: asyncssh.SSHKey, uid: str, into: Path) -> dict[str, Any]:
-    """Take migration ``uid``'s page images from ``peer`` into the directory ``into``."""
+async def fetch(
+    *, peer: Peer, client_key: asyncssh.SSHKey, uid: str, into: Path
+) -> tuple[int, int]:
+    """Take migration ``uid``'s page images from ``peer`` into the directory ``into``;
+    how many files and bytes came."""
     await asyncio.to_thread(into.mkdir, mode=0o700, parents=True, exist_ok=True)
+    request = PagesOutRequest(uid=uid)
     files: list[tuple[str, int]] = []
     try:
-        async with connect_as_peer(peer, client_key) as conn:
-            process = await conn.create_process(
-                Operation.PAGES_OUT.value, encoding=None, **stream_options()
-            )
-            process.stdin.write(json.dumps({"uid": uid}).encode() + b"\n")
-            process.stdin.write_eof()
-            line = await process.stdout.readline()
-            if not line:
-                raise RemoteError("PagesUnreachable", f"{peer.node} closed the stream at once")
-            event = decode(line.decode())
-            if event.type == "error":
-                raise RemoteError(event.reason or "HelperError", event.message)
-            files = checked_manifest(event.data)
-            received = await _receive(process.stdout, into, files)
-            result = await read_result(process.stdout)
-            await process.wait()
-    except (OSError, asyncssh.Error, asyncio.IncompleteReadError) as error:
-        _discard(into, files)
-        raise RemoteError(
-            "PagesUnreachable", f"taking the memory pages back from {peer.node}: {error}"
-        ) from None
+        with failing_as(Reason.PAGES_UNREACHABLE, f"taking the memory pages back from {peer.node}"):
+            async with ssh.connect(
+                peer, username=PEER_USER, client_key=client_key, streaming=True
+            ) as conn:
+                process = await conn.create_process(
+                    request.operation.value, encoding=None, **ssh.stream_options()
+                )
+                process.stdin.write(framing.request_line(request))
+                process.stdin.write_eof()
+                line = await process.stdout.readline()
+                if not line:
+                    raise RemoteError(
+                        Reason.PAGES_UNREACHABLE, f"{peer.node} closed the stream at once"
+                    )
+                event = framing.decode(line)
+                if event.type == "error":
+                    framing.raise_error(event)
+                files = checked_manifest(event.data)
+                received = await _receive(process.stdout, into, files)
+                sent = await framing.read_reply(process.stdout, request, node=peer.node)
+                await process.wait()
     except BaseException:
         _discard(into, files)
         raise
-    if result.get("sha256") != received:
+    if sent.sha256 != received:
         _discard(into, files)
         raise RemoteError(
-            "ChecksumMismatch",
+            Reason.CHECKSUM_MISMATCH,
             f"the memory pages from {peer.node} have sha256 {received}, "
-            f"not the sender's {result.get('sha256')}",
+            f"not the sender's {sent.sha256}",
         )
     for name, _ in files:
         _partial(into, name).replace(into / name)
-    return {"files": len(files), "bytes": sum(size for _, size in files)}
+    return len(files), sum(size for _, size in files)
 
 
 def _discard(directory: Path, files: list[tuple[str, int]]) -> None:

@@ -2,8 +2,12 @@
 
 Published in the node's ``NodeHelper`` status, so the operator can refuse a
 migration the target cannot restore before anything is frozen. Probing runs
-real tools (``podman``, ``criu check --feature``); a tool that is missing or
-fails leaves its part empty rather than failing the probe.
+real tools (each runtime's, ``criu check --feature``); a tool that is missing
+or fails leaves its part empty rather than failing the probe. Only the
+runtimes the helper found on the node are asked: a node with docker and no
+podman reports docker alone. The status also says which wire protocol this
+helper speaks (``protocolVersion``), so an operator never guesses from an
+error's text.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import platform
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from ferry_api.nodehelper import (
@@ -22,9 +27,10 @@ from ferry_api.nodehelper import (
     RuntimeInfo,
 )
 from ferry_api.runtime import Runtime
+from ferry_wire import PROTOCOL_VERSION
 
-from .errors import RuntimeCommandError
-from .runtime import Driver
+from .drivers.capabilities import Driver
+from .drivers.errors import RuntimeCommandError
 
 PROBE_TIMEOUT = 30.0
 
@@ -117,10 +123,9 @@ async def _runtime(name: Runtime, driver: Driver) -> RuntimeInfo | None:
     )
 
 
-async def probe(podman: Driver, docker: Driver | None = None) -> NodeHelperStatus:
-    found = [await _runtime(Runtime.PODMAN, podman)]
-    if docker is not None:
-        found.append(await _runtime(Runtime.DOCKER, docker))
+async def probe(drivers: Mapping[Runtime, Driver]) -> NodeHelperStatus:
+    """The node as its NodeHelper status reports it (without the helper's own address)."""
+    found = [await _runtime(name, driver) for name, driver in drivers.items()]
     runtimes = [runtime for runtime in found if runtime is not None]
     return NodeHelperStatus(
         runtimes=tuple(runtimes),
@@ -130,4 +135,5 @@ async def probe(podman: Driver, docker: Driver | None = None) -> NodeHelperStatu
             await asyncio.to_thread(Path("/proc/self/mountinfo").read_text)
         ),
         cpu=cpu_info(await asyncio.to_thread(Path("/proc/cpuinfo").read_text)),
+        protocol_version=PROTOCOL_VERSION,
     )

@@ -1,5 +1,10 @@
 """The heartbeat: publish this node's capabilities in its NodeHelper status.
 
+This is the only module of the helper that talks to the Kubernetes API (an
+import-linter contract holds it to that): it makes the API client, from
+``KUBECONFIG`` when set (the local cluster's processes) or from the pod's
+ServiceAccount, and publishes what :mod:`.probe` found.
+
 The NodeHelper is cluster-scoped and named after the node. The helper creates
 it when missing and then only patches its status subresource, so its RBAC
 can be: get/create nodehelpers, patch nodehelpers/status.
@@ -8,8 +13,11 @@ can be: get/create nodehelpers, patch nodehelpers/status.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
+import os
+from collections.abc import Iterator
 from typing import Any
 
 from ferry_api import constants
@@ -17,6 +25,7 @@ from ferry_api.base import to_wire
 from ferry_api.conditions import Condition, ConditionStatus, set_condition
 from ferry_api.nodehelper import NodeHelperStatus
 from kubernetes import client
+from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
 log = logging.getLogger(__name__)
@@ -27,6 +36,24 @@ HTTP_CONFLICT = 409
 #: at the next heartbeat on a fresh connection; without it, a connection that
 #: died with a cut link hangs the heartbeat for minutes.
 REQUEST_TIMEOUT_SECONDS = 10
+
+
+def api_client() -> client.ApiClient:
+    """A client of the API server: ``KUBECONFIG``'s if set, else the pod's ServiceAccount."""
+    if os.environ.get("KUBECONFIG"):
+        api: client.ApiClient = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
+            os.environ["KUBECONFIG"]
+        )
+        return api
+    kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+@contextlib.contextmanager
+def publisher(*, node: str) -> Iterator[Publisher]:
+    """A :class:`Publisher` for ``node``, its API client closed when done."""
+    with api_client() as api:
+        yield Publisher(api, node=node)
 
 
 class Publisher:

@@ -1,36 +1,44 @@
-"""The helper's SSH server: pinned host key, two kinds of client key, JSON lines out.
+"""The helper's SSH server: pinned host key, two kinds of client key, typed requests in.
 
 asyncssh serves the SSH protocol in-process, so a node needs no OpenSSH. Only
 public-key authentication exists; a client authenticates as ``operator`` with
 a key from the operator's Secret, or as ``peer`` with a key granted for one
 migration (:mod:`.grants`), and may then run only the operations
-:func:`ferry_helper.protocol.allowed` grants that user; a peer only into the
-migration its key was granted for.
+:func:`ferry_wire.allowed` grants that user; a peer only into the migration
+its key was granted for (:mod:`.operations.dispatcher`).
+
+One exec request is one operation (:mod:`ferry_wire.framing`): the command
+names it, the first line of standard input is its request, parsed into the
+operation's model (``ferry_wire.contract.REQUESTS``); a request that does not
+fit is a ``BadRequest`` naming each wrong field, never echoing what was sent
+(a request may carry a private key). The answer is ``progress`` events, then
+one ``result`` (the handler's typed reply) or ``error`` (a reason and a
+message), and the exit status 0 or 1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from typing import Any
 
 import asyncssh
-
-from .grants import PeerGrants
-from .operations import Operations
-from .protocol import (
+from ferry_wire import (
     OPERATOR_USER,
     PEER_USER,
-    Event,
     Operation,
+    Reason,
     RemoteError,
+    Reply,
+    WireModel,
     allowed,
-    encode,
-    keepalive_options,
-    stream_options,
+    framing,
 )
+from ferry_wire.contract import REQUESTS
+from ferry_wire.ssh import keepalive_options, stream_options
+
+from .grants import PeerGrants
+from .operations import Channel, Operations
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +73,10 @@ def _fingerprints(keys: list[asyncssh.SSHKey]) -> set[str]:
     return {key.get_fingerprint() for key in keys}
 
 
-def _reply(process: asyncssh.SSHServerProcess[bytes], event: Event, code: int) -> None:
+def _reply(process: asyncssh.SSHServerProcess[bytes], event: framing.Event, code: int) -> None:
     """Send the final event and exit status, unless the client has already gone."""
     try:
-        process.stdout.write(encode(event).encode())
+        process.stdout.write(framing.encode(event))
         process.exit(code)
     except (BrokenPipeError, ConnectionError, asyncssh.Error):
         log.info("the client left before the %s of %s", event.type, process.command)
@@ -105,54 +113,44 @@ class HelperServer:
         )
 
     async def handle(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
-        user = str(process.get_extra_info("username"))
         command = (process.command or "").strip()
-
-        async def emit(data: dict[str, Any]) -> None:
-            # A client that left does not stop the operation; it just hears nothing.
-            with contextlib.suppress(BrokenPipeError, ConnectionError, asyncssh.Error):
-                process.stdout.write(encode(Event(type="progress", data=data)).encode())
-                await process.stdout.drain()
-
         try:
-            try:
-                operation = Operation(command)
-            except ValueError:
-                raise RemoteError("UnknownOperation", f"no operation {command!r}") from None
-            if not allowed(user, operation):
-                raise RemoteError("Forbidden", f"user {user!r} may not run {command!r}")
-            granted_uid = None
-            if user == PEER_USER:
-                owner = process.channel.get_connection().get_owner()
-                granted_uid = owner.granted_uid if isinstance(owner, _Server) else None
-            header = await process.stdin.readline()
-            try:
-                request = json.loads(header or b"{}")
-            except ValueError:
-                raise RemoteError("BadRequest", "the first line must be a JSON object") from None
-            if not isinstance(request, dict):
-                raise RemoteError("BadRequest", "the first line must be a JSON object")
-            log.info("%s: %s by %s", operation.value, request.get("uid", "-"), user)
-            # Shielded: a client that goes away (an operator cancelling a
-            # migration) must not kill podman halfway through a dump.
-            result = await asyncio.shield(
-                self.operations.run(
-                    operation,
-                    request,
-                    emit,
-                    process.stdin,
-                    granted_uid=granted_uid,
-                    stdout=process.stdout,
-                )
-            )
-            _reply(process, Event(type="result", data=result), 0)
+            reply = await self._serve(process, command)
+            _reply(process, framing.result(reply), 0)
         except RemoteError as error:
-            log.warning("%s failed: %s: %s", command, error.reason, error.message)
-            _reply(process, Event(type="error", reason=error.reason, message=error.message), 1)
+            log.warning("%s failed: %s: %s", command, error.reason.value, error.message)
+            _reply(process, framing.error(error), 1)
         except (asyncio.CancelledError, asyncssh.BreakReceived, asyncssh.TerminalSizeChanged):
             process.exit(1)
             raise
         except Exception as error:
             log.exception("%s failed unexpectedly", command)
-            message = f"{type(error).__name__}: {error}"
-            _reply(process, Event(type="error", reason="HelperError", message=message), 1)
+            failure = RemoteError(Reason.HELPER_ERROR, f"{type(error).__name__}: {error}")
+            _reply(process, framing.error(failure), 1)
+
+    async def _serve(self, process: asyncssh.SSHServerProcess[bytes], command: str) -> Reply:
+        """The reply to the operation ``command``, or the RemoteError that refuses it."""
+        user = str(process.get_extra_info("username"))
+        try:
+            operation = Operation(command)
+        except ValueError:
+            raise RemoteError(Reason.UNKNOWN_OPERATION, f"no operation {command!r}") from None
+        if not allowed(user, operation):
+            raise RemoteError(Reason.FORBIDDEN, f"user {user!r} may not run {command!r}")
+        granted_uid = None
+        if user == PEER_USER:
+            owner = process.channel.get_connection().get_owner()
+            granted_uid = owner.granted_uid if isinstance(owner, _Server) else None
+        request = framing.parse_line(REQUESTS[operation], await process.stdin.readline())
+        log.info("%s: %s by %s", operation.value, getattr(request, "uid", "-"), user)
+
+        async def emit(data: WireModel) -> None:
+            # A client that left does not stop the operation; it just hears nothing.
+            with contextlib.suppress(BrokenPipeError, ConnectionError, asyncssh.Error):
+                process.stdout.write(framing.encode(framing.progress(data)))
+                await process.stdout.drain()
+
+        channel = Channel(emit=emit, stdin=process.stdin, stdout=process.stdout)
+        # Shielded: a client that goes away (an operator cancelling a migration)
+        # must not kill podman halfway through a dump.
+        return await asyncio.shield(self.operations.run(request, channel, granted_uid=granted_uid))

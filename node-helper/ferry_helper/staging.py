@@ -5,6 +5,12 @@ no name a user chooses ever becomes a path. Directories are 0700 and archives
 0600: a checkpoint holds a process's whole memory. The journal records each
 finished step's result, which is what makes the steps idempotent: the operator
 may ask again after a restart and get the same answer without a second freeze.
+
+The journal is JSON, one object per step. A step's reply is kept as it went on
+the wire (camelCase, :meth:`Staging.record_model`) and read back with its model
+(:meth:`Staging.recorded_model`), so a journal written by an earlier helper,
+which kept the same keys, still reads. What only the helper itself notes (a
+restore begun, a page server opened) is a :class:`JournalEntry`.
 """
 
 from __future__ import annotations
@@ -15,7 +21,10 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
 
 UID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 ARCHIVE = "checkpoint.tar"
@@ -23,6 +32,19 @@ ARCHIVE = "checkpoint.tar"
 #: far beyond the longest timeoutSeconds (an hour) and its rollback's retries.
 CLOSED_RETENTION_SECONDS = 7 * 24 * 3600
 IMAGE = "image.tar"
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class JournalEntry(BaseModel):
+    """A note the helper keeps for itself in a journal: camelCase keys, as replies have.
+
+    Keys it does not know are ignored, so an entry an earlier helper wrote still reads.
+    """
+
+    model_config = ConfigDict(
+        frozen=True, alias_generator=to_camel, populate_by_name=True, extra="ignore"
+    )
 
 
 class Staging:
@@ -64,6 +86,15 @@ class Staging:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(journal))
         tmp.replace(path)
+
+    def record_model(self, uid: str, step: str, entry: BaseModel) -> None:
+        """Record ``entry`` (a reply, or a :class:`JournalEntry`) as its camelCase JSON."""
+        self.record(uid, step, entry.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+    def recorded_model(self, uid: str, step: str, model: type[ModelT]) -> ModelT | None:
+        """What was recorded for ``step``, read as ``model``; None if nothing was."""
+        data = self.recorded(uid, step)
+        return None if data is None else model.model_validate(data)
 
     def forget(self, uid: str, step: str) -> None:
         journal = self._journal(uid)

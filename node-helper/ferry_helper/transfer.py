@@ -1,9 +1,18 @@
 """Node-to-node streaming of archives over SSH, with the target's host key pinned.
 
-The source helper connects to the target helper as the ``peer`` user and
-writes one JSON header line and then the archive's bytes into a receiving
-operation; the target hashes while it writes and accepts the archive only if
-size and sha256 match the header. Nothing is buffered whole in memory.
+The source helper connects to the target helper as the ``peer`` user
+(:func:`ferry_wire.ssh.connect`: the host key the target publishes, nothing
+else) and writes the receiving operation's typed header (a ``ReceiveRequest``
+or an ``ImageReceiveRequest``) as its request line, then the archive's bytes;
+the target hashes while it writes and accepts the archive only if size and
+sha256 match the header. Nothing is buffered whole in memory.
+
+A broken stream is the step's own failure, not its helper's: what the source's
+client decides about the target (unreachable, disconnected, a refused key,
+another host key) becomes the stream's reason (:func:`failing_as`), so the
+operator never reads "the helper was not heard" from a helper it did hear.
+What the target decided (``ChecksumMismatch``, ``UnsafeArchive``, ...) passes
+through as the target said it.
 """
 
 from __future__ import annotations
@@ -11,88 +20,63 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import asyncssh
+from ferry_wire import PEER_USER, Peer, Reason, RemoteError, Reply, Request, framing, ssh
+from ferry_wire.errors import TRANSIENT, UNTRUSTED
 
 from .archive_check import StreamingCheck, UnsafeArchive
-from .protocol import (
-    CONNECT_TIMEOUT_SECONDS,
-    PEER_USER,
-    Peer,
-    RemoteError,
-    decode,
-    keepalive_options,
-    stream_options,
-)
 
 CHUNK = 1 << 20
 ProgressCallback = Callable[[int, int], Awaitable[None]]
+ReplyT = TypeVar("ReplyT", bound=Reply)
+
+#: What a client decides about its peer: the stream broke, whatever the step was.
+TRANSPORT_REASONS = TRANSIENT | UNTRUSTED
 
 
-def known_hosts(host_key: str) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], list[Any]]:
-    """A known_hosts value trusting exactly ``host_key`` (an OpenSSH public key line)."""
-    return ([asyncssh.import_public_key(host_key)], [], [])
+def credential(text: str) -> asyncssh.SSHKey:
+    """A migration's private peer key, from a request (never echoed back)."""
+    try:
+        return asyncssh.import_private_key(text)
+    except (asyncssh.KeyImportError, ValueError):
+        raise RemoteError(Reason.BAD_REQUEST, "credential is no OpenSSH private key") from None
 
 
-async def read_result(
-    reader: asyncssh.SSHReader[bytes],
-    on_progress: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
-) -> dict[str, Any]:
-    """Read JSON-lines events until the final one; raise RemoteError on ``error``."""
-    while True:
-        line = await reader.readline()
-        if not line:
-            raise RemoteError("HelperDisconnected", "the helper closed the stream before a result")
-        event = decode(line.decode())
-        if event.type == "progress":
-            if on_progress is not None:
-                await on_progress(event.data)
-            continue
-        if event.type == "error":
-            raise RemoteError(event.reason or "HelperError", event.message)
-        return event.data
-
-
-@contextlib.asynccontextmanager
-async def connect_as_peer(
-    peer: Peer, client_key: asyncssh.SSHKey
-) -> AsyncIterator[asyncssh.SSHClientConnection]:
-    """An SSH connection to ``peer``'s helper as ``peer``, sized for streaming archives."""
-    async with asyncssh.connect(
-        peer.address,
-        peer.port,
-        username=PEER_USER,
-        client_keys=[client_key],
-        known_hosts=known_hosts(peer.host_key),
-        connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        **keepalive_options(),
-        **stream_options(),
-        # aes128-gcm is the fastest cipher asyncssh offers on hardware with AES-NI.
-        encryption_algs=["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"],
-    ) as conn:
-        yield conn
+@contextlib.contextmanager
+def failing_as(reason: Reason, doing: str) -> Iterator[None]:
+    """Turn a broken stream (a socket or SSH error, or a transport RemoteError) into
+    ``reason``, its message starting with ``doing``; the peer's own errors pass."""
+    try:
+        yield
+    except RemoteError as error:
+        if error.reason not in TRANSPORT_REASONS:
+            raise
+        raise RemoteError(reason, f"{doing}: {error}") from None
+    except (OSError, asyncssh.Error, asyncio.IncompleteReadError) as error:
+        raise RemoteError(reason, f"{doing}: {error}") from None
 
 
 async def stream_file(
     *,
     peer: Peer,
     client_key: asyncssh.SSHKey,
-    operation: str,
-    header: dict[str, Any],
+    header: Request[ReplyT],
     path: Path,
     on_progress: ProgressCallback | None = None,
     finish_seconds: float = 600,
-) -> dict[str, Any]:
-    """Send ``path`` into ``operation`` on ``peer``; return the peer's result."""
+) -> ReplyT:
+    """Send ``path`` into the operation ``header`` asks for on ``peer``; the peer's reply."""
     total = (await asyncio.to_thread(path.stat)).st_size
-    async with connect_as_peer(peer, client_key) as conn:
-        process = await conn.create_process(operation, encoding=None, **stream_options())
-        process.stdin.write(json.dumps(header).encode() + b"\n")
+    async with ssh.connect(peer, username=PEER_USER, client_key=client_key, streaming=True) as conn:
+        process = await conn.create_process(
+            header.operation.value, encoding=None, **ssh.stream_options()
+        )
+        process.stdin.write(framing.request_line(header))
         sent = 0
         with path.open("rb") as handle:
             while chunk := handle.read(CHUNK):
@@ -102,9 +86,9 @@ async def stream_file(
                 if on_progress is not None:
                     await on_progress(sent, total)
         process.stdin.write_eof()
-        result = await read_result(process.stdout)
+        reply = await framing.read_reply(process.stdout, header, node=peer.node)
         await process.wait(timeout=finish_seconds)
-        return result
+        return reply
 
 
 async def receive_file(
@@ -132,26 +116,26 @@ async def receive_file(
                 received += len(chunk)
                 if received > size:
                     raise RemoteError(
-                        "SizeMismatch", f"received more than the {size} bytes announced"
+                        Reason.SIZE_MISMATCH, f"received more than the {size} bytes announced"
                     )
                 if check is not None:
                     await check.feed(chunk)
         if received != size:
-            raise RemoteError("SizeMismatch", f"received {received} of {size} bytes")
+            raise RemoteError(Reason.SIZE_MISMATCH, f"received {received} of {size} bytes")
         if digest.hexdigest() != sha256:
             raise RemoteError(
-                "ChecksumMismatch",
+                Reason.CHECKSUM_MISMATCH,
                 f"sha256 {digest.hexdigest()} does not match the sender's {sha256}",
             )
         if check is not None:
             await check.finish()
     except UnsafeArchive as error:
         tmp.unlink(missing_ok=True)
-        raise RemoteError("UnsafeArchive", str(error)) from None
+        raise RemoteError(Reason.UNSAFE_ARCHIVE, str(error)) from None
     except asyncssh.Error as error:  # the sender's link died (keepalive) or it hung up
         tmp.unlink(missing_ok=True)
         message = f"the sender's connection ended: {error}"
-        raise RemoteError("TransferInterrupted", message) from None
+        raise RemoteError(Reason.TRANSFER_INTERRUPTED, message) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

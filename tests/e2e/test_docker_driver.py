@@ -1,7 +1,7 @@
 """The docker driver, run for real where the helper runs: inside the simulated nodes.
 
 As for podman (test_podman_driver.py): a small program run by the node's helper
-Python drives :class:`ferry_helper.docker_driver.DockerDriver` and prints JSON;
+Python drives :class:`ferry_helper.drivers.docker.DockerDriver` and prints JSON;
 the test checks what a user would: the counter counts on from where it was,
 under docker, on the same node and on another one, and docker lists the
 restored container as its own.
@@ -28,9 +28,9 @@ STAGING = "/var/lib/ferry-helper/staging/docker-driver-test"
 PROGRAM = """
 import asyncio, json, logging, sys
 from pathlib import Path
-from ferry_helper.errors import RuntimeCommandError
-from ferry_helper.docker_driver import DockerDriver
-from ferry_helper.runtime import CheckpointOptions
+from ferry_helper.drivers.docker import DockerDriver
+from ferry_helper.drivers.errors import RuntimeCommandError
+from ferry_helper.drivers.records import CheckpointOptions
 
 args = json.loads(sys.argv[1])
 driver = DockerDriver(timeout=120)
@@ -205,3 +205,76 @@ def test_a_failed_restore_says_why_and_leaves_no_container(
     assert out["type"] == "RuntimeCommandError", out
     assert "data/log" in out["message"], out["message"]  # CRIU names the file it misses
     assert sh(node_b, f"docker ps -aq --filter name=^{name}$") == "", "nothing left behind"
+
+
+def test_a_helper_on_a_node_without_podman_serves_docker_alone(
+    node_pair: tuple[NodeSpec, NodeSpec],
+) -> None:
+    """The helper's start-up with podman hidden from its PATH: docker's driver alone, no
+    podman service; probe, inspect and a page-server refusal through its dispatcher."""
+    node, _ = node_pair
+    name = f"{PREFIX}alone"
+    start_counter(node, name)
+    out = drive(
+        node,
+        """
+        import os, shutil, tempfile
+        from ferry_helper.__main__ import node_drivers
+        from ferry_helper.failure_logs import FailureLogs
+        from ferry_helper.operations import Channel, Operations
+        from ferry_helper.settings import Settings
+        from ferry_helper.staging import Staging
+        from ferry_wire import RemoteError
+        from ferry_wire.containers import InspectRequest
+        from ferry_wire.migration import CheckpointRequest, PageServerLink
+        from ferry_wire.node import ProbeRequest
+
+        state = Path(tempfile.mkdtemp(dir=args["staging"]))
+        tools = state / "bin"
+        tools.mkdir()
+        for tool in ("docker", "runc", "ctr", "criu"):
+            if found := shutil.which(tool):
+                (tools / tool).symlink_to(found)
+        os.environ["PATH"] = str(tools)
+        settings = Settings(
+            node_name="alone", address="127.0.0.1", ssh_port=7022, state_dir=state,
+            ssh_dir=state, heartbeat_seconds=30,
+        )
+        async with node_drivers(settings) as drivers:
+            operations = Operations(
+                node="alone", drivers=drivers, staging=Staging(state / "staging"),
+                store=Staging(state / "checkpoints"),
+                logs=FailureLogs(state / "logs", retention_seconds=60),
+            )
+            probed = await operations.run(ProbeRequest(), Channel())
+            found = await operations.run(InspectRequest(container=args["name"]), Channel())
+            dump = CheckpointRequest(
+                uid="0b6f7b8e-2f3c-4f7e-9a51-3c2d1e0f9a8b", container=args["name"],
+                runtime="docker", page_server=PageServerLink(address="127.0.0.1", port=9),
+            )
+            try:
+                await operations.run(dump, Channel())
+                refused = None
+            except RemoteError as error:
+                refused = [error.reason.value, error.message]
+        return {
+            "drivers": list(drivers),
+            "podman_socket": settings.podman_socket.exists(),
+            "probe": probed.to_json(),
+            "found": found.to_json(),
+            "refused": refused,
+        }
+        """,
+        name=name,
+        staging=STAGING,
+    )
+    assert out["drivers"] == ["docker"]
+    assert not out["podman_socket"], "no podman service without podman"
+    status = out["probe"]["status"]
+    assert [runtime["name"] for runtime in status["runtimes"]] == ["docker"]
+    assert status["protocolVersion"] == 2
+    assert status["criu"]["version"], "CRIU is probed all the same"
+    assert (out["found"]["runtime"], out["found"]["name"]) == ("docker", name)
+    assert out["refused"][0] == "PageServerNeedsPodman", out["refused"]
+    state = sh(node, f"docker inspect --format '{{{{.State.Status}}}}' {name}")
+    assert state == "running", "nothing was frozen"

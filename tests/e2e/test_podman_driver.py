@@ -1,6 +1,6 @@
 """The podman driver, run for real where the helper runs: inside the simulated nodes.
 
-Each test drives :class:`ferry_helper.podman.PodmanDriver` with a small program
+Each test drives :class:`ferry_helper.drivers.podman.PodmanDriver` with a small program
 run by the node's helper Python (the repository is mounted in the nodes, so this
 is the code under test), which prints JSON; the test then checks the result as a
 user would: with podman, with the archive's bytes, and by whether a counter
@@ -31,9 +31,10 @@ COUNTER = counter_script()
 PROGRAM = """
 import asyncio, json, sys
 from pathlib import Path
-from ferry_helper.errors import RuntimeCommandError
-from ferry_helper.libpod import Libpod
-from ferry_helper.podman import CheckpointOptions, PodmanDriver
+from ferry_helper.drivers.errors import RuntimeCommandError
+from ferry_helper.drivers.libpod import Libpod
+from ferry_helper.drivers.podman import PodmanDriver
+from ferry_helper.drivers.records import CheckpointOptions
 
 args = json.loads(sys.argv[1])
 driver = PodmanDriver(timeout=120)

@@ -6,7 +6,8 @@ import os
 import stat
 from pathlib import Path
 
-from ferry_helper import docker_driver as dd
+from ferry_helper.drivers import docker_archive as dd
+from ferry_helper.drivers.docker import DockerDriver
 
 INSPECTED = {
     "Id": "a" * 64,
@@ -121,9 +122,9 @@ def test_a_writable_layer_travels_with_its_deletions(tmp_path: Path) -> None:
 def test_a_runc_conf_left_by_a_dead_helper_is_removed_and_a_users_kept(tmp_path: Path) -> None:
     ours = tmp_path / "ours.conf"
     ours.write_text(dd.criu_config(tcp_established=False, file_locks=True, log_file=tmp_path))
-    dd.DockerDriver(runc_conf=ours)
+    DockerDriver(runc_conf=ours)
     assert not ours.exists()
     theirs = tmp_path / "theirs.conf"
     theirs.write_text("tcp-established\n")
-    dd.DockerDriver(runc_conf=theirs)
+    DockerDriver(runc_conf=theirs)
     assert theirs.read_text() == "tcp-established\n"

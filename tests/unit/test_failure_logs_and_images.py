@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from ferry_helper import criu_images
-from ferry_helper.errors import RuntimeCommandError
+from ferry_helper.drivers.errors import RuntimeCommandError
 from ferry_helper.failure_logs import FailureLogs
 
 UID = "0b5a1c2d-3e4f-4a5b-8c6d-7e8f90a1b2c3"

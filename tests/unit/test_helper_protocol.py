@@ -1,23 +1,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
 import pytest
-from ferry_helper.operations import KeyedLocks, Operations
-from ferry_helper.protocol import (
-    OPERATOR_USER,
-    PEER_USER,
-    Event,
-    Operation,
-    RemoteError,
-    SendRequest,
-    allowed,
-    decode,
-    encode,
-)
+from ferry_helper.operations import KeyedLocks
 from ferry_helper.staging import Staging
+from ferry_wire import OPERATOR_USER, PEER_USER, Operation, RemoteError, allowed
+from ferry_wire.framing import Event, decode, encode, parse_line
+from ferry_wire.migration import SendRequest
 
 UID = "0b6f7b8e-2f3c-4f7e-9a51-3c2d1e0f9a8b"
 
@@ -50,7 +43,7 @@ def test_the_operator_may_not_push_archives_and_strangers_nothing() -> None:
 def test_events_round_trip_as_json_lines() -> None:
     event = Event(type="progress", data={"bytesSent": 3})
     line = encode(event)
-    assert line.endswith("\n")
+    assert line.endswith(b"\n")
     assert decode(line) == event
 
 
@@ -87,8 +80,9 @@ def test_a_container_is_claimed_by_one_migration_at_a_time(tmp_path: Path) -> No
 
 def test_a_bad_request_is_explained_without_echoing_its_credential() -> None:
     credential = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA-very-secret\n"
+    line = json.dumps({"uid": "u", "credential": credential, "target": "nowhere"}).encode()
     with pytest.raises(RemoteError) as refused:
-        Operations._parse(SendRequest, {"uid": "u", "credential": credential, "target": "nowhere"})
+        parse_line(SendRequest, line)
     assert refused.value.reason == "BadRequest"
     assert "target" in refused.value.message
     assert "very-secret" not in refused.value.message

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import zstandard
 from aiohttp import web
-from ferry_helper import podman
-from ferry_helper.api_export import finish_export, statistics_in
 from ferry_helper.criu_stats import parse_stats_image, statistics_of_entry
-from ferry_helper.libpod import Libpod, LibpodError, ServiceUnavailable, error_message
+from ferry_helper.drivers import podman_parsing
+from ferry_helper.drivers.libpod import Libpod, LibpodError, ServiceUnavailable, error_message
+from ferry_helper.drivers.libpod_export import finish_export, statistics_in
+from ferry_helper.drivers.records import CheckpointOptions, Compression
 
 # CRIU's stats-dump of a busybox shell, taken from a podman export.
 STATS_DUMP = bytes.fromhex(
@@ -81,7 +82,7 @@ def _export(tmp_path: Path) -> tuple[Path, bytes]:
 
 @pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
 def test_an_api_export_becomes_the_archive_the_cli_writes(
-    tmp_path: Path, compression: podman.Compression
+    tmp_path: Path, compression: Compression
 ) -> None:
     raw, tar = _export(tmp_path)
     out = tmp_path / "archive"
@@ -117,28 +118,28 @@ def test_api_errors_read_as_the_cli_prints_them() -> None:
     ).encode()
     message = error_message(404, body)
     assert message == 'no container with name or ID "x" found: no such container'
-    output = podman.api_output("container inspect x", LibpodError(404, message))
+    output = podman_parsing.api_output("container inspect x", LibpodError(404, message))
     assert output.stderr == f"Error: {message}\n"
-    assert podman.is_no_such_container(output.stderr)
+    assert podman_parsing.is_no_such_container(output.stderr)
     assert error_message(502, b"bad gateway") == "bad gateway"
     assert error_message(500, b"") == "HTTP 500"
 
 
 def test_api_parameters_say_what_the_cli_flags_say() -> None:
-    options = podman.CheckpointOptions(leave_running=True, tcp_established=True)
-    assert podman.checkpoint_params(options) == {
+    options = CheckpointOptions(leave_running=True, tcp_established=True)
+    assert podman_parsing.checkpoint_params(options) == {
         "leaveRunning": True,
         "tcpEstablished": True,
         "fileLocks": False,
     }
-    assert podman.restore_params(name=None, tcp_established=False, file_locks=True) == {
+    assert podman_parsing.restore_params(name=None, tcp_established=False, file_locks=True) == {
         "printStats": True,
         "tcpEstablished": False,
         "fileLocks": True,
     }
-    assert podman.restore_params(name="web", tcp_established=False, file_locks=False)["name"] == (
-        "web"
-    )
+    assert podman_parsing.restore_params(name="web", tcp_established=False, file_locks=False)[
+        "name"
+    ] == ("web")
 
 
 def test_an_api_inspect_reads_like_the_cli_one() -> None:
@@ -151,7 +152,9 @@ def test_an_api_inspect_reads_like_the_cli_one() -> None:
         "State": {"Status": "running", "Running": True, "Pid": 42},
         "Config": {"Labels": {"app": "web"}},
     }
-    assert podman.container_info(item) == podman.parse_container_inspect(json.dumps([item]))
+    assert podman_parsing.container_info(item) == podman_parsing.parse_container_inspect(
+        json.dumps([item])
+    )
 
 
 def test_the_client_maps_answers_and_a_missing_service(tmp_path: Path) -> None:

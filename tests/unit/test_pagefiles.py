@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from ferry_helper import pagefiles
-from ferry_helper.protocol import RemoteError
+from ferry_wire import RemoteError
 
 
 def test_the_list_names_each_page_image_and_its_size(tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from ferry_helper import criu_tls, pagestream, podman
+from ferry_helper import criu_tls, pagestream
+from ferry_helper.drivers import podman_parsing
 
 CONTAINER_ID = "9066fe4df64660dec823be154e7150e46d9413608a6f19e0d9bcc1268372ddd0"
 TLS = criu_tls.TlsFiles(
@@ -129,11 +130,11 @@ def test_parse_store_info() -> None:
     text = json.dumps(
         {"store": {"graphRoot": "/var/lib/containers/storage", "graphDriverName": "overlay"}}
     )
-    assert podman.parse_store_info(text) == (Path("/var/lib/containers/storage"), "overlay")
+    assert podman_parsing.parse_store_info(text) == (Path("/var/lib/containers/storage"), "overlay")
 
 
 def test_a_restore_onto_pages_keeps_them_and_the_id() -> None:
-    args = podman.import_args(
+    args = podman_parsing.import_args(
         Path("/a.tar"), name=None, tcp_established=False, file_locks=False, keep=True
     )
     assert "--keep" in args

@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from ferry_helper import errors, podman, runtime
 from ferry_helper.criu_stats import CriuStatistics, parse_print_stats
-from ferry_helper.errors import RuntimeCommandError, RuntimeCommandTimeoutError
+from ferry_helper.drivers import archives, errors, podman_parsing, records
+from ferry_helper.drivers.errors import RuntimeCommandError, RuntimeCommandTimeoutError
+from ferry_helper.drivers.podman import PodmanDriver
+from ferry_helper.drivers.records import CheckpointOptions
 
 CONTAINER_ID = "9066fe4df64660dec823be154e7150e46d9413608a6f19e0d9bcc1268372ddd0"
 USERDATA = f"/var/lib/containers/storage/overlay-containers/{CONTAINER_ID}/userdata"
@@ -212,7 +214,7 @@ def test_statistics_are_frozen() -> None:
 
 
 def test_running_container() -> None:
-    info = podman.parse_container_inspect(
+    info = podman_parsing.parse_container_inspect(
         _inspect(running=True, status="running", pid=189, labels={"ferry.dev/namespace": "a"})
     )
     assert info is not None
@@ -230,7 +232,7 @@ def test_running_container() -> None:
 
 def test_stopped_container_has_no_pid_nor_labels() -> None:
     # A checkpointed container: podman keeps the old pid, and `null` labels.
-    info = podman.parse_container_inspect(
+    info = podman_parsing.parse_container_inspect(
         _inspect(running=False, status="exited", pid=189, labels=None)
     )
     assert info is not None
@@ -240,9 +242,9 @@ def test_stopped_container_has_no_pid_nor_labels() -> None:
 
 
 def test_inspect_of_nothing() -> None:
-    assert podman.parse_container_inspect("[]") is None
-    assert podman.is_no_such_container("Error: no such container nope\n")
-    assert not podman.is_no_such_container(NAME_CONFLICT_STDERR)
+    assert podman_parsing.parse_container_inspect("[]") is None
+    assert podman_parsing.is_no_such_container("Error: no such container nope\n")
+    assert not podman_parsing.is_no_such_container(NAME_CONFLICT_STDERR)
 
 
 def test_runtime_info() -> None:
@@ -261,8 +263,8 @@ def test_runtime_info() -> None:
             "version": {"APIVersion": "5.4.2", "Version": "5.4.2", "GoVersion": "go1.24.4"},
         }
     )
-    parsed = podman.parse_runtime_info(info)
-    assert parsed == podman.RuntimeInfo(
+    parsed = podman_parsing.parse_runtime_info(info)
+    assert parsed == podman_parsing.RuntimeInfo(
         version="5.4.2", oci_runtime="crun", oci_runtime_version="1.21"
     )
     assert parsed.name == "podman"
@@ -270,7 +272,7 @@ def test_runtime_info() -> None:
 
 def test_runc_version() -> None:
     text = "runc version 1.1.15\ncommit: v1.1.15-0-gbc20cb44\nspec: 1.0.2-dev\ngo: go1.22.3"
-    assert podman.parse_oci_runtime_version(text) == "1.1.15"
+    assert podman_parsing.parse_oci_runtime_version(text) == "1.1.15"
 
 
 @pytest.mark.parametrize(
@@ -283,17 +285,20 @@ def test_runc_version() -> None:
     ],
 )
 def test_loaded_images(stdout: str, refs: list[str]) -> None:
-    assert podman.parse_loaded_images(stdout) == refs
+    assert podman_parsing.parse_loaded_images(stdout) == refs
 
 
 def test_image_inspect_and_references() -> None:
     image_id = "ad5d96c3a61091eabbd15479971b243050ed24a4834dc33bc5cfa4189cf02c90"
     text = json.dumps([{"Id": image_id, "RepoTags": ["localhost/ferry/drvimg:latest"]}])
-    assert podman.parse_image_inspect(text) == (image_id, ["localhost/ferry/drvimg:latest"])
-    assert podman.parse_image_inspect(json.dumps([{"Id": image_id, "RepoTags": None}]))[1] == []
-    assert podman.is_image_id(image_id[:12], image_id)
-    assert podman.is_image_id(f"sha256:{image_id}", image_id)
-    assert not podman.is_image_id("localhost/ferry/drvimg:latest", image_id)
+    assert podman_parsing.parse_image_inspect(text) == (image_id, ["localhost/ferry/drvimg:latest"])
+    assert (
+        podman_parsing.parse_image_inspect(json.dumps([{"Id": image_id, "RepoTags": None}]))[1]
+        == []
+    )
+    assert podman_parsing.is_image_id(image_id[:12], image_id)
+    assert podman_parsing.is_image_id(f"sha256:{image_id}", image_id)
+    assert not podman_parsing.is_image_id("localhost/ferry/drvimg:latest", image_id)
 
 
 # --- argv
@@ -301,14 +306,14 @@ def test_image_inspect_and_references() -> None:
 
 def test_checkpoint_argv() -> None:
     archive = Path("/tmp/c.tar.zst")
-    assert podman.checkpoint_args("c1", archive, podman.CheckpointOptions()) == [
+    assert podman_parsing.checkpoint_args("c1", archive, CheckpointOptions()) == [
         *("container", "checkpoint", "--export", "/tmp/c.tar.zst", "--print-stats"),
         *("--compress", "zstd", "c1"),
     ]
-    options = podman.CheckpointOptions(
+    options = CheckpointOptions(
         leave_running=True, tcp_established=True, file_locks=True, compression="none"
     )
-    assert podman.checkpoint_args("c1", archive, options)[-5:] == [
+    assert podman_parsing.checkpoint_args("c1", archive, options)[-5:] == [
         "none",
         "--leave-running",
         "--tcp-established",
@@ -319,17 +324,21 @@ def test_checkpoint_argv() -> None:
 
 def test_restore_argv() -> None:
     archive = Path("/tmp/c.tar")
-    assert podman.import_args(archive, name=None, tcp_established=False, file_locks=False) == [
+    assert podman_parsing.import_args(
+        archive, name=None, tcp_established=False, file_locks=False
+    ) == [
         *("container", "restore", "--import", "/tmp/c.tar", "--print-stats"),
     ]
-    assert podman.import_args(archive, name="web", tcp_established=True, file_locks=True)[4:] == [
+    assert podman_parsing.import_args(archive, name="web", tcp_established=True, file_locks=True)[
+        4:
+    ] == [
         *("--print-stats", "--tcp-established", "--file-locks", "--name", "web"),
     ]
 
 
 def test_compression_is_checked() -> None:
     with pytest.raises(ValueError, match="compression"):
-        podman.CheckpointOptions(compression="xz")  # type: ignore[arg-type]
+        CheckpointOptions(compression="xz")  # type: ignore[arg-type]
 
 
 # --- errors
@@ -339,8 +348,8 @@ def test_criu_log_path_in_both_formats() -> None:
     assert errors.criu_log_path(CHECKPOINT_STDERR) == Path(f"{USERDATA}/dump.log")
     assert errors.criu_log_path(RESTORE_STDERR) == Path(f"{USERDATA}/restore.log")
     assert errors.criu_log_path(NAME_CONFLICT_STDERR) is None
-    assert podman.container_id_of_log(Path(f"{USERDATA}/restore.log")) == CONTAINER_ID
-    assert podman.container_id_of_log(Path("/tmp/restore.log")) is None
+    assert podman_parsing.container_id_of_log(Path(f"{USERDATA}/restore.log")) == CONTAINER_ID
+    assert podman_parsing.container_id_of_log(Path("/tmp/restore.log")) is None
 
 
 def test_decisive_dump_error_skips_noise_and_summaries() -> None:
@@ -424,10 +433,10 @@ def test_timeout_error() -> None:
 
 
 def test_file_digest_reads_in_chunks(tmp_path: Path) -> None:
-    data = bytes(range(256)) * (runtime.HASH_CHUNK // 256 * 2 + 3)
+    data = bytes(range(256)) * (archives.HASH_CHUNK // 256 * 2 + 3)
     path = tmp_path / "archive.tar"
     path.write_bytes(data)
-    assert runtime.file_digest(path) == (len(data), hashlib.sha256(data).hexdigest())
+    assert archives.file_digest(path) == (len(data), hashlib.sha256(data).hexdigest())
 
 
 def test_stale_cgroup_dirs_children_first(tmp_path: Path) -> None:
@@ -436,7 +445,7 @@ def test_stale_cgroup_dirs_children_first(tmp_path: Path) -> None:
         (tmp_path / hierarchy / "libpod_parent" / container / ".proxy-crun").mkdir(parents=True)
     (tmp_path / "devices" / "libpod_parent" / f"libpod-{'b' * 64}").mkdir()
     (tmp_path / "unified" / "machine.slice" / f"{container}.scope").mkdir(parents=True)
-    found = podman.stale_cgroup_dirs(tmp_path, CONTAINER_ID)
+    found = podman_parsing.stale_cgroup_dirs(tmp_path, CONTAINER_ID)
     relative = [str(p.relative_to(tmp_path)) for p in found]
     assert sorted(relative) == sorted(
         [
@@ -450,14 +459,14 @@ def test_stale_cgroup_dirs_children_first(tmp_path: Path) -> None:
     for path in found:  # rmdir in this order empties every tree
         path.rmdir()
     with pytest.raises(ValueError, match="full container ID"):
-        podman.stale_cgroup_dirs(tmp_path, "../../etc")
+        podman_parsing.stale_cgroup_dirs(tmp_path, "../../etc")
 
 
 def test_tcp_streams_in_criu_images(tmp_path: Path) -> None:
-    assert not podman.holds_tcp_streams(tmp_path)
-    assert not podman.holds_tcp_streams(tmp_path / "missing")
+    assert not podman_parsing.holds_tcp_streams(tmp_path)
+    assert not podman_parsing.holds_tcp_streams(tmp_path / "missing")
     (tmp_path / "tcp-stream-3b77e.img").write_bytes(b"")
-    assert podman.holds_tcp_streams(tmp_path)
+    assert podman_parsing.holds_tcp_streams(tmp_path)
 
 
 # --- the driver's process handling, with a stand-in for podman
@@ -471,7 +480,7 @@ def _fake_podman(tmp_path: Path, script: str) -> str:
 
 
 def test_missing_podman_is_a_podman_error(tmp_path: Path) -> None:
-    driver = podman.PodmanDriver(podman=str(tmp_path / "nowhere"))
+    driver = PodmanDriver(podman=str(tmp_path / "nowhere"))
     with pytest.raises(RuntimeCommandError, match="cannot run"):
         asyncio.run(driver.runtime_info())
 
@@ -481,7 +490,7 @@ def test_slow_podman_is_killed(tmp_path: Path) -> None:
         tmp_path,
         "import sys, time\nprint('starting', file=sys.stderr, flush=True)\ntime.sleep(30)\n",
     )
-    driver = podman.PodmanDriver(podman=fake, timeout=0.5)
+    driver = PodmanDriver(podman=fake, timeout=0.5)
     with pytest.raises(RuntimeCommandTimeoutError) as caught:
         asyncio.run(driver.image_exists("x"))
     assert caught.value.decisive_line == "no answer in 0.5s, killed; last output: starting"
@@ -493,7 +502,7 @@ def test_inspect_of_a_missing_container_is_none(tmp_path: Path) -> None:
         "import sys\nprint('[]')\nprint('Error: no such container nope', file=sys.stderr)\n"
         "sys.exit(125)\n",
     )
-    assert asyncio.run(podman.PodmanDriver(podman=fake).inspect("nope")) is None
+    assert asyncio.run(PodmanDriver(podman=fake).inspect("nope")) is None
 
 
 def test_failed_checkpoint_leaves_no_archive(tmp_path: Path) -> None:
@@ -506,9 +515,7 @@ def test_failed_checkpoint_leaves_no_archive(tmp_path: Path) -> None:
     archive = tmp_path / "out" / "c.tar.zst"
     archive.parent.mkdir()
     with pytest.raises(RuntimeCommandError) as caught:
-        asyncio.run(
-            podman.PodmanDriver(podman=fake).checkpoint("c1", archive, podman.CheckpointOptions())
-        )
+        asyncio.run(PodmanDriver(podman=fake).checkpoint("c1", archive, CheckpointOptions()))
     assert caught.value.exit_code == 125
     assert list(archive.parent.iterdir()) == []
 
@@ -536,9 +543,9 @@ def test_an_unknown_cause_gets_no_made_up_advice() -> None:
 
 
 def test_creation_times_read_as_podman_and_docker_print_them() -> None:
-    utc = runtime.epoch_seconds("2026-11-25T23:27:29.544506731Z")
+    utc = records.epoch_seconds("2026-11-25T23:27:29.544506731Z")
     assert utc == pytest.approx(1795649249.544506, abs=1e-6)
-    assert runtime.epoch_seconds("2026-11-26T00:27:29.544506731+01:00") == pytest.approx(utc)
-    assert runtime.epoch_seconds("2026-11-25T23:27:29Z") == pytest.approx(utc - 0.544506, abs=1e-6)
-    assert runtime.epoch_seconds("") == 0.0
-    assert runtime.epoch_seconds("yesterday") == 0.0
+    assert records.epoch_seconds("2026-11-26T00:27:29.544506731+01:00") == pytest.approx(utc)
+    assert records.epoch_seconds("2026-11-25T23:27:29Z") == pytest.approx(utc - 0.544506, abs=1e-6)
+    assert records.epoch_seconds("") == 0.0
+    assert records.epoch_seconds("yesterday") == 0.0

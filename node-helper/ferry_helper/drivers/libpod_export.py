@@ -17,8 +17,9 @@ from typing import BinaryIO, Protocol, cast
 
 import zstandard
 
-from .criu_stats import CriuStatistics, parse_stats_image
-from .runtime import HASH_CHUNK, Compression
+from ..criu_stats import CriuStatistics, parse_stats_image
+from .archives import HASH_CHUNK
+from .records import Compression
 
 STATS_MEMBER = "stats-dump"
 
