@@ -10,6 +10,7 @@ can help (see :mod:`.policy`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -42,8 +43,11 @@ class HelperClient:
         async with connect(peer, username=OPERATOR_USER, client_key=self.key) as conn:
             try:
                 process = await conn.create_process(request.operation.value, encoding=None)
-                process.stdin.write(request_line(request))
-                process.stdin.write_eof()
+                # A helper that refuses the operation outright answers before reading the
+                # request: the refusal is then in the reply, not in a broken pipe.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    process.stdin.write(request_line(request))
+                    process.stdin.write_eof()
                 reply = await read_reply(
                     process.stdout, request, on_progress=progress, node=f"the helper on {peer.node}"
                 )

@@ -18,6 +18,7 @@ from ferry_operator.validation import (
     choose_memory_transfer,
     choose_target,
 )
+from ferry_wire.containers import Container
 
 NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVp helper"
@@ -32,6 +33,7 @@ def helper(
     runtime: str = "podman",
     cgroups: str = "hybrid",
     flags: tuple[str, ...] = ("fpu", "sse2", "avx2"),
+    protocol: int | None = 2,
 ) -> Any:
     beat = (NOW - datetime.timedelta(seconds=age)).isoformat()
     return parse_node_helper(
@@ -43,6 +45,7 @@ def helper(
                 "sshPort": 7022,
                 "sshHostKey": HOST_KEY,
                 "heartbeatTime": beat,
+                **({"protocolVersion": protocol} if protocol is not None else {}),
                 "runtimes": [{"name": runtime, "version": "5.4.2"}],
                 "criu": {"version": criu},
                 "cgroupVersion": cgroups,
@@ -137,6 +140,23 @@ def test_no_eligible_target_is_refused_with_a_pointer() -> None:
     assert refused.value.reason == "NoEligibleTarget"
 
 
+@pytest.mark.parametrize("protocol", [None, 1])
+def test_a_helper_older_than_the_operators_protocol_is_no_source_and_no_target(
+    protocol: int | None,
+) -> None:
+    old = helpers(**{"node-a": helper("node-a", protocol=protocol)})
+    with pytest.raises(Refusal) as refused:
+        check_source(spec(), nodes=NODES, helpers=old, now=NOW, stale_seconds=60)
+    assert refused.value.reason == "SourceNotReady"
+    assert "speaks protocol 1 and this operator needs 2" in refused.value.message
+    assert "upgrade the node-helper DaemonSet" in refused.value.message
+    old = helpers(**{"node-b": helper("node-b", protocol=protocol)})
+    chosen = choose_target(
+        spec(), runtime=PODMAN, nodes=NODES, helpers=old, now=NOW, stale_seconds=60
+    )
+    assert chosen == "node-c"
+
+
 def test_an_unknown_source_node_is_refused() -> None:
     with pytest.raises(Refusal) as refused:
         check_source(
@@ -196,26 +216,34 @@ def test_a_different_cgroup_layout_on_the_target_is_refused() -> None:
 )
 def test_container_checks(info: dict[str, Any] | None, allow_any: bool, reason: str) -> None:
     with pytest.raises(Refusal) as refused:
-        check_container(spec(), info, namespace="team-a", allow_any_namespace=allow_any)
+        check_container(spec(), found(info), namespace="team-a", allow_any_namespace=allow_any)
     assert refused.value.reason == reason
+
+
+def found(info: dict[str, Any] | None) -> Container | None:
+    """A helper's inspect answer with ``info``'s fields (camelCase, as on the wire)."""
+    if info is None:
+        return None
+    base = {"id": "a" * 64, "name": "web", "imageId": "", "imageName": "", "state": "running"}
+    return Container.model_validate({**base, "runtime": "podman", **info})
 
 
 def test_a_labelled_running_container_passes_and_the_label_can_be_waived() -> None:
     check_container(
         spec(),
-        {"labels": {"ferry.dev/namespace": "team-a"}, "running": True},
+        found({"labels": {"ferry.dev/namespace": "team-a"}, "running": True}),
         namespace="team-a",
         allow_any_namespace=False,
     )
     check_container(
-        spec(), {"labels": {}, "running": True}, namespace="team-a", allow_any_namespace=True
+        spec(), found({"labels": {}, "running": True}), namespace="team-a", allow_any_namespace=True
     )
 
 
 def test_a_target_that_already_has_the_name_is_refused() -> None:
     check_target_free("web", "node-b", None)
     with pytest.raises(Refusal) as refused:
-        check_target_free("web", "node-b", {"state": "exited"})
+        check_target_free("web", "node-b", found({"state": "exited", "running": False}))
     assert refused.value.reason == "TargetNameTaken"
     assert "exited" in refused.value.message
 
@@ -254,7 +282,9 @@ def test_a_target_holding_the_source_containers_id_is_refused() -> None:
     container_id = "9066fe4df646" + "0" * 52
     check_target_id_free(container_id, "node-b", None)
     with pytest.raises(Refusal) as refused:
-        check_target_id_free(container_id, "node-b", {"name": "web", "state": "exited"})
+        check_target_id_free(
+            container_id, "node-b", found({"name": "web", "state": "exited", "running": False})
+        )
     assert refused.value.reason == "TargetIdTaken"
     assert "9066fe4df646 (web, exited)" in refused.value.message
 
