@@ -18,6 +18,8 @@ ends ``Failed``.
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 import kopf
 from ferry_api import constants
 from ferry_api.checkpoint import (
@@ -33,7 +35,7 @@ from ferry_api.conditions import ConditionStatus
 from ferry_api.runtime import Runtime
 from ferry_wire import Peer, RemoteError
 from ferry_wire.containers import InspectRequest
-from ferry_wire.migration import CleanupRequest, Restored, RestoreRequest
+from ferry_wire.migration import CleanupRequest, Restored, RestoreOptions, RestoreRequest
 from ferry_wire.stored import RestoreImageRequest, RestoreStoredRequest, SendStoredRequest
 
 from . import failurelogs, validation
@@ -45,6 +47,7 @@ from .settings import Settings
 from .status import Clock, Events, StatusRecorder, utc_now
 
 COND_SUCCEEDED = "Succeeded"
+RestoreT = TypeVar("RestoreT", bound=RestoreOptions)
 
 
 class Restorer:
@@ -187,25 +190,30 @@ class Restorer:
             ),
         )
         await self._write(node=node, container_name=name)
-        options = RestoreRequest(
-            uid=self.uid,
-            name=name,
-            runtime=self.runtime,
-            tcp_established=spec.tcp_established,
-            file_locks=spec.file_locks,
-        ).model_dump()
+
+        def asking(model: type[RestoreT], **more: Any) -> RestoreT:
+            """A restore request of ``model`` with this restore's name and CRIU options."""
+            return model(
+                uid=self.uid,
+                name=name,
+                runtime=self.runtime,
+                tcp_established=spec.tcp_established,
+                file_locks=spec.file_locks,
+                **more,
+            )
+
         if in_registry and image is not None and image.reference:
             await self._enter(
                 RestorePhase.RESTORING, f"pulling {image.reference} and restoring {name} on {node}"
             )
             result = await self._restore_or_clean(
-                target, RestoreImageRequest(**options, reference=image.reference)
+                target, asking(RestoreImageRequest, reference=image.reference)
             )
         elif node == stored_on:
             await self._enter(RestorePhase.RESTORING, f"restoring {name} on {node}")
             result = await self.helpers.call(
                 target,
-                RestoreStoredRequest(**options, checkpoint_uid=checkpoint.metadata.uid or ""),
+                asking(RestoreStoredRequest, checkpoint_uid=checkpoint.metadata.uid or ""),
             )
         else:
             await self._enter(
@@ -217,7 +225,7 @@ class Restorer:
             self.peers.append(source)
             await self._ship(checkpoint, source, target)
             await self._enter(RestorePhase.RESTORING, f"restoring {name} on {node}")
-            result = await self._restore_or_clean(target, RestoreRequest(**options))
+            result = await self._restore_or_clean(target, asking(RestoreRequest))
         await self.helpers.call(target, CleanupRequest(uid=self.uid, runtime=self.runtime))
         await self._write(container_id=result.container_id, restore_seconds=result.seconds)
         await self._end(

@@ -134,7 +134,7 @@ def test_uninstall_mid_migration_leaves_no_stuck_finalizer_and_the_source_runnin
             "while true; do sleep 0.1; done'",
         ],
     )
-    blob = ["podman", "exec", "held", "stat", "-c", "%s", "/data/blob"]
+    blob = ["podman", "exec", "held", "sh", "-c", "wc -c < /data/blob"]
     deadline = time.monotonic() + 60
     while nodes.run_in(node_a, blob, check=False).stdout.strip() != "134217728":
         assert time.monotonic() < deadline, "the workload never filled its memory"

@@ -71,15 +71,16 @@ class Run:
         self.helpers = FakeHelpers()
         self.events = FakeEvents()
         self.resource = migration(**resource)
+        self.slots = NodeSlots(2)
 
     def machine(self) -> Migration:
         return Migration(
+            slots=self.slots,
             resource=self.resource,
             events=self.events,
             kube=self.kube,  # type: ignore[arg-type]
             helpers=self.helpers,
             settings=SETTINGS,
-            slots=NodeSlots(2),
             clock=self.clock,
         )
 
@@ -267,3 +268,32 @@ def test_a_helper_too_old_for_this_operator_is_refused_before_anything_runs() ->
     assert run.condition("Succeeded")["reason"] == "SourceNotReady"
     assert "speaks protocol 1" in run.condition("Succeeded")["message"]
     assert run.helpers.ops() == []
+
+
+def test_a_migration_waiting_for_a_slot_stays_validating_and_freezes_nothing() -> None:
+    run = Run()
+    run.slots = NodeSlots(1)
+    other = "9b6f7b8e-2f3c-4f7e-9a51-3c2d1e0f9a8b"
+
+    async def main() -> None:
+        waiting = asyncio.Event()
+        told = run.events.normal
+
+        def normal(reason: str, message: str) -> None:
+            told(reason, message)
+            if reason == "WaitingForNode":
+                waiting.set()
+
+        run.events.normal = normal  # type: ignore[method-assign]
+        await run.slots.acquire(other, ["node-b"])
+        setter: FlagSetter[kopf.DaemonStoppingReason] = FlagSetter()
+        running = asyncio.create_task(run.machine().run(AsyncFlagWaiter(setter)))
+        await asyncio.wait_for(waiting.wait(), 5)
+        assert run.kube.phases == ["Pending", "Validating"]
+        assert "checkpoint" not in run.helpers.ops()
+        await run.slots.release(other)
+        await running
+
+    asyncio.run(main())
+    assert run.kube.phases == FORWARD
+    assert run.slots.in_flight("node-b") == 0, "the slot outlived the migration"

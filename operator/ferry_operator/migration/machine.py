@@ -56,6 +56,9 @@ AFTER_FREEZE = frozenset(
 #: the helpers' journals answer. Inside the freeze each write waited for was ~10 ms of
 #: downtime.
 WAITED = frozenset({Phase.CHECKPOINTING, Phase.ROLLING_BACK, *FINAL})
+#: Phases that hold no slot on the nodes (see :mod:`..slots`): nothing is touched yet, or
+#: nothing is left to do.
+UNSLOTTED = frozenset({Phase.PENDING, Phase.VALIDATING, *FINAL})
 
 
 @dataclass(frozen=True)
@@ -240,7 +243,7 @@ class Migration:
                 continue
             stage = self.flow[phase]
             try:
-                if phase not in (Phase.PENDING, Phase.VALIDATING):
+                if phase not in UNSLOTTED:  # resumed after a restart: take them again
                     await self._take_slots(force=phase in AFTER_FREEZE)
                 await self._step(stage)
             except asyncio.CancelledError:
@@ -259,6 +262,10 @@ class Migration:
         try:
             async with asyncio.timeout(remaining) as deadline:
                 await stage.run()
+                if stage.then not in UNSLOTTED:
+                    # Held before the next phase is entered: a migration waiting for a slot
+                    # shows Validating (and why it waits), never a phase it has not begun.
+                    await self._take_slots(force=stage.then in AFTER_FREEZE)
                 if stage.prepare is None:
                     await self._enter(stage.then)
                 else:
