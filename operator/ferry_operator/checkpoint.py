@@ -23,22 +23,22 @@ from ferry_api.checkpoint import (
     StorageType,
     StoredImage,
 )
-from ferry_api.conditions import ConditionStatus
 from ferry_api.diagnostics import CheckpointSummary
 from ferry_api.migration import Archive
 from ferry_api.nodehelper import NodeHelper
 from ferry_api.runtime import Runtime
-from ferry_wire import Peer, RemoteError
+from ferry_wire import RemoteError
 from ferry_wire.containers import InspectRequest
 from ferry_wire.stored import CheckpointContents, DeleteStoredRequest, StoreCheckpointRequest
 
-from . import failurelogs, validation
+from . import validation
 from .helperclient import HelperClient
 from .kube import Kube
+from .onestep import OneStep
 from .peers import Cluster, peer_of, ready_helper
 from .policy import Kind, Refusal, for_handler, kind_of
 from .settings import Settings
-from .status import Clock, Events, StatusRecorder, utc_now
+from .status import Clock, Events, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,10 @@ def summary(
     )
 
 
-class CheckpointTaker:
+class CheckpointTaker(OneStep[ContainerCheckpointStatus]):
+    kind = constants.CONTAINER_CHECKPOINT_KIND
+    plural = constants.CONTAINER_CHECKPOINT_PLURAL
+
     def __init__(
         self,
         *,
@@ -77,57 +80,20 @@ class CheckpointTaker:
         settings: Settings,
         clock: Clock = utc_now,
     ) -> None:
-        meta = resource.metadata
-        self.resource = resource
-        self.events = events
-        self.kube = kube
-        self.helpers = helpers
-        self.settings = settings
-        self.uid = meta.uid or ""
-        self.namespace = meta.namespace or ""
-        self.name = meta.name or ""
-        self.record = StatusRecorder[ContainerCheckpointStatus](
-            resource.status,
+        super().__init__(
+            metadata=resource.metadata,
+            status=resource.status,
+            events=events,
             kube=kube,
-            plural=constants.CONTAINER_CHECKPOINT_PLURAL,
-            namespace=self.namespace,
-            name=self.name,
-            generation=meta.generation,
+            helpers=helpers,
+            settings=settings,
             clock=clock,
         )
-        #: The helpers asked for something, whose logs tell of a failure.
-        self.peers: list[Peer] = []
-
-    async def _write(self, **changes: object) -> None:
-        self.record.update(**changes)
-        await self.record.write()
+        self.resource = resource
 
     async def _end(self, phase: CheckpointPhase, reason: str, message: str) -> None:
-        ready = phase == CheckpointPhase.READY
-        logs = None
-        if not ready:
-            logs = await failurelogs.collect(
-                kube=self.kube,
-                helpers=self.helpers,
-                owner=failurelogs.Owner(
-                    kind=constants.CONTAINER_CHECKPOINT_KIND,
-                    name=self.name,
-                    namespace=self.namespace,
-                    uid=self.uid,
-                ),
-                peers=self.peers,
-            )
-        self.record.condition(
-            COND_READY, ConditionStatus.TRUE if ready else ConditionStatus.FALSE, reason, message
-        )
-        shown = message
-        if logs is not None:
-            shown += f" (full logs: kubectl ferry logs --kind checkpoint {self.name})"
-        await self._write(phase=phase, message=shown, failure_logs=logs)
-        if ready:
-            self.events.normal(reason, message)
-        else:
-            self.events.warning(reason, message)
+        ok = phase == CheckpointPhase.READY
+        await self.end(ok=ok, condition=COND_READY, phase=phase, reason=reason, message=message)
 
     def _image_reference(self) -> str | None:
         """``repository:<name>-<uid>`` for registry storage; None for the node's store."""
@@ -154,7 +120,7 @@ class CheckpointTaker:
             )
             return
         if spec.schedule:
-            await self._write(
+            await self.write(
                 phase=CheckpointPhase.SCHEDULED,
                 observed_generation=self.record.generation,
                 message=f"checkpoints {spec.source.container} on {spec.source.node} at "
@@ -169,7 +135,7 @@ class CheckpointTaker:
 
     async def _take(self) -> None:
         spec = self.resource.spec
-        await self._write(
+        await self.write(
             phase=CheckpointPhase.CHECKPOINTING,
             node=spec.source.node,
             observed_generation=self.record.generation,
@@ -201,7 +167,7 @@ class CheckpointTaker:
                 "images are podman's, so store a docker container's checkpoint on its "
                 "node (storage.type: Node)",
             )
-        await self._write(runtime=runtime)
+        await self.write(runtime=runtime)
         stored = await self.helpers.call(
             peer,
             StoreCheckpointRequest(
@@ -231,7 +197,7 @@ class CheckpointTaker:
                     bytes=stored.size_bytes, sha256=stored.sha256, compression=spec.compression
                 )
             )
-        await self._write(
+        await self.write(
             container_name=stored.container_name,
             image=StoredImage(id=stored.image_id, name=stored.image_name),
             checkpoint_time=self.record.clock().replace(microsecond=0),

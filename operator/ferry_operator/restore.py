@@ -31,26 +31,29 @@ from ferry_api.checkpoint import (
     StoredImage,
     parse_container_checkpoint,
 )
-from ferry_api.conditions import ConditionStatus
 from ferry_api.runtime import Runtime
 from ferry_wire import Peer, RemoteError
 from ferry_wire.containers import InspectRequest
 from ferry_wire.migration import CleanupRequest, Restored, RestoreOptions, RestoreRequest
 from ferry_wire.stored import RestoreImageRequest, RestoreStoredRequest, SendStoredRequest
 
-from . import failurelogs, validation
+from . import validation
 from .helperclient import HelperClient
 from .kube import Kube
+from .onestep import OneStep
 from .peers import Cluster, peer_of, ready_helper
 from .policy import HANDLER_RETRY_SECONDS, Kind, Refusal, for_handler, kind_of
 from .settings import Settings
-from .status import Clock, Events, StatusRecorder, utc_now
+from .status import Clock, Events, utc_now
 
 COND_SUCCEEDED = "Succeeded"
 RestoreT = TypeVar("RestoreT", bound=RestoreOptions)
 
 
-class Restorer:
+class Restorer(OneStep[ContainerRestoreStatus]):
+    kind = constants.CONTAINER_RESTORE_KIND
+    plural = constants.CONTAINER_RESTORE_PLURAL
+
     def __init__(
         self,
         *,
@@ -61,68 +64,32 @@ class Restorer:
         settings: Settings,
         clock: Clock = utc_now,
     ) -> None:
-        meta = resource.metadata
-        self.resource = resource
-        self.events = events
-        self.kube = kube
-        self.helpers = helpers
-        self.settings = settings
-        self.uid = meta.uid or ""
-        self.namespace = meta.namespace or ""
-        self.name = meta.name or ""
-        self.record = StatusRecorder[ContainerRestoreStatus](
-            resource.status,
+        super().__init__(
+            metadata=resource.metadata,
+            status=resource.status,
+            events=events,
             kube=kube,
-            plural=constants.CONTAINER_RESTORE_PLURAL,
-            namespace=self.namespace,
-            name=self.name,
-            generation=meta.generation,
+            helpers=helpers,
+            settings=settings,
             clock=clock,
         )
-        #: The helpers asked for something, whose logs tell of a failure.
-        self.peers: list[Peer] = []
+        self.resource = resource
         #: The runtime of the checkpoint, known once it is read.
         self.runtime = Runtime.PODMAN
 
-    async def _write(self, **changes: object) -> None:
-        self.record.update(**changes)
-        await self.record.write()
-
     async def _enter(self, phase: RestorePhase, message: str) -> None:
-        await self._write(phase=phase, message=message, observed_generation=self.record.generation)
+        await self.write(phase=phase, message=message, observed_generation=self.record.generation)
         self.events.normal(phase.value, message)
 
     async def _end(self, phase: RestorePhase, reason: str, message: str) -> None:
-        ok = phase == RestorePhase.SUCCEEDED
-        logs = None
-        if not ok:
-            logs = await failurelogs.collect(
-                kube=self.kube,
-                helpers=self.helpers,
-                owner=failurelogs.Owner(
-                    kind=constants.CONTAINER_RESTORE_KIND,
-                    name=self.name,
-                    namespace=self.namespace,
-                    uid=self.uid,
-                ),
-                peers=self.peers,
-            )
-        self.record.condition(
-            COND_SUCCEEDED, ConditionStatus.TRUE if ok else ConditionStatus.FALSE, reason, message
-        )
-        shown = message
-        if logs is not None:
-            shown += f" (full logs: kubectl ferry logs --kind restore {self.name})"
-        await self._write(
+        await self.end(
+            ok=phase == RestorePhase.SUCCEEDED,
+            condition=COND_SUCCEEDED,
             phase=phase,
-            message=shown,
+            reason=reason,
+            message=message,
             completion_time=self.record.clock().replace(microsecond=0),
-            failure_logs=logs,
         )
-        if ok:
-            self.events.normal(reason, message)
-        else:
-            self.events.warning(reason, message)
 
     async def run(self) -> None:
         if self.record.status.phase in (RestorePhase.SUCCEEDED, RestorePhase.FAILED):
@@ -189,7 +156,7 @@ class Restorer:
                 target, InspectRequest(container=name, runtime=self.runtime)
             ),
         )
-        await self._write(node=node, container_name=name)
+        await self.write(node=node, container_name=name)
 
         def asking(model: type[RestoreT], **more: Any) -> RestoreT:
             """A restore request of ``model`` with this restore's name and CRIU options."""
@@ -227,7 +194,7 @@ class Restorer:
             await self._enter(RestorePhase.RESTORING, f"restoring {name} on {node}")
             result = await self._restore_or_clean(target, asking(RestoreRequest))
         await self.helpers.call(target, CleanupRequest(uid=self.uid, runtime=self.runtime))
-        await self._write(container_id=result.container_id, restore_seconds=result.seconds)
+        await self.write(container_id=result.container_id, restore_seconds=result.seconds)
         await self._end(
             RestorePhase.SUCCEEDED,
             "Restored",
@@ -276,4 +243,4 @@ class Restorer:
                 credential=credential,
             ),
         )
-        await self._write(transfer_seconds=sent.seconds)
+        await self.write(transfer_seconds=sent.seconds)
