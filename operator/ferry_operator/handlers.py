@@ -9,7 +9,7 @@ Finished migrations return at once, so a resync or an operator restart never
 repeats one.
 
 ContainerCheckpoints and ContainerRestores are single steps: create handlers
-(see :mod:`.checkpoints`), a delete handler that removes what a checkpoint
+(see :mod:`.checkpoint` and :mod:`.restore`), a delete handler that removes what a checkpoint
 stored, and one daemon per scheduled checkpoint.
 """
 
