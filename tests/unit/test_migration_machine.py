@@ -16,10 +16,11 @@ import kopf
 import pytest
 from ferry_operator.migration import Migration
 from ferry_operator.migration import machine as machine_module
+from ferry_operator.policy import ApiError
 from ferry_operator.slots import NodeSlots
 from ferry_wire import Reason, RemoteError
 from ferry_wire.containers import InspectRequest
-from ferry_wire.migration import RestoreRequest, SendRequest
+from ferry_wire.migration import CheckpointRequest, RestoreRequest, SendRequest
 from kopf._cogs.aiokits.aioenums import AsyncFlagWaiter, FlagSetter
 from operator_fakes import (
     SETTINGS,
@@ -297,3 +298,32 @@ def test_a_migration_waiting_for_a_slot_stays_validating_and_freezes_nothing() -
     asyncio.run(main())
     assert run.kube.phases == FORWARD
     assert run.slots.in_flight("node-b") == 0, "the slot outlived the migration"
+
+
+def test_the_freeze_waits_until_checkpointing_is_stored() -> None:
+    """The API server refuses Checkpointing for a while: nothing is frozen until it takes it."""
+    run = Run()
+    entered = False
+    frozen_before_stored: list[bool] = []
+    real_patch = run.kube.patch_status
+
+    async def patch(plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        nonlocal entered
+        if status.get("phase") == "Checkpointing" and not entered:
+            entered = True
+            raise ApiError(403, "the API server says no, once")
+        await real_patch(plural, namespace, name, status)
+
+    real_call = run.helpers.call
+
+    async def call(peer: Any, request: Any, **kwargs: Any) -> Any:
+        if isinstance(request, CheckpointRequest):
+            frozen_before_stored.append("Checkpointing" not in run.kube.phases)
+        return await real_call(peer, request, **kwargs)
+
+    run.kube.patch_status = patch  # type: ignore[method-assign]
+    run.helpers.call = call  # type: ignore[method-assign]
+    status = run.go()
+    assert frozen_before_stored == [], "the source was frozen though Checkpointing was not stored"
+    assert status["phase"] == "Failed"
+    assert run.condition("Succeeded")["reason"] == "KubernetesApiError"

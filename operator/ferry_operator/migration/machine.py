@@ -153,6 +153,7 @@ class Migration:
         """Record ``phase`` (waited for or written behind, see :data:`WAITED`) and say so."""
         c = self.c
         text = message if message is not None else self._message(phase)
+        before = c.status
         c.record.update(
             phase=phase,
             message=text,
@@ -163,7 +164,13 @@ class Migration:
             observed_generation=c.resource.metadata.generation,
         )
         if phase in WAITED:
-            await c.record.write()
+            try:
+                await c.record.write()
+            except BaseException:
+                # Not stored, so not entered: the loop must not run a step (the freeze
+                # above all) that status does not announce.
+                c.record.status = before
+                raise
         else:
             c.record.write_behind()
         c.events.normal(phase.value, text)
