@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import cluster, deploy, helperlayer, imagebuild, images, nodes
+from . import cluster, deploy, imagebuild, images, nodes
 from .config import DEFAULT_NAME, MAX_NODES, ClusterConfig
 
 
@@ -39,12 +39,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     config = _config(args)
-    _progress("control-plane binaries (built once from the Go module proxy, then cached)")
-    cluster.ensure_binaries(config)
-    _progress("node root filesystem (Debian trixie, built once with debootstrap, then cached)")
-    rootfs = cluster.ensure_rootfs()
-    _progress("the node-helper's Python environment (built once, then cached)")
-    helperlayer.ensure(config.cache_dir, rootfs)
+    rootfs = cluster.ensure_layers(config, _progress)[-1]
     print(rootfs)
     return 0
 
@@ -140,14 +135,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     config = _config(args)
     _progress(f"deploying Ferry on cluster {config.name}")
     deploy.deploy(config, allow_any_namespace=args.allow_any_namespace)
-    _progress("operator and node-helpers running; `kubectl get nodehelpers` shows the nodes")
+    _progress("operator and node-helpers running; `kubectl get pods -n ferry-system -o wide`")
     return 0
 
 
 def cmd_undeploy(args: argparse.Namespace) -> int:
     config = _config(args)
     _progress(f"uninstalling Ferry from cluster {config.name} (pre-delete hook, helm uninstall)")
-    print(deploy.undeploy(config))
+    deploy.undeploy(config)
     return 0
 
 

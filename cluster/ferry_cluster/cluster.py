@@ -23,22 +23,23 @@ from kubernetes import config as kube_config
 from . import (
     cgroups,
     controlplane,
+    crilayer,
     dockerd,
     helperlayer,
     images,
     kubeconfig,
+    kubenode,
     network,
     nodes,
     procs,
-    registration,
 )
-from .config import MAX_NODES, ClusterConfig, NodeSpec
+from .config import KUBERNETES_SERVICE_IP, MAX_NODES, ClusterConfig, NodeSpec
 from .pki import Pki, ensure_pki
 
 Progress = Callable[[str], None]
 #: Bumped whenever a cluster built by older code cannot serve newer code (the
 #: node layers, the certificates' extensions, dockerd in the nodes): ``up`` then rebuilds it.
-LAYOUT = 3
+LAYOUT = 4
 
 
 def _quiet(_: str) -> None:
@@ -79,7 +80,16 @@ def ensure_binaries(config: ClusterConfig) -> None:
     procs.run(["bash", _script("build-binaries.sh")], timeout=3600)
     missing = [
         b
-        for b in ("etcd", "kube-apiserver", "kubectl", "helm")
+        for b in (
+            "etcd",
+            "kube-apiserver",
+            "kube-scheduler",
+            "kube-controller-manager",
+            "kubelet",
+            "kube-proxy",
+            "kubectl",
+            "helm",
+        )
         if not (config.bin_dir / b).exists()
     ]
     if missing:
@@ -89,6 +99,10 @@ def ensure_binaries(config: ClusterConfig) -> None:
 def ensure_rootfs() -> Path:
     out = procs.run(["bash", _script("build-rootfs.sh")], timeout=3600).stdout.strip()
     return Path(out.splitlines()[-1])
+
+
+def kubectl(config: ClusterConfig) -> list[str]:
+    return [str(config.bin_dir / "kubectl"), f"--kubeconfig={config.admin_kubeconfig}"]
 
 
 def api_client(config: ClusterConfig) -> client.ApiClient:
@@ -170,17 +184,30 @@ def load_image(
     nodes.run_in(node, ["rm", "-f", inside])
 
 
+def ensure_layers(config: ClusterConfig, progress: Progress = _quiet) -> list[Path]:
+    """The nodes' root filesystem and the layers stacked on it, top first (built once)."""
+    progress("control-plane binaries (built once from the Go module proxy, then cached)")
+    ensure_binaries(config)
+    progress("node root filesystem (Debian trixie, built once with debootstrap, then cached)")
+    rootfs = ensure_rootfs()
+    progress("the node-helper's Python environment (built once, then cached)")
+    helper = helperlayer.ensure(config.cache_dir, rootfs)
+    progress("containerd, runc and the CNI plugins from sid, the kubelet (built once, then cached)")
+    cri = crilayer.ensure(config.cache_dir, rootfs, config.bin_dir)
+    return [helper, cri, rootfs]
+
+
 def _start_node(
-    config: ClusterConfig, node: NodeSpec, layers: list[Path], archive: images.ImageArchive
-) -> str:
+    config: ClusterConfig, node: NodeSpec, layers: list[Path], archives: list[images.ImageArchive]
+) -> None:
     dockerd.write_config(node)
+    kubenode.write_config(config, node)
     init = nodes.start(config, node, layers, helperlayer.source_root())
     network.attach_node(config, node, init)
     dockerd.start(node)
-    load_image(node, archive.path, docker=True, image_id=archive.image_id)
-    return nodes.run_in(
-        node, ["podman", "version", "--format", "{{.Client.Version}}"]
-    ).stdout.strip()
+    busybox = archives[0]
+    load_image(node, busybox.path, docker=True, image_id=busybox.image_id)
+    kubenode.start(config, node, [a.path for a in archives])
 
 
 def up(config: ClusterConfig, progress: Progress = _quiet) -> Status:
@@ -193,23 +220,22 @@ def up(config: ClusterConfig, progress: Progress = _quiet) -> Status:
         down(config)
 
     started = time.monotonic()
-    progress("control-plane binaries (built once from the Go module proxy, then cached)")
-    ensure_binaries(config)
-    progress("node root filesystem (Debian trixie, built once with debootstrap, then cached)")
-    rootfs = ensure_rootfs()
-    progress("the node-helper's Python environment (built once, then cached)")
-    layers = [helperlayer.ensure(config.cache_dir, rootfs), rootfs]
+    layers = ensure_layers(config, progress)
+    rootfs = layers[-1]
 
     config.state_dir.mkdir(parents=True, exist_ok=True)
     config.state_dir.chmod(0o700)
     state_file(config).write_text(json.dumps({"nodes": config.nodes, "layout": LAYOUT}))
     network.ensure_bridge(config)
 
-    progress(f"etcd and kube-apiserver on {config.server_url}")
+    progress(
+        f"etcd, kube-apiserver, kube-scheduler, kube-controller-manager on {config.server_url}"
+    )
     pki = Pki(directory=config.pki_dir)
     ensure_pki(
         pki,
-        server_ips=[config.gateway, ipaddress.IPv4Address("127.0.0.1")],
+        # Pods reach the API server at the `kubernetes` Service's address.
+        server_ips=[config.gateway, ipaddress.IPv4Address("127.0.0.1"), KUBERNETES_SERVICE_IP],
         server_names=[
             "localhost",
             "ferry-apiserver",
@@ -229,14 +255,15 @@ def up(config: ClusterConfig, progress: Progress = _quiet) -> Status:
         ),
     )
 
-    archive = images.busybox_archive(rootfs, config.state_dir / "images" / "busybox.tar")
-    with api_client(config) as api_client_:
-        core = client.CoreV1Api(api_client_)
-        for node in config.node_specs():
-            progress(f"node {node.name} at {node.address}")
-            runtime = _start_node(config, node, layers, archive)
-            registration.register(core, config, node, runtime_version=f"podman://{runtime}")
-        registration.unregister_missing(core, config)
+    archives = [
+        images.busybox_archive(rootfs, config.state_dir / "images" / "busybox.tar"),
+        kubenode.pause_archive(config),
+    ]
+    for node in config.node_specs():
+        progress(f"node {node.name} at {node.address}: containerd, kubelet, kube-proxy")
+        _start_node(config, node, layers, archives)
+    progress("waiting for the kubelets to register their nodes as Ready")
+    kubenode.wait_ready(config, kubectl(config))
     progress(f"cluster {config.name} up in {time.monotonic() - started:.1f}s")
     return status(config)
 
@@ -253,9 +280,6 @@ def down(config: ClusterConfig, progress: Progress = _quiet) -> None:
         if node.state_dir.exists() or cgroups.existing(node.cgroup):
             progress(f"stopping node {node.name}")
             nodes.stop(config, node)
-    # The operator of a deployed Ferry runs on the host (see deploy.py).
-    for pid in procs.processes_with(config.operator_marker):
-        procs.stop(pid)
     progress("stopping kube-apiserver and etcd")
     controlplane.stop(config)
     for pid in procs.processes_with(str(config.state_dir)):
@@ -277,7 +301,6 @@ def leftovers(config: ClusterConfig) -> list[str]:
     found: list[str] = []
     state = str(config.state_dir)
     found += [f"process {pid}: {procs.cmdline(pid)}" for pid in procs.processes_with(state)]
-    found += [f"operator process {pid}" for pid in procs.processes_with(config.operator_marker)]
     found += [
         f"process {pid} in the nodes' cgroups" for pid in cgroups.procs_below(config.cgroup_name)
     ]

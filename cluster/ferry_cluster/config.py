@@ -21,6 +21,13 @@ DEFAULT_NAME = "ferry"
 MAX_NODES = 4
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 
+#: Services' virtual addresses (kube-proxy's rules live in each node's network namespace).
+SERVICE_CIDR = ipaddress.IPv4Network("10.96.0.0/16")
+#: The ``kubernetes`` Service's address: in the API server's certificate.
+KUBERNETES_SERVICE_IP = SERVICE_CIDR.network_address + 1
+#: Pods' addresses of every cluster: one /20 per cluster index, one /24 per node.
+POD_NETWORKS = ipaddress.IPv4Network("10.128.0.0/9")
+
 #: Versions of the control-plane binaries built from the Go module proxy.
 K8S_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.16"
@@ -42,6 +49,7 @@ class NodeSpec:
     host_veth: str
     state_dir: Path
     cgroup: str
+    pod_cidr: ipaddress.IPv4Network
 
     @property
     def upper_dir(self) -> Path:
@@ -69,6 +77,11 @@ class NodeSpec:
     def containerd_dir(self) -> Path:
         """containerd's root (``/var/lib/containerd`` in the node)."""
         return self.state_dir / "containerd"
+
+    @property
+    def cri_dir(self) -> Path:
+        """The kubelet's containerd's root (``/var/lib/containerd-cri`` in the node)."""
+        return self.state_dir / "containerd-cri"
 
     @property
     def pid_file(self) -> Path:
@@ -115,6 +128,11 @@ class ClusterConfig:
         return self.subnet.network_address + 1
 
     @property
+    def pod_network(self) -> ipaddress.IPv4Network:
+        """This cluster's pods' addresses: distinct per index, so two clusters never overlap."""
+        return list(POD_NETWORKS.subnets(new_prefix=20))[self.index]
+
+    @property
     def bridge(self) -> str:
         return f"ferry{self.index}"
 
@@ -140,11 +158,6 @@ class ClusterConfig:
         return f"ferry-{self.name}"
 
     @property
-    def operator_marker(self) -> str:
-        """The ``--instance`` a deployed operator runs with: names this cluster in process lists."""
-        return f"--instance=ferry-cluster-{self.name}"
-
-    @property
     def pki_dir(self) -> Path:
         return self.state_dir / "pki"
 
@@ -168,4 +181,5 @@ class ClusterConfig:
             host_veth=f"fv{self.index}-{letter}",
             state_dir=self.state_dir / "nodes" / name,
             cgroup=f"{self.cgroup_name}/{name}",
+            pod_cidr=list(self.pod_network.subnets(new_prefix=24))[i],
         )

@@ -1,8 +1,12 @@
-"""etcd and a real kube-apiserver, with RBAC, serving on the cluster's bridge.
+"""etcd, kube-apiserver, kube-scheduler and kube-controller-manager, on the host.
 
 The API server binds the host's address on the cluster bridge: reachable from
-the host and from every simulated node, from nowhere else. Both processes run
-detached with pid files, so the CLI can exit while the cluster keeps running.
+the host and from every simulated node, from nowhere else. It authorizes with
+the Node authorizer and RBAC and admits with NodeRestriction, as a kubeadm
+cluster does; the scheduler and the controller-manager reach it with client
+certificates of their well-known users and serve nothing themselves (no port
+to collide with a second cluster). Every process runs detached with a pid
+file, so the CLI can exit while the cluster keeps running.
 """
 
 from __future__ import annotations
@@ -11,13 +15,56 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import procs
-from .config import ClusterConfig
-from .pki import Pki
+from . import kubeconfig, procs
+from .config import SERVICE_CIDR, ClusterConfig
+from .pki import Pki, ensure_client_cert
 
 READY_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Component:
+    """One control-plane process: how it starts and how to recognise it afterwards."""
+
+    name: str
+    args: list[str]
+    #: A string of its command line that names this cluster (pid files can be reused).
+    marker: str
+
+    def pid_file(self, config: ClusterConfig) -> Path:
+        return config.state_dir / f"{self.name}.pid"
+
+    def log(self, config: ClusterConfig) -> Path:
+        return config.state_dir / "logs" / f"{self.name}.log"
+
+    def pid(self, config: ClusterConfig) -> int | None:
+        return procs.read_pid(self.pid_file(config), self.marker)
+
+
+def component_kubeconfig(config: ClusterConfig, name: str) -> Path:
+    return config.state_dir / f"{name}.kubeconfig"
+
+
+def write_component_kubeconfig(
+    config: ClusterConfig, name: str, *, common_name: str, organization: str | None = None
+) -> Path:
+    """A kubeconfig with a client certificate of ``common_name`` (default RBAC binds these)."""
+    pki = Pki(directory=config.pki_dir)
+    cert = ensure_client_cert(pki, name, common_name=common_name, organization=organization)
+    path = component_kubeconfig(config, name)
+    kubeconfig.write(
+        path,
+        kubeconfig.render(
+            cluster=f"ferry-{config.name}",
+            server=config.server_url,
+            ca_cert=pki.ca_cert,
+            user=kubeconfig.admin_user(cert.cert, cert.key),
+        ),
+    )
+    return path
 
 
 def etcd_pid_file(config: ClusterConfig) -> Path:
@@ -68,8 +115,13 @@ def apiserver_args(config: ClusterConfig) -> list[str]:
         f"--service-account-key-file={pki.sa_pub}",
         f"--service-account-signing-key-file={pki.sa_key}",
         "--service-account-issuer=https://kubernetes.default.svc",
-        "--service-cluster-ip-range=10.96.0.0/16",
-        "--authorization-mode=RBAC",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NodeRestriction",
+        # `kubectl logs` and `exec` go through the API server to the kubelets.
+        f"--kubelet-client-certificate={pki.directory / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={pki.directory / 'apiserver-kubelet-client.key'}",
+        "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true",
         "--anonymous-auth=false",
         "--profiling=false",
@@ -78,11 +130,62 @@ def apiserver_args(config: ClusterConfig) -> list[str]:
     ]
 
 
-def running(config: ClusterConfig) -> bool:
-    return (
-        procs.read_pid(etcd_pid_file(config), etcd_marker(config)) is not None
-        and procs.read_pid(apiserver_pid_file(config), apiserver_marker(config)) is not None
+def scheduler(config: ClusterConfig) -> Component:
+    kube = component_kubeconfig(config, "kube-scheduler")
+    return Component(
+        name="kube-scheduler",
+        args=[
+            str(config.bin_dir / "kube-scheduler"),
+            f"--kubeconfig={kube}",
+            f"--authentication-kubeconfig={kube}",
+            f"--authorization-kubeconfig={kube}",
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--v=1",
+        ],
+        marker=str(kube),
     )
+
+
+def controller_manager(config: ClusterConfig) -> Component:
+    pki = Pki(directory=config.pki_dir)
+    kube = component_kubeconfig(config, "kube-controller-manager")
+    return Component(
+        name="kube-controller-manager",
+        args=[
+            str(config.bin_dir / "kube-controller-manager"),
+            f"--kubeconfig={kube}",
+            f"--authentication-kubeconfig={kube}",
+            f"--authorization-kubeconfig={kube}",
+            # Each controller acts as its own ServiceAccount, as in kubeadm's clusters.
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki.sa_key}",
+            f"--root-ca-file={pki.ca_cert}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # Pod CIDRs are the harness's (config.py): no node IPAM, no cloud routes.
+            "--allocate-node-cidrs=false",
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--v=1",
+        ],
+        marker=str(kube),
+    )
+
+
+def components(config: ClusterConfig) -> list[Component]:
+    """Every control-plane process, in the order they start."""
+    return [
+        Component(name="etcd", args=etcd_args(config), marker=etcd_marker(config)),
+        Component(
+            name="kube-apiserver", args=apiserver_args(config), marker=apiserver_marker(config)
+        ),
+        scheduler(config),
+        controller_manager(config),
+    ]
+
+
+def running(config: ClusterConfig) -> bool:
+    return all(c.pid(config) is not None for c in components(config))
 
 
 def _ssl_context(config: ClusterConfig) -> ssl.SSLContext:
@@ -103,44 +206,56 @@ def ready(config: ClusterConfig) -> bool:
         return False
 
 
-def start(config: ClusterConfig) -> None:
-    """Start etcd and the API server and wait until the API server is ready."""
-    logs = config.state_dir / "logs"
-    if procs.read_pid(etcd_pid_file(config), etcd_marker(config)) is None:
-        procs.start(etcd_args(config), pid_file=etcd_pid_file(config), log_file=logs / "etcd.log")
-    if procs.read_pid(apiserver_pid_file(config), apiserver_marker(config)) is None:
+def _start(config: ClusterConfig, component: Component) -> None:
+    if component.pid(config) is None:
         procs.start(
-            apiserver_args(config),
-            pid_file=apiserver_pid_file(config),
-            log_file=logs / "kube-apiserver.log",
+            component.args, pid_file=component.pid_file(config), log_file=component.log(config)
         )
+
+
+def _check_alive(config: ClusterConfig, started: list[Component]) -> None:
+    for component in started:
+        if component.pid(config) is None:
+            tail = component.log(config).read_text(errors="replace").splitlines()[-15:]
+            raise RuntimeError(f"{component.name} exited:\n" + "\n".join(tail))
+
+
+def start(config: ClusterConfig) -> None:
+    """Start etcd and the API server, wait until it is ready, then the scheduler and controllers."""
+    pki = Pki(directory=config.pki_dir)
+    ensure_client_cert(
+        pki,
+        "apiserver-kubelet-client",
+        common_name="kube-apiserver-kubelet-client",
+        organization="system:masters",
+    )
+    write_component_kubeconfig(config, "kube-scheduler", common_name="system:kube-scheduler")
+    write_component_kubeconfig(
+        config, "kube-controller-manager", common_name="system:kube-controller-manager"
+    )
+    etcd, apiserver, *controllers = components(config)
+    for component in (etcd, apiserver):
+        _start(config, component)
     deadline = time.monotonic() + READY_TIMEOUT
     while not ready(config):
-        for pid_file, marker, log in (
-            (etcd_pid_file(config), etcd_marker(config), "etcd.log"),
-            (apiserver_pid_file(config), apiserver_marker(config), "kube-apiserver.log"),
-        ):
-            if procs.read_pid(pid_file, marker) is None:
-                tail = (logs / log).read_text(errors="replace").splitlines()[-15:]
-                raise RuntimeError(f"{log.removesuffix('.log')} exited:\n" + "\n".join(tail))
+        _check_alive(config, [etcd, apiserver])
         if time.monotonic() > deadline:
             raise RuntimeError(
-                f"kube-apiserver not ready after {READY_TIMEOUT:.0f}s; "
-                f"see {logs}/kube-apiserver.log"
+                f"kube-apiserver not ready after {READY_TIMEOUT:.0f}s; see {apiserver.log(config)}"
             )
         time.sleep(0.5)
+    for component in controllers:
+        _start(config, component)
+    time.sleep(0.5)
+    _check_alive(config, controllers)
 
 
 def stop(config: ClusterConfig) -> None:
-    for pid_file, marker in (
-        (apiserver_pid_file(config), apiserver_marker(config)),
-        (etcd_pid_file(config), etcd_marker(config)),
-    ):
-        pid = procs.read_pid(pid_file, marker)
+    for component in reversed(components(config)):
+        pid = component.pid(config)
         if pid is not None:
             procs.stop(pid)
-        pid_file.unlink(missing_ok=True)
-    # Anything started from this state directory that lost its pid file.
-    for marker in (apiserver_marker(config), etcd_marker(config)):
-        for pid in procs.processes_with(marker):
-            procs.stop(pid)
+        component.pid_file(config).unlink(missing_ok=True)
+        # Anything started from this state directory that lost its pid file.
+        for orphan in procs.processes_with(component.marker):
+            procs.stop(orphan)

@@ -88,11 +88,13 @@ def main() -> int:
     config = ClusterConfig()
     status = cluster.up(config, say)
     kubectl = [str(config.bin_dir / "kubectl"), f"--kubeconfig={config.admin_kubeconfig}"]
-    say("deploying Ferry: CRDs, the chart's RBAC, a node-helper per node, the operator")
-    deploy.deploy(config)
-    say("the nodes, and what each can do")
+    say("deploying Ferry: its images into the nodes' containerd, then helm install (hooks too)")
+    deploy.deploy(config, log=say)
+    say("the nodes (each a kubelet and containerd), and what each can do")
     subprocess.run([*kubectl, "get", "nodes", "-o", "wide"], check=True)
     subprocess.run([*kubectl, "get", "nodehelpers"], check=True)
+    say("Ferry's pods, run by the kubelets from the chart")
+    subprocess.run([*kubectl, "get", "pods", "-n", deploy.NAMESPACE, "-o", "wide"], check=True)
     node_a, node_b = config.node_specs()[:2]
 
     subprocess.run(

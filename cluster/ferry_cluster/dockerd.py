@@ -17,7 +17,6 @@ bound from the node's state directory (see node-init.sh).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from . import nodes
 from .config import NodeSpec
@@ -26,7 +25,6 @@ from .procs import CommandError
 CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
 CONTAINERD_LOG = "/var/log/containerd.log"
 DOCKERD_LOG = "/var/log/dockerd.log"
-READY_TIMEOUT = 60.0
 
 DAEMON_JSON: dict[str, object] = {
     "experimental": True,
@@ -57,41 +55,14 @@ def write_config(node: NodeSpec) -> None:
     (containerd / "config.toml").write_text(CONTAINERD_TOML)
 
 
-def log_path(node: NodeSpec, log: str) -> Path:
-    """Where the host finds a daemon's log (the node's overlay upper directory)."""
-    return node.upper_dir / log.lstrip("/")
-
-
-def _detach(node: NodeSpec, command: str, log: str) -> None:
-    """Start ``command`` in ``node`` in its own session, output appended to ``log``."""
-    nodes.run_in(node, ["sh", "-c", f"setsid -f {command} </dev/null >>{log} 2>&1"])
-
-
-def _wait(node: NodeSpec, *, daemon: str, ready: str, log: str) -> None:
-    """Until the shell test ``ready`` passes in ``node``; fail early if ``daemon`` exits."""
-    tries = int(READY_TIMEOUT / 0.1)
-    script = (
-        f"i=0; until {ready}; do "
-        f"pidof {daemon} >/dev/null || {{ echo '{daemon} exited' >&2; exit 1; }}; "
-        f"i=$((i+1)); [ $i -lt {tries} ] || {{ echo 'timed out after {READY_TIMEOUT:.0f}s' >&2; "
-        "exit 1; }; sleep 0.1; done"
-    )
-    result = nodes.run_in(node, ["sh", "-c", script], check=False, timeout=READY_TIMEOUT + 30)
-    if result.returncode != 0:
-        path = log_path(node, log)
-        tail = path.read_text(errors="replace")[-2000:] if path.exists() else "(no log)"
-        raise RuntimeError(
-            f"{daemon} did not come up on {node.name}: {result.stderr.strip()}; "
-            f"its log ({path}) ends:\n{tail}"
-        )
-
-
 def start(node: NodeSpec) -> str:
     """Start containerd, then dockerd, in the running ``node``; dockerd's version once ready."""
-    _detach(node, "containerd", CONTAINERD_LOG)
-    _wait(node, daemon="containerd", ready=f"test -S {CONTAINERD_SOCKET}", log=CONTAINERD_LOG)
-    _detach(node, "dockerd", DOCKERD_LOG)
-    _wait(node, daemon="dockerd", ready="docker info >/dev/null 2>&1", log=DOCKERD_LOG)
+    nodes.detach(node, "containerd", CONTAINERD_LOG)
+    nodes.wait_until(
+        node, daemon="containerd", ready=f"test -S {CONTAINERD_SOCKET}", log=CONTAINERD_LOG
+    )
+    nodes.detach(node, "dockerd", DOCKERD_LOG)
+    nodes.wait_until(node, daemon="dockerd", ready="docker info >/dev/null 2>&1", log=DOCKERD_LOG)
     return server_version(node)
 
 

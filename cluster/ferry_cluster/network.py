@@ -59,3 +59,6 @@ def attach_node(config: ClusterConfig, node: NodeSpec, init_pid: int) -> None:
     )
     _in_netns(init_pid, "ip", "link", "set", "eth0", "up")
     _in_netns(init_pid, "ip", "route", "add", "default", "via", str(config.gateway))
+    # The host reaches the node's pods (and answers them) through the node; the
+    # route goes with the bridge.
+    run(["ip", "route", "replace", str(node.pod_cidr), "via", str(node.address)])

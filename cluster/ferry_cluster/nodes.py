@@ -20,6 +20,8 @@ from . import cgroups, procs
 from .config import ClusterConfig, NodeSpec
 
 START_TIMEOUT = 30.0
+#: How long a daemon started in a node (dockerd, containerd, kubelet) may take to answer.
+READY_TIMEOUT = 60.0
 INIT_MARKER = "node-init.sh"
 
 
@@ -74,7 +76,7 @@ def start(config: ClusterConfig, node: NodeSpec, layers: Sequence[Path], source:
     ``layers`` are the read-only layers of its root, top first; ``source`` is
     the project tree, mounted read-only at /opt/ferry/src.
     """
-    storage = (node.containers_dir, node.docker_dir, node.containerd_dir)
+    storage = (node.containers_dir, node.docker_dir, node.containerd_dir, node.cri_dir)
     for directory in (node.upper_dir, node.work_dir, node.root_mountpoint, *storage):
         directory.mkdir(parents=True, exist_ok=True)
     for directory in storage:
@@ -106,6 +108,7 @@ def start(config: ClusterConfig, node: NodeSpec, layers: Sequence[Path], source:
         str(node.containers_dir),
         str(node.docker_dir),
         str(node.containerd_dir),
+        str(node.cri_dir),
         str(source),
         node.name,
         *specs,
@@ -204,3 +207,32 @@ def env_exec(node: NodeSpec, command: Sequence[str]) -> None:
     """Replace this process with ``command`` inside the node (interactive use)."""
     args = exec_args(node, command)
     os.execvp(args[0], args)  # noqa: S606 - an argv, no shell involved
+
+
+def log_path(node: NodeSpec, log: str) -> Path:
+    """Where the host finds a daemon's log (the node's overlay upper directory)."""
+    return node.upper_dir / log.lstrip("/")
+
+
+def detach(node: NodeSpec, command: str, log: str) -> None:
+    """Start ``command`` in ``node`` in its own session, output appended to ``log``."""
+    run_in(node, ["sh", "-c", f"setsid -f {command} </dev/null >>{log} 2>&1"])
+
+
+def wait_until(node: NodeSpec, *, daemon: str, ready: str, log: str) -> None:
+    """Until the shell test ``ready`` passes in ``node``; fail early if ``daemon`` exits."""
+    tries = int(READY_TIMEOUT / 0.1)
+    script = (
+        f"i=0; until {ready}; do "
+        f"pidof {daemon} >/dev/null || {{ echo '{daemon} exited' >&2; exit 1; }}; "
+        f"i=$((i+1)); [ $i -lt {tries} ] || {{ echo 'timed out after {READY_TIMEOUT:.0f}s' >&2; "
+        "exit 1; }; sleep 0.1; done"
+    )
+    result = run_in(node, ["sh", "-c", script], check=False, timeout=READY_TIMEOUT + 30)
+    if result.returncode != 0:
+        path = log_path(node, log)
+        tail = path.read_text(errors="replace")[-2000:] if path.exists() else "(no log)"
+        raise RuntimeError(
+            f"{daemon} did not come up on {node.name}: {result.stderr.strip()}; "
+            f"its log ({path}) ends:\n{tail}"
+        )

@@ -1,7 +1,8 @@
 """Certificates and keys for the local control plane.
 
-One self-signed CA signs the API server's serving certificate and the admin's
-client certificate (group ``system:masters``); a separate RSA key signs
+One self-signed CA signs the API server's serving certificate, the admin's
+client certificate (group ``system:masters``) and the client certificates of
+the scheduler, controller-manager, kubelets and kube-proxies; a separate RSA key signs
 ServiceAccount tokens. Files are written once and kept, so an ``up`` that finds
 a healthy cluster does not invalidate kubeconfigs handed out earlier.
 """
@@ -101,6 +102,67 @@ def _builder(
     )
 
 
+def _leaf(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_name: x509.Name,
+    *,
+    common_name: str,
+    org: str | None,
+    usage: x509.ObjectIdentifier,
+    sans: list[x509.GeneralName],
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        _builder(_name(common_name, org), ca_name, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        # Python 3.13 verifies strictly (VERIFY_X509_STRICT): it needs both key IDs.
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return key, builder.sign(ca_key, hashes.SHA256())
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientCert:
+    cert: Path
+    key: Path
+
+
+def ensure_client_cert(
+    pki: Pki, stem: str, *, common_name: str, organization: str | None = None
+) -> ClientCert:
+    """A client certificate of the cluster's CA (``stem``.crt/.key), issued unless present.
+
+    The control plane's other parts and the kubelets authenticate with these:
+    ``system:node:<name>`` in ``system:nodes`` for the Node authorizer, and the
+    well-known users the default RBAC roles bind (``system:kube-scheduler``...).
+    """
+    out = ClientCert(cert=pki.directory / f"{stem}.crt", key=pki.directory / f"{stem}.key")
+    if out.cert.exists() and out.key.exists():
+        return out
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{pki.ca_key} is not the EC key this module writes")
+    ca_name = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes()).subject
+    key, cert = _leaf(
+        ca_key,
+        ca_name,
+        common_name=common_name,
+        org=organization,
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+        sans=[],
+    )
+    _write_key(out.key, key)
+    _write_cert(out.cert, cert)
+    return out
+
+
 def ensure_pki(
     pki: Pki, *, server_ips: list[ipaddress.IPv4Address], server_names: list[str]
 ) -> None:
@@ -143,23 +205,7 @@ def ensure_pki(
         usage: x509.ObjectIdentifier,
         sans: list[x509.GeneralName],
     ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            _builder(_name(common_name, org), ca_name, key.public_key())
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            # Python 3.13 verifies strictly (VERIFY_X509_STRICT): it needs both key IDs.
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                critical=False,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-        )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        return key, builder.sign(ca_key, hashes.SHA256())
+        return _leaf(ca_key, ca_name, common_name=common_name, org=org, usage=usage, sans=sans)
 
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in server_names]
     sans += [x509.IPAddress(ip) for ip in server_ips]

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 import asyncssh
 from ferry_api.runtime import Runtime
 
+from . import node_tools
 from .drivers.capabilities import Driver
 from .drivers.docker import DockerDriver
 from .drivers.libpod import Libpod
@@ -71,6 +72,8 @@ async def node_drivers(settings: Settings) -> AsyncIterator[dict[Runtime, Driver
 
 
 async def serve(settings: Settings) -> None:
+    if settings.node_tools == "nsenter":
+        node_tools.install(settings.state_dir / "node-tools")
     async with node_drivers(settings) as drivers:
         log.info("runtimes on this node: %s", ", ".join(drivers) or "none")
         await _serve(settings, drivers)
@@ -87,7 +90,11 @@ async def _serve(settings: Settings, drivers: dict[Runtime, Driver]) -> None:
         logs=FailureLogs(
             settings.state_dir / "logs", retention_seconds=settings.log_retention_hours * 3600
         ),
-        registry_authfile=settings.registry_authfile,
+        registry_authfile=(
+            node_tools.node_visible(settings.registry_authfile, settings.state_dir)
+            if settings.node_tools
+            else settings.registry_authfile
+        ),
     )
     server = HelperServer(
         operations=operations,
@@ -118,8 +125,11 @@ async def _serve(settings: Settings, drivers: dict[Runtime, Driver]) -> None:
                 log.exception("heartbeat failed; retrying at the next one")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), settings.heartbeat_seconds)
+    # No new sessions; those in flight end first (the pod's grace period bounds this).
     acceptor.close()
-    await acceptor.wait_closed()
+    left = await server.drain(settings.drain_seconds)
+    if left:
+        log.warning("stopping with %d operation(s) still running", left)
 
 
 def main() -> int:

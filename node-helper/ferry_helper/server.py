@@ -93,6 +93,19 @@ class HelperServer:
         self.operations = operations
         self.host_key = host_key
         self.operator_keys = _fingerprints(operator_keys)
+        self._running: set[asyncio.Future[Reply]] = set()
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for the operations in flight; how many still run.
+
+        A helper asked to stop (a rolling update, a node drain) lets a dump or a
+        restore end instead of killing podman halfway through it.
+        """
+        if not self._running:
+            return 0
+        log.info("waiting up to %.0fs for %d operation(s) in flight", timeout, len(self._running))
+        _, pending = await asyncio.wait(set(self._running), timeout=timeout)
+        return len(pending)
 
     async def start(self, host: str, port: int) -> asyncssh.SSHAcceptor:
         return await asyncssh.create_server(
@@ -153,4 +166,9 @@ class HelperServer:
         channel = Channel(emit=emit, stdin=process.stdin, stdout=process.stdout)
         # Shielded: a client that goes away (an operator cancelling a migration)
         # must not kill podman halfway through a dump.
-        return await asyncio.shield(self.operations.run(request, channel, granted_uid=granted_uid))
+        running = asyncio.ensure_future(
+            self.operations.run(request, channel, granted_uid=granted_uid)
+        )
+        self._running.add(running)
+        running.add_done_callback(self._running.discard)
+        return await asyncio.shield(running)

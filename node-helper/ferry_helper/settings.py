@@ -26,6 +26,10 @@ class Settings:
     heartbeat_seconds: float
     #: How long the full logs of failed steps stay on the node.
     log_retention_hours: float = 72
+    #: "nsenter": run the node's podman, docker and CRIU in its namespaces (see node_tools).
+    node_tools: str = ""
+    #: How long a stopping helper waits for the operations in flight.
+    drain_seconds: float = 60
 
     @property
     def host_key(self) -> Path:
@@ -50,6 +54,9 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ) if env is None else env
+        node_tools = env.get("FERRY_NODE_TOOLS", "")
+        if node_tools not in ("", "nsenter"):
+            raise ValueError(f"FERRY_NODE_TOOLS is {node_tools!r}: empty or 'nsenter'")
         node = env.get("FERRY_NODE_NAME", "")
         if not node:
             raise ValueError("FERRY_NODE_NAME is not set (the DaemonSet passes spec.nodeName)")
@@ -61,4 +68,6 @@ class Settings:
             ssh_dir=Path(env.get("FERRY_SSH_DIR", "/etc/ferry/ssh")),
             heartbeat_seconds=float(env.get("FERRY_HEARTBEAT_SECONDS", "30")),
             log_retention_hours=float(env.get("FERRY_LOG_RETENTION_HOURS", "72")),
+            node_tools=node_tools,
+            drain_seconds=float(env.get("FERRY_DRAIN_SECONDS", "60")),
         )

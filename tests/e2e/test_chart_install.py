@@ -11,6 +11,7 @@ import json
 import subprocess
 import time
 
+import ferry_pods
 import pytest
 from ferry_api import constants
 from ferry_cluster import deploy, images, nodes
@@ -113,9 +114,8 @@ def test_upgrade_with_changed_values_reaches_the_running_helpers(
     }
     assert env["FERRY_HEARTBEAT_SECONDS"] == "7"
     node = installed.node_specs()[0]
-    environ = nodes.run_in(
-        node, ["sh", "-c", "cat /proc/$(pgrep -f ferry_helper | head -1)/environ"]
-    ).stdout
+    pid = ferry_pods.pid_in_node(node, ferry_pods.HELPER_COMMAND)
+    environ = nodes.run_in(node, ["cat", f"/proc/{pid}/environ"]).stdout
     assert "FERRY_HEARTBEAT_SECONDS=7" in environ.split("\0")
 
 

@@ -16,12 +16,12 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
 import time
 import uuid
 from typing import Any
 
 import asyncssh
+import ferry_pods
 import pytest
 from archives import COMPRESSIONS, UNSAFE
 from ferry_api import constants
@@ -100,11 +100,7 @@ def test_the_operator_killed_in_any_phase_resumes_and_one_copy_runs(
     )
     if phase != "Validating":  # that one lasts milliseconds: kill at once
         wait_migration(custom, namespace, name, lambda s: s.get("phase") == phase, poll=0.02)
-    pid = procs.read_pid(deploy.operator_pid_file(ferry), ferry.operator_marker)
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    time.sleep(1)
-    deploy.start_operator(ferry, deploy.workload(ferry, "deployment", "ferry-operator"))
+    ferry_pods.kill_operator(ferry)
 
     status = wait_migration(custom, namespace, name, poll=0.2)
     on_a, on_b = running(node_a, name), running(node_b, name)
@@ -139,8 +135,7 @@ def test_a_helper_whose_host_key_is_not_the_published_one_is_refused(
     ferry: ClusterConfig,
 ) -> None:
     node = ferry.node_specs()[0]
-    key_file = deploy.deploy_dir(ferry) / "operator-root" / "etc" / "ferry" / "ssh" / "operator"
-    operator_key = asyncssh.read_private_key(key_file)
+    operator_key = asyncssh.import_private_key(ferry_pods.operator_private_key(ferry))
     impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
     wrong = peer(ferry, node).model_copy(update={"host_key": impostor})
     with pytest.raises(RemoteError) as refused:
@@ -153,9 +148,7 @@ def test_a_helper_whose_host_key_is_not_the_published_one_is_refused(
 
 
 def operator_key(ferry: ClusterConfig) -> asyncssh.SSHKey:
-    return asyncssh.read_private_key(
-        deploy.deploy_dir(ferry) / "operator-root" / "etc" / "ferry" / "ssh" / "operator"
-    )
+    return asyncssh.import_private_key(ferry_pods.operator_private_key(ferry))
 
 
 def grant(ferry: ClusterConfig, node: NodeSpec, uid: str) -> asyncssh.SSHKey:
@@ -227,18 +220,11 @@ def test_logs_carry_no_keys_or_tokens_and_no_archive_outlives_a_migration(
     ferry: ClusterConfig,
 ) -> None:
     secrets = [
-        (deploy.deploy_dir(ferry) / "operator-root" / "etc" / "ferry" / "ssh" / "operator")
-        .read_text()
-        .splitlines()[1],  # a line of the operator's private key
+        ferry_pods.operator_private_key(ferry).splitlines()[1],  # a line of its private key
     ]
-    kubeconfig = (deploy.deploy_dir(ferry) / "operator.kubeconfig").read_text()
-    token = next(
-        line.split(":", 1)[1].strip()
-        for line in kubeconfig.splitlines()
-        if line.strip().startswith("token:")
-    )
-    logs = [deploy.operator_log(ferry).read_text(errors="replace")]
-    logs += [deploy.helper_log(n).read_text(errors="replace") for n in ferry.node_specs()]
+    token = ferry_pods.operator_token(ferry)
+    logs = ferry_pods.all_logs(ferry)
+    assert all(logs), "every pod has logged something"
     for text in logs:
         assert "PRIVATE KEY" not in text
         assert token[:40] not in text

@@ -6,8 +6,9 @@ counting on (its log reads 1, 2, ... without a restart); the target keeps
 neither a container nor an archive; the migration ends ``Failed`` with a
 reason that names the fault.
 
-A helper is killed as a kubelet kills a crashed pod's container: its whole
-process group, podman and CRIU included, and then started again.
+A helper is killed as a crash kills it: SIGKILL to its process in the node; the
+kubelet restarts its container. podman and CRIU, which the helper runs in the
+node's own cgroups (node_tools.py), are not part of the container and finish.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import datetime
 import time
 from collections.abc import Iterator
 
+import ferry_pods
 import pytest
 from ferry_api import constants
 from ferry_cluster import deploy, procs
@@ -132,15 +134,6 @@ def wait_heartbeat_after(
         time.sleep(0.5)
 
 
-def kill_and_restart_helper(ferry: ClusterConfig, node: NodeSpec, *, down: float = 3) -> None:
-    """SIGKILL the helper's whole process group (podman, CRIU), then start it again."""
-    pid = procs.read_pid(deploy.helper_pid_file(node), "ferry_helper")
-    assert pid is not None, f"no helper runs on {node.name}"
-    procs.run(["kill", "-KILL", "--", f"-{pid}"])
-    time.sleep(down)
-    deploy.start_helper(ferry, node, deploy.workload(ferry, "daemonset", "ferry-node-helper"))
-
-
 @pytest.mark.parametrize(
     ("phase", "side"),
     [("Checkpointing", "source"), ("Transferring", "source"), ("Restoring", "target")],
@@ -157,7 +150,7 @@ def test_a_helper_killed_mid_step_leaves_the_source_running(
     start_counter(source, name, namespace, blob_bytes=128 << 20)
     create_migration(custom, namespace, name, move(source, target, name))
     wait_migration(custom, namespace, name, lambda s: s.get("phase") == phase, poll=0.02)
-    kill_and_restart_helper(ferry, source if side == "source" else target)
+    ferry_pods.kill_helper(ferry, source if side == "source" else target)
     status = wait_migration(custom, namespace, name, timeout=240, poll=0.5)
     assert status["phase"] == "Failed", status
     assert_one_copy_on_the_source(source, target, name)

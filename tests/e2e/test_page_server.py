@@ -15,9 +15,10 @@ import time
 import uuid
 from typing import Any
 
+import ferry_pods
 import pytest
 from ferry_api import constants
-from ferry_cluster import deploy, images, memhog, procs
+from ferry_cluster import deploy, images, memhog
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import (
     container_state,
@@ -220,10 +221,7 @@ def test_a_target_gone_while_it_holds_the_memory_holds_the_rollback_until_it_is_
     wait_migration(
         custom, namespace, name, lambda s: s.get("phase") in ("Transferring", "Restoring")
     )
-    helper = procs.read_pid(deploy.helper_pid_file(node_b), "ferry_helper")
-    assert helper is not None
-    procs.run(["kill", "-KILL", "--", f"-{helper}"])
-    try:
+    with ferry_pods.helper_down(ferry, node_b):
         waiting = wait_migration(
             custom,
             namespace,
@@ -238,8 +236,6 @@ def test_a_target_gone_while_it_holds_the_memory_holds_the_rollback_until_it_is_
         assert waiting["phase"] == "RollingBack"
         time.sleep(3)  # and it keeps waiting: the source stays down, no copy is started
         assert container_state(node_a, "hog-stranded") == "exited"
-    finally:
-        deploy.start_helper(ferry, node_b, deploy.workload(ferry, "daemonset", "ferry-node-helper"))
 
     status = wait_migration(custom, namespace, name, timeout=180, poll=0.5)
     assert status["phase"] == "Failed", status

@@ -68,6 +68,8 @@ HELPER_ENV = [
     {"name": "FERRY_STATE_DIR", "value": "/var/lib/ferry-helper"},
     {"name": "FERRY_HEARTBEAT_SECONDS", "value": "30"},
     {"name": "FERRY_LOG_RETENTION_HOURS", "value": "72"},
+    {"name": "FERRY_NODE_TOOLS", "value": "nsenter"},
+    {"name": "FERRY_DRAIN_SECONDS", "value": "110"},
 ]
 #: Value sets that switch templates on and off: every check on all objects runs on each.
 VARIANTS = {

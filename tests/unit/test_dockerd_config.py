@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ferry_cluster import dockerd
+from ferry_cluster import dockerd, nodes
 from ferry_cluster.config import ClusterConfig
 
 
@@ -26,4 +26,4 @@ def test_docker_storage_is_beside_podmans_in_the_node_state() -> None:
     node = ClusterConfig(name="unit").node_specs()[0]
     assert node.docker_dir.parent == node.containers_dir.parent == node.state_dir
     assert node.containerd_dir.parent == node.state_dir
-    assert dockerd.log_path(node, dockerd.DOCKERD_LOG) == node.upper_dir / "var/log/dockerd.log"
+    assert nodes.log_path(node, dockerd.DOCKERD_LOG) == node.upper_dir / "var/log/dockerd.log"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the control-plane binaries the local cluster needs from the Go module
-# proxy (no registry, no prebuilt downloads): kube-apiserver and kubectl from
-# k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3, helm from helm.sh/helm/v3.
+# proxy (no registry, no prebuilt downloads): kube-apiserver, kube-scheduler,
+# kube-controller-manager, kubelet, kube-proxy and kubectl from k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3, helm from helm.sh/helm/v3.
 # Results are cached outside the repo, keyed by version: a second run builds nothing.
 set -euo pipefail
 
@@ -9,6 +9,7 @@ K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 HELM_VERSION="${HELM_VERSION:-v3.19.0}"
 CACHE="${FERRY_CACHE:-/var/cache/ferry}"
+K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS=-mod=mod GOTOOLCHAIN=local
 export CGO_ENABLED=0
 
@@ -16,7 +17,9 @@ log() { printf '[build-binaries] %s\n' "$*" >&2; }
 
 build_k8s() {
   local out="$CACHE/kubernetes-$K8S_VERSION"
-  [[ -x "$out/kube-apiserver" && -x "$out/kubectl" ]] && return 0
+  local b missing=0
+  for b in "${K8S_BINARIES[@]}"; do [[ -x "$out/$b" ]] || missing=1; done
+  ((missing)) || return 0
   local staging="v0.${K8S_VERSION#v1.}"
   local work; work="$(mktemp -d)"
   log "kubernetes $K8S_VERSION (staging modules $staging) in $work"
@@ -41,7 +44,11 @@ package tools
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
     go mod tidy >/dev/null 2>&1 || go mod tidy
@@ -50,8 +57,9 @@ GO
       ld="$ld -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2) -X $p.gitTreeState=clean"
     done
     mkdir -p "$out.tmp"
-    go build -trimpath -ldflags "$ld" -o "$out.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-    go build -trimpath -ldflags "$ld" -o "$out.tmp/kubectl" k8s.io/kubernetes/cmd/kubectl
+    for b in "${K8S_BINARIES[@]}"; do
+      go build -trimpath -ldflags "$ld" -o "$out.tmp/$b" "k8s.io/kubernetes/cmd/$b"
+    done
   )
   rm -rf "$out" && mv "$out.tmp" "$out" && rm -rf "$work"
 }
@@ -95,8 +103,9 @@ mkdir -p "$CACHE/bin"
 build_k8s
 build_etcd
 build_helm
-ln -sf "$CACHE/kubernetes-$K8S_VERSION/kube-apiserver" "$CACHE/bin/kube-apiserver"
-ln -sf "$CACHE/kubernetes-$K8S_VERSION/kubectl" "$CACHE/bin/kubectl"
+for b in "${K8S_BINARIES[@]}"; do
+  ln -sf "$CACHE/kubernetes-$K8S_VERSION/$b" "$CACHE/bin/$b"
+done
 ln -sf "$CACHE/etcd-$ETCD_VERSION/etcd" "$CACHE/bin/etcd"
 ln -sf "$CACHE/helm-$HELM_VERSION/helm" "$CACHE/bin/helm"
 log "binaries in $CACHE/bin"

@@ -5,16 +5,17 @@
 # and nothing leaks to the host, then pivots into the node's root and becomes
 # catatonit, a reaping init.
 #
-# usage: node-init.sh LOWER UPPER WORK ROOT CONTAINERS DOCKER CONTAINERD SRC HOSTNAME CGROUP_SPEC...
+# usage: node-init.sh LOWER UPPER WORK ROOT CONTAINERS DOCKER CONTAINERD CRI SRC HOSTNAME CGROUP_SPEC...
 #   LOWER is overlayfs' lowerdir (colon-separated layers, top first);
-#   CONTAINERS, DOCKER and CONTAINERD are plain directories for podman's, dockerd's
-#   and containerd's storage (their overlay mounts cannot stack on the node's root);
+#   CONTAINERS, DOCKER, CONTAINERD and CRI are plain directories for podman's, dockerd's,
+#   Docker's containerd's and the kubelet's containerd's storage (their overlay
+#   mounts cannot stack on the node's root);
 #   SRC is the project's source tree, mounted read-only at /opt/ferry/src;
 #   CGROUP_SPEC is DIR:FSTYPE:OPTIONS for each hierarchy to mount under
 #   /sys/fs/cgroup ("-" as DIR for a cgroup2-only host: mounted at the top).
 set -eu
-LOWER=$1 UPPER=$2 WORK=$3 ROOT=$4 CONTAINERS=$5 DOCKER=$6 CONTAINERD=$7 SRC=$8 NAME=$9
-shift 9
+LOWER=$1 UPPER=$2 WORK=$3 ROOT=$4 CONTAINERS=$5 DOCKER=$6 CONTAINERD=$7 CRI=$8 SRC=$9 NAME=${10}
+shift 10
 
 mount --make-rprivate /
 mount -t overlay overlay -o "lowerdir=$LOWER,upperdir=$UPPER,workdir=$WORK" "$ROOT"
@@ -56,7 +57,7 @@ ln -s /proc/self/fd/2 "$ROOT/dev/stderr"
 
 mount -t tmpfs -o mode=755,nosuid,nodev tmpfs "$ROOT/run"
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$ROOT/tmp"
-for bind in "$CONTAINERS:containers" "$DOCKER:docker" "$CONTAINERD:containerd"; do
+for bind in "$CONTAINERS:containers" "$DOCKER:docker" "$CONTAINERD:containerd" "$CRI:containerd-cri"; do
   mkdir -p "$ROOT/var/lib/${bind##*:}"
   mount --bind "${bind%:*}" "$ROOT/var/lib/${bind##*:}"
 done
@@ -72,6 +73,9 @@ pivot_root . .oldroot
 cd /
 umount -l /.oldroot
 rmdir /.oldroot
+# Shared, as on a systemd host: a pod's Bidirectional hostPath mount (the
+# helper's podman storage) needs its source mount shared.
+mount --make-rshared /
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 echo "node $NAME ready"
 exec /usr/bin/catatonit -P
