@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from . import cluster, helperlayer, imagebuild, kubenode, procs, registry
+from . import cluster, helperlayer, imagebuild, kubenode, nodes, procs, registry
 from .config import ClusterConfig, NodeSpec
 
 NAMESPACE = "ferry-system"
@@ -92,6 +92,18 @@ def load_images(config: ClusterConfig, log: Log = print) -> list[imagebuild.Buil
                 continue
             log(f"==> importing {image.reference} into {node.name}'s containerd")
             kubenode.import_image(node, image.archive)
+            # podman saved it as localhost/<name>; the chart's default names the
+            # image as a kubelet resolves it, on docker.io.
+            nodes.run_in(
+                node,
+                kubenode.ctr(
+                    "images",
+                    "tag",
+                    "--force",
+                    f"localhost/{image.reference}",
+                    f"docker.io/{image.reference}",
+                ),
+            )
             done.add(image.archive.name)
             marker.write_text("\n".join(sorted(done)) + "\n")
     return built

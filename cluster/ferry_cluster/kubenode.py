@@ -61,6 +61,12 @@ state = "{CRI_STATE}"
   [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = "{PAUSE_IMAGE}"
 
+# Lowering a process's oom_score_adj needs CAP_SYS_RESOURCE, which hosts running
+# in a container (this project's CI machines) may not grant: the pod sandbox's
+# -998 then fails in runc's nsexec. Keep every value at or above containerd's own.
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+
 [plugins."io.containerd.cri.v1.runtime".containerd]
   default_runtime_name = "runc"
   [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]

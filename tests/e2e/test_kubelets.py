@@ -16,7 +16,7 @@ from typing import Any
 import ferry_pods
 import pytest
 from ferry_api import constants
-from ferry_cluster import deploy, imagebuild, images, kubenode, nodes
+from ferry_cluster import deploy, helperlayer, imagebuild, images, kubenode, nodes
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import (
     container_state,
@@ -64,7 +64,7 @@ def migrate_a_counter(
 
 
 def test_the_kubelets_run_ferry_from_its_images_with_the_hooks_done(ferry: ClusterConfig) -> None:
-    version = imagebuild.version(deploy.helperlayer.source_root())
+    version = imagebuild.version(helperlayer.source_root())
     for node in ferry.node_specs():
         pod = kubectl_json(
             ferry, "get", "pod", deploy.helper_pod(ferry, node), "-n", deploy.NAMESPACE
@@ -181,7 +181,7 @@ def test_helm_upgrade_to_a_new_image_rolls_the_helpers_with_a_migration_in_fligh
     """A changed image rolls the DaemonSet under a migration: it ends Succeeded, or Failed
     with the source running; either way exactly one copy counts on, from where it was."""
     node_a, node_b = ferry.node_specs()[:2]
-    version = imagebuild.version(deploy.helperlayer.source_root())
+    version = imagebuild.version(helperlayer.source_root())
     new_tag = f"{version}-rolled"
     for node in ferry.node_specs():
         nodes.run_in(

@@ -152,7 +152,7 @@ def test_rbac_denies_a_service_account_what_it_was_not_granted(
     assert can_i.returncode == 1
 
 
-def test_nodes_are_registered_with_addresses(
+def test_the_kubelets_registered_their_nodes_ready_on_containerd(
     local_cluster: ClusterConfig, admin_api: client.ApiClient
 ) -> None:
     core = client.CoreV1Api(admin_api)
@@ -164,4 +164,6 @@ def test_nodes_are_registered_with_addresses(
         assert node.metadata.labels["kubernetes.io/hostname"] == spec.name
         ready = {c.type: c.status for c in node.status.conditions}
         assert ready["Ready"] == "True"
-        assert node.status.node_info.container_runtime_version.startswith("podman://5.")
+        assert node.status.node_info.kubelet_version == "v1.34.4"
+        assert node.status.node_info.container_runtime_version.startswith("containerd://2.1.")
+        assert node.metadata.labels["ferry.dev/simulated-node"] == local_cluster.name

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from ferry_cluster.config import MAX_NODES, ClusterConfig
+from ferry_cluster.config import MAX_NODES, SERVICE_CIDR, ClusterConfig
 
 
 def test_default_cluster_takes_the_well_known_names() -> None:
@@ -33,3 +33,15 @@ def test_interface_names_fit_the_kernel_limit(name: str) -> None:
 def test_bad_names_and_sizes_are_refused(name: str, nodes: int) -> None:
     with pytest.raises(ValueError, match=r"cluster name|nodes"):
         ClusterConfig(name=name, nodes=nodes)
+
+
+def test_pod_networks_never_overlap_between_nodes_clusters_or_services() -> None:
+    clusters = [ClusterConfig(name=n, nodes=MAX_NODES) for n in ("ferry", "test", "life")]
+    ranges = [node.pod_cidr for c in clusters for node in c.node_specs()]
+    for i, one in enumerate(ranges):
+        assert not one.overlaps(SERVICE_CIDR)
+        for other in ranges[i + 1 :]:
+            assert not one.overlaps(other), (one, other)
+    for config in clusters:
+        assert all(n.pod_cidr.subnet_of(config.pod_network) for n in config.node_specs())
+        assert not config.pod_network.overlaps(config.subnet)
