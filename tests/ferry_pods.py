@@ -132,10 +132,23 @@ def operator_token(config: ClusterConfig) -> str:
     node = operator_node(config)
     pid = pid_in_node(node, OPERATOR_COMMAND)
     assert pid is not None
-    token = nodes.host_path(
-        node, f"/proc/{pid}/root/var/run/secrets/kubernetes.io/serviceaccount/token"
-    )
-    return token.read_text()
+    # Debian's /var/run is a link to /run, which would resolve in the host's root here.
+    for mounted in ("run", "var/run"):
+        token = nodes.host_path(
+            node, f"/proc/{pid}/root/{mounted}/secrets/kubernetes.io/serviceaccount/token"
+        )
+        if token.exists():
+            return token.read_text()
+    raise AssertionError("the operator's pod has no ServiceAccount token mounted")
+
+
+def operator_metrics_url(config: ClusterConfig) -> str:
+    """The operator's Prometheus endpoint, on its pod's address (the host routes pods)."""
+    pod = _pod(config, deploy.operator_pod(config))
+    ports = {
+        p.get("name"): p["containerPort"] for p in pod["spec"]["containers"][0].get("ports", [])
+    }
+    return f"http://{pod['status']['podIP']}:{ports['metrics']}/metrics"
 
 
 def all_logs(config: ClusterConfig) -> list[str]:

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import cluster, deploy, imagebuild, images, nodes
+from . import cluster, deploy, imagebuild, images, kubenode, nodes
 from .config import DEFAULT_NAME, MAX_NODES, ClusterConfig
 
 
@@ -128,6 +128,8 @@ def cmd_image_load(args: argparse.Namespace) -> int:
     for node in config.node_specs():
         _progress(f"loading {args.archive} on {node.name}")
         cluster.load_image(node, Path(args.archive), docker=args.docker)
+        if args.pods:
+            kubenode.import_image(node, Path(args.archive))
     return 0
 
 
@@ -220,12 +222,17 @@ def parser() -> argparse.ArgumentParser:
     load = img_sub.add_parser("load", help="podman load an archive on every node")
     load.add_argument("archive")
     load.add_argument("--docker", action="store_true", help="docker load it too")
+    load.add_argument(
+        "--pods",
+        action="store_true",
+        help="import it into the kubelet's containerd too (pods: imagePullPolicy Never)",
+    )
     load.set_defaults(func=cmd_image_load)
 
     dep = sub.add_parser(
         "deploy",
-        help="install Ferry (CRDs, RBAC, node-helpers, operator) "
-        "on the running cluster; restarts them",
+        help="build Ferry's images, import them into the nodes and helm install the chart "
+        "(hooks included) on the running cluster",
     )
     dep.add_argument(
         "--allow-any-namespace",

@@ -73,7 +73,7 @@ async def node_drivers(settings: Settings) -> AsyncIterator[dict[Runtime, Driver
 
 async def serve(settings: Settings) -> None:
     if settings.node_tools == "nsenter":
-        node_tools.install(settings.state_dir / "node-tools")
+        node_tools.install(settings.state_dir / "node-tools", settings.state_dir / "tmp")
     async with node_drivers(settings) as drivers:
         log.info("runtimes on this node: %s", ", ".join(drivers) or "none")
         await _serve(settings, drivers)

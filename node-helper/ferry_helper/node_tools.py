@@ -18,6 +18,10 @@ pod's cgroups, restored containers included.
 
 A tool the node lacks gets no wrapper: the helper then serves the runtimes
 the node has, as it does outside Kubernetes.
+
+Every path the helper hands a tool must exist in the node too: its temporary
+files go to the state directory (a hostPath at the same path on both sides),
+and files of the pod (a Secret's) are copied there first.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import logging
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -50,8 +55,9 @@ def node_has(tool: str) -> bool:
     return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
 
-def install(wrappers: Path) -> list[str]:
-    """Write a wrapper for each tool the node has into ``wrappers``, put it first on PATH.
+def install(wrappers: Path, scratch: Path) -> list[str]:
+    """Write a wrapper for each tool the node has into ``wrappers``, put it first on PATH;
+    temporary files from now on in ``scratch`` (which the node sees).
 
     Returns the tools wrapped.
     """
@@ -68,6 +74,9 @@ def install(wrappers: Path) -> list[str]:
         target.chmod(0o755)
         wrapped.append(tool)
     os.environ["PATH"] = f"{wrappers}:{os.environ.get('PATH', '')}"
+    scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.environ["TMPDIR"] = str(scratch)
+    tempfile.tempdir = str(scratch)
     log.info("using the node's %s (run in its namespaces)", ", ".join(wrapped) or "nothing")
     return wrapped
 

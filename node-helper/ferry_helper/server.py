@@ -95,16 +95,16 @@ class HelperServer:
         self.operator_keys = _fingerprints(operator_keys)
         self._running: set[asyncio.Future[Reply]] = set()
 
-    async def drain(self, timeout: float) -> int:
-        """Wait up to ``timeout`` s for the operations in flight; how many still run.
+    async def drain(self, seconds: float) -> int:
+        """Wait up to ``seconds`` for the operations in flight; how many still run.
 
         A helper asked to stop (a rolling update, a node drain) lets a dump or a
         restore end instead of killing podman halfway through it.
         """
         if not self._running:
             return 0
-        log.info("waiting up to %.0fs for %d operation(s) in flight", timeout, len(self._running))
-        _, pending = await asyncio.wait(set(self._running), timeout=timeout)
+        log.info("waiting up to %.0fs for %d operation(s) in flight", seconds, len(self._running))
+        _, pending = await asyncio.wait(set(self._running), timeout=seconds)
         return len(pending)
 
     async def start(self, host: str, port: int) -> asyncssh.SSHAcceptor:

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import ferry_pods
 import pytest
 import yaml
 from ferry_api import constants
@@ -152,8 +153,8 @@ def test_a_counter_moves_to_another_node_and_keeps_counting(
     )
     reasons = {e.reason for e in events.items}
     assert {"Checkpointing", "Transferring", "Restoring", "Succeeded"} <= reasons, reasons
-    port = 9090 + ferry.index
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+    url = ferry_pods.operator_metrics_url(ferry)  # http://<pod IP>:<port>/metrics
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
         metrics = response.read().decode()
     assert 'ferry_migrations_total{outcome="succeeded",reason="Succeeded"}' in metrics
     assert "ferry_migration_downtime_seconds_count" in metrics

@@ -49,15 +49,20 @@ def test_wrappers_are_made_for_the_tools_the_node_has_and_come_first_on_path(
 ) -> None:
     monkeypatch.setattr(node_tools, "node_has", lambda tool: tool != "podman")
     monkeypatch.setenv("PATH", "/usr/bin")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     stale = tmp_path / "podman"
     stale.write_text("left from an earlier start")
-    assert node_tools.install(tmp_path) == ["docker", "criu"]
+    monkeypatch.setattr(node_tools.tempfile, "tempdir", None)
+    scratch = tmp_path / "scratch"
+    assert node_tools.install(tmp_path, scratch) == ["docker", "criu"]
     assert not stale.exists(), "a tool the node lost must not stay wrapped"
     wrapper = (tmp_path / "docker").read_text()
     assert "nsenter --target=1 --mount --cgroup" in wrapper
     assert "cgroup.procs" in wrapper
     assert (tmp_path / "docker").stat().st_mode & stat.S_IXUSR
     assert os.environ["PATH"] == f"{tmp_path}:/usr/bin"
+    # What the helper hands podman (a --digestfile, say) must exist in the node too.
+    assert node_tools.tempfile.mkdtemp().startswith(f"{scratch}/")
 
 
 def test_a_secret_file_is_copied_where_the_node_sees_it(tmp_path: Path) -> None:
