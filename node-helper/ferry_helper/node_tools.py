@@ -21,7 +21,10 @@ the node has, as it does outside Kubernetes.
 
 Every path the helper hands a tool must exist in the node too: its temporary
 files go to the state directory (a hostPath at the same path on both sides),
-and files of the pod (a Secret's) are copied there first.
+and files of the pod (a Secret's) are copied there first. The other way, a
+mount a tool makes (``podman image mount``) is read through the node's root,
+``/proc/1/root``: podman makes its storage's mounts private, so they never
+propagate into the pod.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ log = logging.getLogger(__name__)
 TOOLS = ("podman", "docker", "criu")
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ENTER = ["nsenter", "--target=1", "--mount", "--cgroup"]
+NODE_ROOT = Path("/proc/1/root")
+_active = False
 
 WRAPPER = """#!/bin/sh
 # {tool} of the node (see ferry_helper.node_tools).
@@ -73,12 +78,19 @@ def install(wrappers: Path, scratch: Path) -> list[str]:
         target.write_text(WRAPPER.format(tool=tool, enter=" ".join(_ENTER), path=NODE_PATH))
         target.chmod(0o755)
         wrapped.append(tool)
+    global _active  # noqa: PLW0603 - one switch, set once at start-up
+    _active = True
     os.environ["PATH"] = f"{wrappers}:{os.environ.get('PATH', '')}"
     scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.environ["TMPDIR"] = str(scratch)
     tempfile.tempdir = str(scratch)
     log.info("using the node's %s (run in its namespaces)", ", ".join(wrapped) or "nothing")
     return wrapped
+
+
+def node_path(path: Path) -> Path:
+    """Where the helper reads ``path`` as the node's tools see it (their mounts included)."""
+    return NODE_ROOT / path.relative_to("/") if _active and path.is_absolute() else path
 
 
 def node_visible(path: Path | None, state_dir: Path) -> Path | None:

@@ -53,6 +53,7 @@ def test_wrappers_are_made_for_the_tools_the_node_has_and_come_first_on_path(
     stale = tmp_path / "podman"
     stale.write_text("left from an earlier start")
     monkeypatch.setattr(node_tools.tempfile, "tempdir", None)
+    monkeypatch.setattr(node_tools, "_active", False)
     scratch = tmp_path / "scratch"
     assert node_tools.install(tmp_path, scratch) == ["docker", "criu"]
     assert not stale.exists(), "a tool the node lost must not stay wrapped"
@@ -63,6 +64,10 @@ def test_wrappers_are_made_for_the_tools_the_node_has_and_come_first_on_path(
     assert os.environ["PATH"] == f"{tmp_path}:/usr/bin"
     # What the helper hands podman (a --digestfile, say) must exist in the node too.
     assert node_tools.tempfile.mkdtemp().startswith(f"{scratch}/")
+    # and a mount podman makes there is read through the node's root.
+    assert node_tools.node_path(Path("/var/lib/containers/x")) == Path(
+        "/proc/1/root/var/lib/containers/x"
+    )
 
 
 def test_a_secret_file_is_copied_where_the_node_sees_it(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import node_tools
 from ..criu_images import Contents, summarize_tree
 from ..criu_stats import parse_print_stats
 from .archives import written_whole
@@ -151,7 +152,8 @@ class PodmanImages(PodmanCore):
             logger.warning("cannot mount %s: %s", reference, mounted.stderr.strip())
             return size, None
         try:
-            return size, await asyncio.to_thread(summarize_tree, Path(mounted.stdout.strip()))
+            root = node_tools.node_path(Path(mounted.stdout.strip()))
+            return size, await asyncio.to_thread(summarize_tree, root)
         except (OSError, ValueError) as error:
             logger.warning("cannot read %s: %s", reference, error)
             return size, None
