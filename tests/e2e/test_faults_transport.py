@@ -81,8 +81,13 @@ def move(source: NodeSpec, target: NodeSpec, container: str) -> dict[str, object
 
 @pytest.fixture
 def slow_link(ferry: ClusterConfig) -> Iterator[NodeSpec]:
-    """node-b's link shaped to 80 Mbit/s, so a transfer lasts long enough to be cut."""
-    target = ferry.node_specs()[1]
+    """A target's link shaped to 80 Mbit/s, so a transfer lasts long enough to be cut.
+
+    Not the operator's node: cutting that link cuts the operator off the API
+    server too, which is another fault (nothing can be noticed until it is back).
+    """
+    operator = ferry_pods.operator_node(ferry)
+    target = next(n for n in ferry.node_specs()[1:] if n != operator)
     shape = ["tc", "qdisc", "replace", "dev", target.host_veth, "root", "tbf"]
     procs.run([*shape, "rate", "80mbit", "burst", "256kb", "latency", "500ms"])
     yield target

@@ -217,6 +217,8 @@ def test_inspect_shows_what_a_checkpoint_holds(
 ) -> None:
     node = ferry.node_specs()[0]
     start_counter(node, "snap", namespace)
+    # A second process for certain: the counter's own `sleep` comes and goes.
+    sh(node, "podman exec -d snap sleep 100000")
     custom = client.CustomObjectsApi(admin_api)
     create_resource(
         custom,
@@ -234,7 +236,7 @@ def test_inspect_shows_what_a_checkpoint_holds(
         assert time.monotonic() < deadline, shown.stdout + shown.stderr
         time.sleep(0.5)
     assert status["phase"] == "Ready", status
-    assert status["summary"]["processes"] >= 2, status["summary"]  # the shell and its sleep
+    assert status["summary"]["processes"] >= 2, status["summary"]  # the shell and the sleeper
     text = kubectl_ferry(ferry, "inspect", "snap-cp", "-n", namespace).stdout
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     assert fields["Phase"].strip() == "Ready"
