@@ -25,15 +25,27 @@ from ferry_helper.drivers.capabilities import (
 )
 from ferry_helper.drivers.docker import DockerDriver
 from ferry_helper.drivers.podman import PodmanDriver
+from ferry_helper.drivers.records import ContainerInfo
 from ferry_helper.operations import Channel, Operations
-from ferry_wire import PEER_USER, PROTOCOL_VERSION, Reason, RemoteError
+from ferry_helper.server import HelperServer
+from ferry_wire import OPERATOR_USER, PEER_USER, PROTOCOL_VERSION, Peer, Reason, RemoteError
 from ferry_wire.containers import Container, InspectRequest
 from ferry_wire.contract import REQUESTS
 from ferry_wire.migration import CheckpointRequest, PageServerLink
 from ferry_wire.node import ProbeReply, ProbeRequest
 from ferry_wire.pages import PagesOpenRequest
+from ferry_wire.ssh import connect
 from ferry_wire.stored import StoreCheckpointRequest
-from helper_fakes import CONTAINER_ID, DockerLike, PodmanLike, Run, docker_only, serving
+from helper_fakes import (
+    CONTAINER_ID,
+    OPERATOR_KEY,
+    DockerLike,
+    PodmanLike,
+    Run,
+    docker_only,
+    helper_operations,
+    serving,
+)
 
 UID = "0b6f7b8e-2f3c-4f7e-9a51-3c2d1e0f9a8b"
 OTHER_UID = "1b6f7b8e-2f3c-4f7e-9a51-3c2d1e0f9a8b"
@@ -225,3 +237,51 @@ def test_a_peer_may_stream_into_its_own_migration_only(tmp_path: Path) -> None:
         f"pages-out {OTHER_UID}": "Forbidden",
     }
     assert "not granted for migration" in answers[f"receive {OTHER_UID}"]["message"]
+
+
+class SlowDocker(DockerLike):
+    """Its inspect waits until released: an operation in flight when the helper stops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def inspect(self, container: str) -> ContainerInfo | None:
+        self.started.set()
+        await self.release.wait()
+        return await super().inspect(container)
+
+
+def test_a_stopping_helper_lets_the_operation_in_flight_end(tmp_path: Path) -> None:
+    """A rolling update's SIGTERM: no new session, and the one running finishes first."""
+
+    async def scenario() -> tuple[int, int, list[str]]:
+        driver = SlowDocker()
+        operations = helper_operations(tmp_path, {Runtime.DOCKER: driver})
+        host_key = asyncssh.generate_private_key("ssh-ed25519")
+        server = HelperServer(
+            operations=operations, host_key=host_key, operator_keys=[OPERATOR_KEY]
+        )
+        acceptor = await server.start("127.0.0.1", 0)
+        peer = Peer(
+            node=operations.node,
+            address="127.0.0.1",
+            port=acceptor.sockets[0].getsockname()[1],
+            host_key=host_key.export_public_key().decode(),
+        )
+        async with connect(peer, username=OPERATOR_USER, client_key=OPERATOR_KEY) as conn:
+            process = await conn.create_process("inspect", encoding=None)
+            process.stdin.write(json.dumps({"container": "web", "memory": False}).encode() + b"\n")
+            await driver.started.wait()
+            acceptor.close()
+            waited = await server.drain(0.05)
+            driver.release.set()
+            left = await server.drain(5)
+            out = await process.stdout.read()
+        return waited, left, [json.loads(line)["type"] for line in out.splitlines()]
+
+    waited, left, events = asyncio.run(scenario())
+    assert waited == 1, "the stop must wait for the inspect in flight"
+    assert left == 0
+    assert events == ["result"], "and its client still gets the answer"
