@@ -39,7 +39,7 @@ from .pki import Pki, ensure_pki
 Progress = Callable[[str], None]
 #: Bumped whenever a cluster built by older code cannot serve newer code (the
 #: node layers, the certificates' extensions, dockerd in the nodes): ``up`` then rebuilds it.
-LAYOUT = 4
+LAYOUT = 5
 
 
 def _quiet(_: str) -> None:

@@ -43,6 +43,7 @@ KUBELET_LOG = "/var/log/kubelet.log"
 KUBE_PROXY_LOG = "/var/log/kube-proxy.log"
 KUBERNETES_DIR = "/etc/kubernetes"
 PAUSE_IMAGE = "localhost/ferry/pause:3.10"
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 #: Nodes carry this label (the kubelet sets it), naming their cluster.
 SIMULATED_LABEL = "ferry.dev/simulated-node"
 
@@ -215,9 +216,22 @@ def import_image(node: NodeSpec, archive: Path) -> None:
         nodes.host_path(node, inside).unlink(missing_ok=True)
 
 
+def trust_cluster_ca(config: ClusterConfig, node: NodeSpec) -> None:
+    """Add the cluster CA to the node's system bundle, before containerd first reads it.
+
+    A restore pulls the checkpointed container's base image with containerd's
+    default resolver, which trusts the system's CAs only (registry.py).
+    """
+    bundle = nodes.host_path(node, SYSTEM_CA_BUNDLE)
+    ca = Pki(directory=config.pki_dir).ca_cert.read_text()
+    if ca not in bundle.read_text():
+        bundle.write_text(bundle.read_text() + ca)
+
+
 def start(config: ClusterConfig, node: NodeSpec, archives: list[Path]) -> None:
     """containerd, the images in ``archives``, then the kubelet and kube-proxy."""
     route_pods(config, node)
+    trust_cluster_ca(config, node)
     nodes.detach(
         node,
         f"env PATH={CRI_BIN}:$PATH containerd --config /etc/containerd-cri/config.toml",

@@ -8,6 +8,13 @@ that CA for this registry only (``/etc/containers/certs.d/<host:port>/``, and
 One user, ``ferry``, with a password made once per cluster; the helpers get an
 ``auth.json`` for it from a Secret, as pods get image pull secrets. Deleting
 manifests is on, so a deleted checkpoint's image can go.
+
+A second instance serves the same storage read-only and without a password
+(:func:`pull_address`): containerd restoring a pod from a checkpoint pulls the
+checkpointed container's base image by the ``NAME@DIGEST`` recorded in the
+archive, with its default resolver (no credentials, the system's CAs), so a pod
+that is to move runs an image pulled from there. The nodes trust the cluster CA
+system-wide for it (kubenode.py).
 """
 
 from __future__ import annotations
@@ -37,6 +44,11 @@ def port(config: ClusterConfig) -> int:
 def address(config: ClusterConfig) -> str:
     """``host:port`` of the registry, as image references name it."""
     return f"{config.gateway}:{port(config)}"
+
+
+def pull_address(config: ClusterConfig) -> str:
+    """``host:port`` of the read-only, password-less instance on the same storage."""
+    return f"{config.gateway}:{port(config) + 300}"
 
 
 def _dir(config: ClusterConfig) -> Path:
@@ -92,12 +104,34 @@ auth:
     return path
 
 
+def _pull_config_file(config: ClusterConfig) -> Path:
+    pki = Pki(directory=config.pki_dir)
+    root = _dir(config)
+    path = root / "pull.yml"
+    path.write_text(f"""version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {root / "data"}
+  maintenance:
+    readonly:
+      enabled: true
+http:
+  addr: {pull_address(config)}
+  tls:
+    certificate: {pki.apiserver_cert}
+    key: {pki.apiserver_key}
+""")
+    return path
+
+
 def _context(config: ClusterConfig) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(Pki(directory=config.pki_dir).ca_cert))
 
 
-def _answers(config: ClusterConfig) -> bool:
-    request = urllib.request.Request(f"https://{address(config)}/v2/")
+def _answers(config: ClusterConfig, host: str | None = None) -> bool:
+    request = urllib.request.Request(f"https://{host or address(config)}/v2/")
     try:
         urllib.request.urlopen(request, context=_context(config), timeout=3)  # noqa: S310
     except urllib.error.HTTPError as error:
@@ -111,9 +145,10 @@ def trust(config: ClusterConfig, node: NodeSpec) -> None:
     """Let ``node``'s podman and docker verify the registry (the cluster CA, that address only)."""
     ca = Pki(directory=config.pki_dir).ca_cert.read_bytes()
     for certs_d in ("/etc/containers/certs.d", "/etc/docker/certs.d"):
-        target = nodes.host_path(node, f"{certs_d}/{address(config)}/ca.crt")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(ca)
+        for host in (address(config), pull_address(config)):
+            target = nodes.host_path(node, f"{certs_d}/{host}/ca.crt")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(ca)
 
 
 def ensure(config: ClusterConfig) -> str:
@@ -127,8 +162,14 @@ def ensure(config: ClusterConfig) -> str:
             pid_file=_pid_file(config),
             log_file=_dir(config) / "registry.log",
         )
+    if procs.read_pid(_dir(config) / "pull.pid", str(_dir(config))) is None:
+        procs.start(
+            [BINARY, "serve", _pull_config_file(config)],
+            pid_file=_dir(config) / "pull.pid",
+            log_file=_dir(config) / "pull.log",
+        )
     deadline = time.monotonic() + READY_TIMEOUT
-    while not _answers(config):
+    while not (_answers(config) and _answers(config, pull_address(config))):
         if time.monotonic() > deadline:
             log = (_dir(config) / "registry.log").read_text(errors="replace")[-1500:]
             raise RuntimeError(f"the registry at {address(config)} did not come up:\n{log}")
@@ -157,3 +198,27 @@ def manifest_exists(config: ClusterConfig, repository: str, reference: str) -> b
             return False
         raise
     return True
+
+
+def push(config: ClusterConfig, node: NodeSpec, image: str, repository: str) -> str:
+    """Push ``image`` from ``node``'s podman; the reference pods pull it by (read-only, digest)."""
+    authfile, digestfile = "/run/ferry-registry-auth.json", "/run/ferry-push-digest"
+    nodes.host_path(node, authfile).write_text(auth_json(config))
+    try:
+        nodes.run_in(
+            node,
+            [
+                "podman",
+                "push",
+                "--authfile",
+                authfile,
+                "--digestfile",
+                digestfile,
+                image,
+                f"{address(config)}/{repository}:latest",
+            ],
+        )
+        digest = nodes.host_path(node, digestfile).read_text().strip()
+    finally:
+        nodes.host_path(node, authfile).unlink(missing_ok=True)
+    return f"{pull_address(config)}/{repository}@{digest}"
