@@ -57,6 +57,17 @@ def _counts(core: client.CoreV1Api, namespace: str, name: str) -> list[int]:
     return [int(line) for line in log.split() if line.isdigit()]
 
 
+def _wait_more_counts(
+    core: client.CoreV1Api, namespace: str, name: str, *, than: int, timeout: float = 30
+) -> list[int]:
+    """The pod's counts once its log has more than ``than`` of them: it is counting."""
+    deadline = time.monotonic() + timeout
+    while len(counts := _counts(core, namespace, name)) <= than:
+        assert time.monotonic() < deadline, f"{name} stopped counting at {counts[-5:]}"
+        time.sleep(0.2)
+    return counts
+
+
 def test_a_pods_container_checkpointed_by_its_kubelet_goes_on_in_a_pod_on_another_node(
     local_cluster: ClusterConfig, admin_api: client.ApiClient, namespace: str, tmp_path: Any
 ) -> None:
@@ -68,10 +79,7 @@ def test_a_pods_container_checkpointed_by_its_kubelet_goes_on_in_a_pod_on_anothe
     image = registry.push(local_cluster, node_a, images.BUSYBOX_IMAGE, "ferry/busybox")
     core.create_namespaced_pod(namespace, _pod("counter", node_a, image, COUNTER))
     _running(core, namespace, "counter")
-    deadline = time.monotonic() + 30
-    while len(_counts(core, namespace, "counter")) < 10:
-        assert time.monotonic() < deadline, "the counter does not count"
-        time.sleep(0.2)
+    _wait_more_counts(core, namespace, "counter", than=9)
 
     archive = podcheckpoint.kubelet_checkpoint(
         local_cluster, node_a, namespace=namespace, pod="counter", container="counter"
@@ -91,8 +99,7 @@ def test_a_pods_container_checkpointed_by_its_kubelet_goes_on_in_a_pod_on_anothe
     pod = _running(core, namespace, "restored")
     assert pod.status.container_statuses[0].restart_count == 0
     first = _counts(core, namespace, "restored")
-    time.sleep(2)
-    later = _counts(core, namespace, "restored")
+    later = _wait_more_counts(core, namespace, "restored", than=len(first))
     log = core.read_namespaced_pod_log("restored", namespace)
     assert "STARTED" not in log, "the pod started its command instead of the checkpoint"
     assert later[-1] > first[-1] >= 10, (first[-5:], later[-5:])
