@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from .config import K8S_VERSION
+from .helperlayer import OVERLAY_CHROOT
 from .procs import run
 
 PACKAGES = ("containerd", "runc", "containernetworking-plugins")
@@ -29,16 +30,9 @@ CNI_BIN = "/opt/cni/bin"
 NODE_BINARIES = ("kubelet", "kube-proxy")
 REVISION = "1"
 
-_DOWNLOAD = """
-set -eu
-mount --make-rprivate /
-mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" "$4"
-mount -t proc proc "$4/proc"
-mount --bind /dev "$4/dev"
-cp /etc/resolv.conf "$4/etc/resolv.conf" 2>/dev/null || true
-if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
-  mount --bind /etc/ssl/certs/ca-certificates.crt "$4/etc/ssl/certs/ca-certificates.crt"
-fi
+_DOWNLOAD = (
+    OVERLAY_CHROOT
+    + """
 root=$4 out=$5
 shift 5
 mkdir -p "$root/debs"
@@ -46,6 +40,7 @@ chroot "$root" sh -c 'apt-get update -q >/dev/null && cd /debs && apt-get downlo
   download "$@"
 cp "$root"/debs/*.deb "$out"/
 """
+)
 
 
 def _key(rootfs: Path) -> str:

@@ -50,22 +50,31 @@ def helper_pythonpath() -> str:
     return ":".join(f"{SRC}/{p}" for p in HELPER_PATHS)
 
 
-_BUILD = """
+#: A shell prelude, run under ``unshare --mount``: a throwaway overlay of a root
+#: (``$1`` lower, ``$2`` upper, ``$3`` work, ``$4`` where it is mounted) to chroot
+#: into, with the host's network, resolver and CA bundle (pip and apt trust what
+#: the host trusts, a proxy's CA say). Nothing of it outlives the namespace.
+OVERLAY_CHROOT = """
 set -eu
 mount --make-rprivate /
 mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" "$4"
 mount -t proc proc "$4/proc"
 mount --bind /dev "$4/dev"
 cp /etc/resolv.conf "$4/etc/resolv.conf" 2>/dev/null || true
-# pip trusts what the host trusts (a proxy's CA, say): lend it the host's bundle.
 if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
   mount --bind /etc/ssl/certs/ca-certificates.crt "$4/etc/ssl/certs/ca-certificates.crt"
 fi
+"""
+
+_BUILD = (
+    OVERLAY_CHROOT
+    + """
 shift 4
 chroot "$ROOT" /usr/bin/python3 -m venv {venv}
 PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_FIND_LINKS= \
   chroot "$ROOT" {venv}/bin/pip install --no-cache-dir --disable-pip-version-check -q "$@"
 """
+)
 
 
 def ensure(cache_dir: Path, rootfs: Path) -> Path:
