@@ -130,15 +130,18 @@ def apiserver_args(config: ClusterConfig) -> list[str]:
     ]
 
 
-def scheduler(config: ClusterConfig) -> Component:
-    kube = component_kubeconfig(config, "kube-scheduler")
+def _controller(config: ClusterConfig, name: str, flags: list[str]) -> Component:
+    """A control-plane client on the host: its certificate's kubeconfig for everything it
+    asks the API server, no leader election (one of each), no port of its own."""
+    kube = component_kubeconfig(config, name)
     return Component(
-        name="kube-scheduler",
+        name=name,
         args=[
-            str(config.bin_dir / "kube-scheduler"),
+            str(config.bin_dir / name),
             f"--kubeconfig={kube}",
             f"--authentication-kubeconfig={kube}",
             f"--authorization-kubeconfig={kube}",
+            *flags,
             "--leader-elect=false",
             "--secure-port=0",
             "--v=1",
@@ -147,16 +150,16 @@ def scheduler(config: ClusterConfig) -> Component:
     )
 
 
+def scheduler(config: ClusterConfig) -> Component:
+    return _controller(config, "kube-scheduler", [])
+
+
 def controller_manager(config: ClusterConfig) -> Component:
     pki = Pki(directory=config.pki_dir)
-    kube = component_kubeconfig(config, "kube-controller-manager")
-    return Component(
-        name="kube-controller-manager",
-        args=[
-            str(config.bin_dir / "kube-controller-manager"),
-            f"--kubeconfig={kube}",
-            f"--authentication-kubeconfig={kube}",
-            f"--authorization-kubeconfig={kube}",
+    return _controller(
+        config,
+        "kube-controller-manager",
+        [
             # Each controller acts as its own ServiceAccount, as in kubeadm's clusters.
             "--use-service-account-credentials=true",
             f"--service-account-private-key-file={pki.sa_key}",
@@ -164,11 +167,7 @@ def controller_manager(config: ClusterConfig) -> Component:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             # Pod CIDRs are the harness's (config.py): no node IPAM, no cloud routes.
             "--allocate-node-cidrs=false",
-            "--leader-elect=false",
-            "--secure-port=0",
-            "--v=1",
         ],
-        marker=str(kube),
     )
 
 
