@@ -34,6 +34,11 @@ def _pod(config: ClusterConfig, name: str) -> dict[str, Any]:
     return pod
 
 
+def _ready(pod: dict[str, Any]) -> bool:
+    statuses = pod.get("status", {}).get("containerStatuses") or [{}]
+    return all(s.get("ready") for s in statuses)
+
+
 def restarts(config: ClusterConfig, pod: str) -> int:
     statuses = _pod(config, pod).get("status", {}).get("containerStatuses") or []
     return sum(int(s.get("restartCount", 0)) for s in statuses)
@@ -53,9 +58,7 @@ def operator_node(config: ClusterConfig) -> NodeSpec:
 def _wait_restarted(config: ClusterConfig, pod: str, before: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        status = _pod(config, pod).get("status", {})
-        ready = all(s.get("ready") for s in status.get("containerStatuses") or [{}])
-        if restarts(config, pod) > before and ready:
+        if restarts(config, pod) > before and _ready(_pod(config, pod)):
             return
         assert time.monotonic() < deadline, f"{pod} was not restarted in {timeout:.0f}s"
         time.sleep(0.3)
@@ -97,17 +100,21 @@ def helper_down(config: ClusterConfig, node: NodeSpec, *, timeout: float = 90) -
         yield
     finally:
         kubectl(config, "taint", "node", node.name, f"{DOWN_TAINT}:NoExecute-", check=False)
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(RuntimeError, AssertionError):
-                new = deploy.helper_pod(config, node)
-                if new != pod and all(
-                    s.get("ready")
-                    for s in _pod(config, new)["status"].get("containerStatuses") or [{}]
-                ):
-                    break
-            assert time.monotonic() < deadline, f"no helper came back on {node.name}"
-            time.sleep(0.5)
+        wait_replaced_helper(config, node, pod, timeout=timeout)
+
+
+def wait_replaced_helper(
+    config: ClusterConfig, node: NodeSpec, old: str, *, timeout: float = 90
+) -> str:
+    """Until the DaemonSet runs a helper pod other than ``old`` on ``node``, ready; its name."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(RuntimeError, AssertionError):
+            new = deploy.helper_pod(config, node)
+            if new != old and _ready(_pod(config, new)):
+                return new
+        assert time.monotonic() < deadline, f"no new helper pod became ready on {node.name}"
+        time.sleep(0.5)
 
 
 def operator_private_key(config: ClusterConfig) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from . import cluster, helperlayer, imagebuild, kubenode, nodes, procs, registry
+from . import cluster, helperlayer, imagebuild, kubenode, procs, registry
 from .config import ClusterConfig, NodeSpec
 
 NAMESPACE = "ferry-system"
@@ -94,16 +94,7 @@ def load_images(config: ClusterConfig, log: Log = print) -> list[imagebuild.Buil
             kubenode.import_image(node, image.archive)
             # podman saved it as localhost/<name>; the chart's default names the
             # image as a kubelet resolves it, on docker.io.
-            nodes.run_in(
-                node,
-                kubenode.ctr(
-                    "images",
-                    "tag",
-                    "--force",
-                    f"localhost/{image.reference}",
-                    f"docker.io/{image.reference}",
-                ),
-            )
+            kubenode.tag_image(node, f"localhost/{image.reference}", f"docker.io/{image.reference}")
             done.add(image.archive.name)
             marker.write_text("\n".join(sorted(done)) + "\n")
     return built
@@ -147,25 +138,30 @@ def install(
         ],
     )
     sets = values(config, allow_any_namespace=allow_any_namespace, extra=extra)
+    _helm_waiting(config, "upgrade", "--install", RELEASE, str(chart_dir()), *sets)
+
+
+def _helm_waiting(config: ClusterConfig, command: str, *args: str) -> None:
+    """``helm COMMAND`` in Ferry's namespace, waiting for its hooks and workloads.
+
+    A failure says what Ferry's pods were doing (a Job's image not found, say).
+    """
     result = procs.run(
         [
             *_helm(config),
-            "upgrade",
-            "--install",
-            RELEASE,
-            str(chart_dir()),
+            command,
+            *args,
             "--namespace",
             NAMESPACE,
             "--wait",
             f"--timeout={HELM_TIMEOUT}",
-            *sets,
         ],
         timeout=600,
         check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(
-            f"helm upgrade --install failed: {result.stderr.strip()}\n{describe(config)}"
+            f"helm {command} {args[0]} failed: {result.stderr.strip()}\n{describe(config)}"
         )
 
 
@@ -263,18 +259,4 @@ def deploy(
 
 def undeploy(config: ClusterConfig) -> None:
     """``helm uninstall``, hooks included: the pre-delete Job leaves no finalizer stuck."""
-    result = procs.run(
-        [
-            *_helm(config),
-            "uninstall",
-            RELEASE,
-            "--namespace",
-            NAMESPACE,
-            "--wait",
-            f"--timeout={HELM_TIMEOUT}",
-        ],
-        timeout=600,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"helm uninstall failed: {result.stderr.strip()}\n{describe(config)}")
+    _helm_waiting(config, "uninstall", RELEASE)

@@ -228,6 +228,11 @@ def trust_cluster_ca(config: ClusterConfig, node: NodeSpec) -> None:
         bundle.write_text(bundle.read_text() + ca)
 
 
+def tag_image(node: NodeSpec, source: str, target: str) -> None:
+    """Name an image of the kubelet's containerd ``target`` too (replacing what had that name)."""
+    nodes.run_in(node, ctr("images", "tag", "--force", source, target))
+
+
 def start(config: ClusterConfig, node: NodeSpec, archives: list[Path]) -> None:
     """containerd, the images in ``archives``, then the kubelet and kube-proxy."""
     route_pods(config, node)

@@ -16,7 +16,7 @@ from typing import Any
 import ferry_pods
 import pytest
 from ferry_api import constants
-from ferry_cluster import deploy, helperlayer, imagebuild, images, kubenode, nodes
+from ferry_cluster import deploy, helperlayer, imagebuild, images, kubenode
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import (
     container_state,
@@ -31,17 +31,6 @@ from kubernetes import client
 from support import create_migration, wait_migration
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def ferry(local_cluster: ClusterConfig) -> ClusterConfig:
-    deploy.deploy(local_cluster)
-    return local_cluster
-
-
-@pytest.fixture
-def custom(admin_api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(admin_api)
 
 
 def kubectl_json(config: ClusterConfig, *args: str) -> Any:
@@ -95,21 +84,7 @@ def test_a_deleted_helper_pod_is_recreated_and_the_next_migration_succeeds(
     node_a, node_b = ferry.node_specs()[:2]
     old = deploy.helper_pod(ferry, node_a)
     ferry_pods.kubectl(ferry, "delete", "pod", old, "-n", deploy.NAMESPACE, "--wait=true")
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            new = deploy.helper_pod(ferry, node_a)
-            ready = (
-                kubectl_json(ferry, "get", "pod", new, "-n", deploy.NAMESPACE)["status"]
-                .get("containerStatuses", [{}])[0]
-                .get("ready")
-            )
-            if new != old and ready:
-                break
-        except RuntimeError:
-            pass
-        assert time.monotonic() < deadline, "the DaemonSet did not recreate the helper"
-        time.sleep(0.5)
+    ferry_pods.wait_replaced_helper(ferry, node_a, old)
 
     name = "after-delete"
     status = migrate_a_counter(ferry, custom, namespace, name)
@@ -184,15 +159,8 @@ def test_helm_upgrade_to_a_new_image_rolls_the_helpers_with_a_migration_in_fligh
     version = imagebuild.version(helperlayer.source_root())
     new_tag = f"{version}-rolled"
     for node in ferry.node_specs():
-        nodes.run_in(
-            node,
-            kubenode.ctr(
-                "images",
-                "tag",
-                "--force",
-                f"docker.io/ferry/node-helper:{version}",
-                f"docker.io/ferry/node-helper:{new_tag}",
-            ),
+        kubenode.tag_image(
+            node, f"docker.io/ferry/node-helper:{version}", f"docker.io/ferry/node-helper:{new_tag}"
         )
     name = "rolled"
     run_counter(node_a, name, labels={constants.NAMESPACE_LABEL: namespace}, blob_bytes=96 << 20)
