@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from ferry_api import constants
-from ferry_cluster import deploy, images, registry
+from ferry_cluster import images, registry
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import (
     container_state,
@@ -37,17 +37,6 @@ STAGING = "/var/lib/ferry-helper/staging"
 #: Where a helper keeps ContainerCheckpoints' archives (apart from migrations' staging).
 STORE = "/var/lib/ferry-helper/checkpoints"
 HTTP_NOT_FOUND = 404
-
-
-@pytest.fixture(scope="module")
-def ferry(local_cluster: ClusterConfig) -> ClusterConfig:
-    deploy.deploy(local_cluster)
-    return local_cluster
-
-
-@pytest.fixture
-def custom(admin_api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(admin_api)
 
 
 def exists(custom: client.CustomObjectsApi, namespace: str, plural: str, name: str) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from ferry_api import constants
-from ferry_cluster import deploy, dockerd, images
+from ferry_cluster import dockerd, images
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import container_state, counter_script, read_count, sh, wait_counting
 from kubernetes import client
@@ -29,17 +29,6 @@ from support import (
 pytestmark = pytest.mark.e2e
 
 COUNTER = counter_script()
-
-
-@pytest.fixture(scope="module")
-def ferry(local_cluster: ClusterConfig) -> ClusterConfig:
-    deploy.deploy(local_cluster)
-    return local_cluster
-
-
-@pytest.fixture(scope="module")
-def custom(admin_api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(admin_api)
 
 
 def docker_counter(node: NodeSpec, name: str, namespace: str) -> int:

@@ -25,7 +25,7 @@ import ferry_pods
 import pytest
 from archives import COMPRESSIONS, UNSAFE
 from ferry_api import constants
-from ferry_cluster import deploy, procs
+from ferry_cluster import procs
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import container_state, logged_counts, run_counter, sh, wait_counting
 from ferry_operator.helperclient import HelperClient
@@ -45,12 +45,6 @@ from kubernetes import client
 from support import create_migration, wait_migration
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def ferry(local_cluster: ClusterConfig) -> ClusterConfig:
-    deploy.deploy(local_cluster)
-    return local_cluster
 
 
 def running(node: NodeSpec, name: str) -> bool:

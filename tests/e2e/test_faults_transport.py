@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import ferry_pods
 import pytest
 from ferry_api import constants
-from ferry_cluster import deploy, procs
+from ferry_cluster import procs
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import (
     container_state,
@@ -37,17 +37,6 @@ from support import create_migration, succeeded_reason, wait_migration
 pytestmark = pytest.mark.e2e
 
 STAGING = "/var/lib/ferry-helper/staging"
-
-
-@pytest.fixture(scope="module")
-def ferry(local_cluster: ClusterConfig) -> ClusterConfig:
-    deploy.deploy(local_cluster)
-    return local_cluster
-
-
-@pytest.fixture
-def custom(admin_api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(admin_api)
 
 
 def assert_one_copy_on_the_source(source: NodeSpec, target: NodeSpec, name: str) -> None:

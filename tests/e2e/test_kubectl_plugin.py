@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from ferry_api import constants
-from ferry_cluster import deploy
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import (
     logged_counts,
@@ -42,12 +41,6 @@ MOVE_PHASES = [
     "Verifying",
     "Succeeded",
 ]
-
-
-@pytest.fixture(scope="module")
-def ferry(local_cluster: ClusterConfig) -> ClusterConfig:
-    deploy.deploy(local_cluster)
-    return local_cluster
 
 
 def kubectl_ferry(

@@ -18,7 +18,7 @@ import ferry_pods
 import pytest
 import yaml
 from ferry_api import constants
-from ferry_cluster import deploy, images, procs
+from ferry_cluster import images, procs
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import (
     counter_script,
@@ -38,17 +38,6 @@ pytestmark = pytest.mark.e2e
 FINAL = {"Succeeded", "Failed", "Cancelled"}
 #: Where a helper keeps the full logs of failed steps.
 LOGS = "/var/lib/ferry-helper/logs"
-
-
-@pytest.fixture(scope="module")
-def ferry(local_cluster: ClusterConfig) -> ClusterConfig:
-    deploy.deploy(local_cluster)
-    return local_cluster
-
-
-@pytest.fixture(scope="module")
-def custom(admin_api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(admin_api)
 
 
 def start_counter(node: NodeSpec, name: str, namespace: str) -> None:

@@ -47,11 +47,6 @@ def ferry(local_cluster: ClusterConfig) -> ClusterConfig:
     return local_cluster
 
 
-@pytest.fixture(scope="module")
-def custom(admin_api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(admin_api)
-
-
 def run_memhog(
     node: NodeSpec, name: str, namespace: str, *, volume: str = "", mib: int = HOG_MIB
 ) -> str:
