@@ -54,3 +54,15 @@ CONTAINER_RESTORE_LIST_KIND: Final = "ContainerRestoreList"
 CONTAINER_RESTORE_PLURAL: Final = "containerrestores"
 CONTAINER_RESTORE_SINGULAR: Final = "containerrestore"
 CONTAINER_RESTORE_SHORT_NAMES: Final = ("crs",)
+
+POD_MIGRATION_KIND: Final = "PodMigration"
+POD_MIGRATION_LIST_KIND: Final = "PodMigrationList"
+POD_MIGRATION_PLURAL: Final = "podmigrations"
+POD_MIGRATION_SINGULAR: Final = "podmigration"
+POD_MIGRATION_SHORT_NAMES: Final = ("pmig",)
+
+#: On a replacement pod: the UID of the PodMigration that made it (its rollback removes
+#: only a pod carrying its own UID).
+POD_MIGRATION_UID_LABEL: Final = f"{GROUP}/pod-migration-uid"
+#: On a replacement pod: the pod it replaces (namespace/name).
+MIGRATED_FROM_ANNOTATION: Final = f"{GROUP}/migrated-from"

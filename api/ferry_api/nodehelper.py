@@ -86,6 +86,18 @@ class CriuInfo(StatusModel):
     )
 
 
+class CriInfo(StatusModel):
+    """The node's CRI runtime (the kubelet's), as far as moving pods needs it."""
+
+    runtime: str = Field(description="Which CRI runtime, e.g. containerd.")
+    version: str | None = Field(default=None, description="Its version, e.g. 2.1.9.")
+    checkpoint_images: bool = Field(
+        default=False,
+        description="Whether it restores a container from a checkpoint image "
+        "(containerd 2.1 or newer): what a PodMigration needs on its target.",
+    )
+
+
 class CpuInfo(StatusModel):
     """The node's CPU; a restore needs the CPU features the process used."""
 
@@ -130,6 +142,11 @@ class NodeHelperStatus(StatusModel):
         default=None, description="The node's cgroup layout: v1, v2 or hybrid."
     )
     cpu: CpuInfo | None = Field(default=None, description="The node's CPU.")
+    cri: CriInfo | None = Field(
+        default=None,
+        description="The kubelet's CRI runtime, when the helper can reach it; absent: "
+        "pods cannot be migrated to or from this node.",
+    )
     conditions: Conditions = ()
 
 

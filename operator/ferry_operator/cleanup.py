@@ -1,7 +1,7 @@
 """``ferry-operator uninstall-cleanup``: let a Helm uninstall finish.
 
 Run by the chart's pre-delete hook while the operator still runs: every
-ContainerMigration, ContainerRestore and ContainerCheckpoint is deleted, so the
+ContainerMigration, PodMigration, ContainerRestore and ContainerCheckpoint is deleted, so the
 operator rolls back those in flight, cleans up after them on the nodes and
 releases its finalizer. Whatever still holds the finalizer after the timeout
 (the operator gone already, say) has it removed, so nothing is left stuck.
@@ -21,6 +21,7 @@ from .kube import Kube
 #: the order they are deleted: a restore goes before the checkpoints it reads.
 KINDS: tuple[tuple[str, str], ...] = (
     (constants.CONTAINER_MIGRATION_KIND, constants.CONTAINER_MIGRATION_PLURAL),
+    (constants.POD_MIGRATION_KIND, constants.POD_MIGRATION_PLURAL),
     (constants.CONTAINER_RESTORE_KIND, constants.CONTAINER_RESTORE_PLURAL),
     (constants.CONTAINER_CHECKPOINT_KIND, constants.CONTAINER_CHECKPOINT_PLURAL),
 )

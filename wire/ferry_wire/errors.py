@@ -51,6 +51,10 @@ class Reason(StrEnum):
     RESTORE_FAILED = "RestoreFailed"
     RESTORED_CONTAINER_NOT_RUNNING = "RestoredContainerNotRunning"
     ROLLBACK_FAILED = "RollbackFailed"
+    # -- pods (the kubelet and the node's CRI containerd)
+    KUBELET_CHECKPOINT_FAILED = "KubeletCheckpointFailed"
+    CRI_UNAVAILABLE = "CriUnavailable"
+    CHECKPOINT_IMAGE_FAILED = "CheckpointImageFailed"
     # -- the page server
     PAGE_SERVER_FAILED = "PageServerFailed"
     PAGE_SERVER_NEEDS_PODMAN = "PageServerNeedsPodman"

@@ -44,6 +44,9 @@ class Operation(StrEnum):
     PAGES_OPEN = "pages-open"
     PAGES_FETCH = "pages-fetch"
     PAGES_OUT = "pages-out"
+    POD_CHECKPOINT = "pod-checkpoint"
+    POD_IMAGES = "pod-images"
+    POD_THAW = "pod-thaw"
 
 
 #: What a peer (another node's helper, with a key granted for one migration) may run.
