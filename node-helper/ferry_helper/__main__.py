@@ -21,11 +21,13 @@ import asyncssh
 from ferry_api.runtime import Runtime
 
 from . import node_tools
+from .cri import Ctr
 from .drivers.capabilities import Driver
 from .drivers.docker import DockerDriver
 from .drivers.libpod import Libpod
 from .drivers.podman import PodmanDriver
 from .failure_logs import FailureLogs
+from .kubelet import Kubelet
 from .operations import Operations
 from .probe import probe
 from .publisher import publisher
@@ -81,6 +83,7 @@ async def serve(settings: Settings) -> None:
 
 async def _serve(settings: Settings, drivers: dict[Runtime, Driver]) -> None:
     host_key = _host_key(settings)
+    cri = Ctr(ctr=settings.ctr, socket=settings.cri_socket)
     operations = Operations(
         node=settings.node_name,
         address=settings.address,
@@ -95,6 +98,8 @@ async def _serve(settings: Settings, drivers: dict[Runtime, Driver]) -> None:
             if settings.node_tools
             else settings.registry_authfile
         ),
+        cri=cri,
+        kubelet=Kubelet(url=settings.kubelet),
     )
     server = HelperServer(
         operations=operations,
@@ -112,7 +117,7 @@ async def _serve(settings: Settings, drivers: dict[Runtime, Driver]) -> None:
     with publisher(node=settings.node_name) as heartbeat:
         while not stop.is_set():
             try:
-                status = (await probe(drivers)).model_copy(
+                status = (await probe(drivers, cri=cri)).model_copy(
                     update={
                         "node_name": settings.node_name,
                         "address": settings.address,

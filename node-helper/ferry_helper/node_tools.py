@@ -88,6 +88,19 @@ def install(wrappers: Path, scratch: Path) -> list[str]:
     return wrapped
 
 
+def in_node(command: list[str]) -> list[str]:
+    """``command`` as run in the node's mount namespace (with ``nsenter``), else as is.
+
+    For a client of a daemon of the node, such as ``ctr`` of the kubelet's
+    containerd: its socket, and the files it hands the daemon, are paths in
+    the node. Only the mount namespace is entered: it starts no process that
+    outlives the command, so it may stay in the helper's cgroups.
+    """
+    if not _active:
+        return command
+    return [*_ENTER[:3], "--", "env", f"PATH={NODE_PATH}", *command]
+
+
 def node_path(path: Path) -> Path:
     """Where the helper reads ``path`` as the node's tools see it (their mounts included)."""
     return NODE_ROOT / path.relative_to("/") if _active and path.is_absolute() else path

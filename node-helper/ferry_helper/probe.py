@@ -29,6 +29,7 @@ from ferry_api.nodehelper import (
 from ferry_api.runtime import Runtime
 from ferry_wire import PROTOCOL_VERSION
 
+from .cri import Ctr
 from .drivers.capabilities import Driver
 from .drivers.errors import RuntimeCommandError
 
@@ -123,8 +124,11 @@ async def _runtime(name: Runtime, driver: Driver) -> RuntimeInfo | None:
     )
 
 
-async def probe(drivers: Mapping[Runtime, Driver]) -> NodeHelperStatus:
-    """The node as its NodeHelper status reports it (without the helper's own address)."""
+async def probe(drivers: Mapping[Runtime, Driver], *, cri: Ctr | None = None) -> NodeHelperStatus:
+    """The node as its NodeHelper status reports it (without the helper's own address).
+
+    ``cri``: the kubelet's containerd, reported when it answers (pods can move).
+    """
     found = [await _runtime(name, driver) for name, driver in drivers.items()]
     runtimes = [runtime for runtime in found if runtime is not None]
     return NodeHelperStatus(
@@ -135,5 +139,6 @@ async def probe(drivers: Mapping[Runtime, Driver]) -> NodeHelperStatus:
             await asyncio.to_thread(Path("/proc/self/mountinfo").read_text)
         ),
         cpu=cpu_info(await asyncio.to_thread(Path("/proc/cpuinfo").read_text)),
+        cri=await cri.info() if cri is not None else None,
         protocol_version=PROTOCOL_VERSION,
     )

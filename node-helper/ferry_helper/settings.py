@@ -30,6 +30,18 @@ class Settings:
     node_tools: str = ""
     #: How long a stopping helper waits for the operations in flight.
     drain_seconds: float = 60
+    #: The socket of the node's CRI containerd (the kubelet's), a path in the node.
+    cri_socket: Path = Path("/run/containerd/containerd.sock")
+    #: containerd's ``ctr`` in the node (a name on its PATH, or an absolute path there).
+    ctr: str = "ctr"
+    #: The node's kubelet (its checkpoint API); empty: ``https://<address>:10250``.
+    kubelet_url: str = ""
+
+    @property
+    def kubelet(self) -> str:
+        """The base URL of this node's kubelet (the helper runs on the host network)."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return self.kubelet_url.rstrip("/") or f"https://{host}:10250"
 
     @property
     def host_key(self) -> Path:
@@ -70,4 +82,7 @@ class Settings:
             log_retention_hours=float(env.get("FERRY_LOG_RETENTION_HOURS", "72")),
             node_tools=node_tools,
             drain_seconds=float(env.get("FERRY_DRAIN_SECONDS", "60")),
+            cri_socket=Path(env.get("FERRY_CRI_SOCKET") or "/run/containerd/containerd.sock"),
+            ctr=env.get("FERRY_CTR") or "ctr",
+            kubelet_url=env.get("FERRY_KUBELET_URL", ""),
         )

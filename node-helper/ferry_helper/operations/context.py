@@ -21,11 +21,13 @@ from ferry_api.runtime import Runtime
 from ferry_wire import Reason, RemoteError, WireModel
 from ferry_wire.migration import TransferProgress
 
+from ..cri import Ctr
 from ..criu_runs import CriuRuns
 from ..drivers.capabilities import CheckpointImageCapable, Driver, PageServerCapable
 from ..drivers.errors import RuntimeCommandError
 from ..failure_logs import FailureLogs
 from ..grants import PeerGrants
+from ..kubelet import Kubelet
 from ..staging import Staging
 from ..transfer import ProgressCallback
 
@@ -96,6 +98,10 @@ class NodeContext:
     criu_runs: CriuRuns
     #: podman's --authfile for registries (a Secret the chart mounts), if there is one.
     registry_authfile: Path | None = None
+    #: The node's CRI containerd (the kubelet's), for pods' containers; None: not driven.
+    cri: Ctr | None = None
+    #: The node's kubelet (its checkpoint API), for pods' containers.
+    kubelet: Kubelet | None = None
 
     def driver(self, runtime: Runtime) -> Driver:
         """The driver of ``runtime``; ``RuntimeUnavailable`` if this node has none."""

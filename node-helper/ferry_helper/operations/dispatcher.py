@@ -16,7 +16,7 @@ runs, three rules hold for every operation alike:
   decided by the server, before the request is read.
 
 The handlers live with their concern: :mod:`.node`, :mod:`.containers`,
-:mod:`.migration`, :mod:`.stored` and :mod:`.pages`, sharing :mod:`.archives`
+:mod:`.migration`, :mod:`.pods`, :mod:`.stored` and :mod:`.pages`, sharing :mod:`.archives`
 (make and send a checkpoint's archive) and :mod:`.restores`. Each takes its
 typed request and returns its typed reply; this module binds each request
 model to its handler (:func:`route`), so a request no handler serves is a bug
@@ -55,6 +55,7 @@ from ferry_wire.pages import (
     PagesOpenRequest,
     PagesOutRequest,
 )
+from ferry_wire.pods import PodCheckpointRequest, PodImagesRequest, PodThawRequest
 from ferry_wire.stored import (
     DeleteStoredRequest,
     RestoreImageRequest,
@@ -63,10 +64,12 @@ from ferry_wire.stored import (
     StoreCheckpointRequest,
 )
 
+from ..cri import Ctr
 from ..criu_runs import CriuRuns
 from ..drivers.capabilities import Driver
 from ..failure_logs import FailureLogs
 from ..grants import PeerGrants
+from ..kubelet import Kubelet
 from ..staging import Staging
 from .archives import Archives
 from .containers import Containers
@@ -74,6 +77,7 @@ from .context import Channel, NodeContext
 from .migration import MigrationSteps
 from .node import NodeSteps
 from .pages import PageSteps
+from .pods import PodSteps
 from .restores import Restores
 from .stored import StoredCheckpoints
 
@@ -88,6 +92,8 @@ STEPS_OF_AN_OPEN_MIGRATION = frozenset(
         Operation.PAGES_IDENTITY,
         Operation.PAGES_OPEN,
         Operation.PAGES_OUT,
+        Operation.POD_CHECKPOINT,
+        Operation.POD_IMAGES,
     }
 )
 #: Peer operations that stream into (or out of) one migration: only under its grant.
@@ -147,6 +153,8 @@ class Operations:
         store: Staging,
         logs: FailureLogs,
         registry_authfile: Path | None = None,
+        cri: Ctr | None = None,
+        kubelet: Kubelet | None = None,
     ) -> None:
         self.context = NodeContext(
             node=node,
@@ -158,14 +166,17 @@ class Operations:
             grants=PeerGrants(),
             criu_runs=CriuRuns(),
             registry_authfile=registry_authfile,
+            cri=cri,
+            kubelet=kubelet,
         )
         self.pages = PageSteps(self.context)
         archives = Archives(self.context, self.pages)
         restores = Restores(self.context)
         node_steps = NodeSteps(self.context)
         containers = Containers(self.context)
+        pods = PodSteps(self.context)
         migration = MigrationSteps(
-            self.context, archives=archives, restores=restores, pages=self.pages
+            self.context, archives=archives, restores=restores, pages=self.pages, pods=pods
         )
         stored = StoredCheckpoints(self.context, archives=archives, restores=restores)
         self._handlers: dict[type[Request[Any]], Handler] = dict(
@@ -193,6 +204,9 @@ class Operations:
                 route(PagesOpenRequest, self.pages.open),
                 route(PagesFetchRequest, self.pages.fetch),
                 route(PagesOutRequest, self.pages.out),
+                route(PodCheckpointRequest, pods.checkpoint),
+                route(PodImagesRequest, pods.images),
+                route(PodThawRequest, pods.thaw),
             ]
         )
         self._locks = KeyedLocks()

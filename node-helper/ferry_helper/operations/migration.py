@@ -5,7 +5,8 @@ page server), ``send`` (the archive streamed to the target), and at the end
 ``finish-source`` (the target runs its copy) or ``rollback`` (it does not: the
 source back from its checkpoint). Target: ``receive`` (a peer operation: the
 archive, checked while it arrives), ``restore``, and ``cleanup`` when the
-migration ends without its copy.
+migration ends without its copy (a pod's migration: its checkpoint images
+too, see :mod:`.pods`).
 
 Every step that changes the node answers from the journal when it already ran
 (an operator restarted mid-step asks again) instead of freezing twice. A
@@ -40,18 +41,26 @@ from ..transfer import receive_file
 from .archives import Archives
 from .context import Channel, NodeContext
 from .pages import PageSteps
+from .pods import PodSteps
 from .restores import Restores
 
 
 class MigrationSteps:
     def __init__(
-        self, context: NodeContext, *, archives: Archives, restores: Restores, pages: PageSteps
+        self,
+        context: NodeContext,
+        *,
+        archives: Archives,
+        restores: Restores,
+        pages: PageSteps,
+        pods: PodSteps,
     ) -> None:
         self.context = context
         self.staging = context.staging
         self.archives = archives
         self.restores = restores
         self.pages = pages
+        self.pods = pods
 
     # -- source ---------------------------------------------------------------
 
@@ -165,6 +174,8 @@ class MigrationSteps:
             removed = await self.restores.restored_copy(request.uid) or ""
             if removed:
                 await self.context.driver(request.runtime).remove(removed)
+            # A pod's migration: the checkpoint images its replacement would have run from.
+            await self.pods.remove_images(request.uid)
         restored = self.restores.recorded(request.uid)
         await self.pages.close(request.uid, restored.container_id if restored else None)
         self.context.close(request.uid)

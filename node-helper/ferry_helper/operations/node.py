@@ -34,7 +34,7 @@ class NodeSteps:
         self.context = context
 
     async def probe(self, _: ProbeRequest, __: Channel) -> ProbeReply:
-        return ProbeReply(status=await probe.probe(self.context.drivers))
+        return ProbeReply(status=await probe.probe(self.context.drivers, cri=self.context.cri))
 
     async def fetch_logs(self, request: FetchLogsRequest, _: Channel) -> FetchLogsReply:
         """The kept logs of ``uid``'s failed steps, gzipped, within the request's budget."""
