@@ -23,6 +23,7 @@ import yaml
 
 from . import cluster, helperlayer, imagebuild, kubenode, procs, registry
 from .config import ClusterConfig, NodeSpec
+from .crilayer import CRI_BIN
 
 NAMESPACE = "ferry-system"
 RELEASE = "ferry"
@@ -60,6 +61,9 @@ def values(
         "nodeHelper.registryAuthSecret": REGISTRY_AUTH_SECRET,
         # Every simulated node runs Docker Engine beside podman.
         "nodeHelper.docker.enabled": "true",
+        # The kubelet's containerd is the nodes' second one, beside Docker's (see kubenode).
+        "nodeHelper.cri.socket": kubenode.CRI_SOCKET,
+        "nodeHelper.cri.ctr": f"{CRI_BIN}/ctr",
         **(extra or {}),
     }
     return [flag for key, value in settings.items() for flag in ("--set", f"{key}={value}")]
