@@ -1,4 +1,4 @@
-"""kopf handlers: one daemon per ContainerMigration drives its state machine.
+"""kopf handlers: one daemon per ContainerMigration (and PodMigration) drives its state machine.
 
 A daemon (not a create handler) because deleting the resource must reach a
 migration in flight: kopf raises the daemon's ``stopped`` flag, the machine
@@ -24,6 +24,7 @@ import kopf
 from ferry_api import constants
 from ferry_api.checkpoint import parse_container_checkpoint, parse_container_restore
 from ferry_api.migration import parse_container_migration
+from ferry_api.podmigration import parse_pod_migration
 from prometheus_client import start_http_server
 
 from .checkpoint import CheckpointTaker, delete_stored
@@ -31,6 +32,7 @@ from .expiry import delete_when_expired
 from .helperclient import HelperClient
 from .kube import Kube, api_client
 from .migration import Migration
+from .podmigration import PodMigrationMachine
 from .restore import Restorer
 from .schedule import Scheduler
 from .settings import Settings
@@ -40,6 +42,7 @@ from .status import KopfEvents
 RESOURCE = (constants.GROUP, constants.VERSION, constants.CONTAINER_MIGRATION_PLURAL)
 CHECKPOINT = (constants.GROUP, constants.VERSION, constants.CONTAINER_CHECKPOINT_PLURAL)
 RESTORE = (constants.GROUP, constants.VERSION, constants.CONTAINER_RESTORE_PLURAL)
+POD_MIGRATION = (constants.GROUP, constants.VERSION, constants.POD_MIGRATION_PLURAL)
 
 
 @kopf.on.startup()
@@ -92,6 +95,27 @@ async def _delete_failure_logs(body: kopf.Body, memo: kopf.Memo) -> None:
     logs = (body.get("status") or {}).get("failureLogs") or {}
     if logs.get("configMap"):
         await memo.kube.delete_config_map(body.metadata.namespace or "", logs["configMap"])
+
+
+# A PodMigration is driven as a ContainerMigration is: one daemon, its deletion a cancel.
+@kopf.daemon(*POD_MIGRATION, cancellation_polling=0.5)
+async def migrate_pod(
+    body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    await PodMigrationMachine(
+        resource=_parsed(parse_pod_migration, body),
+        events=KopfEvents(body),
+        kube=memo.kube,
+        helpers=memo.helpers,
+        settings=memo.settings,
+        slots=memo.slots,
+    ).run(stopped)
+
+
+@kopf.on.delete(*POD_MIGRATION)
+async def pod_migration_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Holds the finalizer until the daemon, which rolls back, has stopped."""
+    await _delete_failure_logs(body, memo)
 
 
 def _parsed(parse: Any, body: kopf.Body) -> Any:

@@ -70,14 +70,26 @@ def _detail(error: ApiException) -> str:
 
 class Kube:
     def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
         self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+
+    def _plain(self, obj: object) -> dict[str, Any]:
+        """A client model as the API's own JSON (camelCase dicts)."""
+        data = self.api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+        return data if isinstance(data, dict) else {}
 
     # -- nodes and helpers
 
     async def node_names(self) -> list[str]:
         nodes = await _call(self.core.list_node)
         return [n.metadata.name for n in nodes.items if n.metadata and n.metadata.name]
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """Every Node as the API serves it (labels, taints, unschedulable, allocatable)."""
+        nodes = await _call(self.core.list_node)
+        return [self._plain(n) for n in nodes.items]
 
     async def node_helpers(self) -> dict[str, NodeHelper]:
         listed = await _call(
@@ -202,6 +214,64 @@ class Kube:
             name,
             {"metadata": {"finalizers": finalizers}},
         )
+
+    # -- pods a PodMigration moves, and their ReplicaSets
+
+    async def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A pod (the API's JSON), or None if there is none of that name."""
+        try:
+            return self._plain(await _call(self.core.read_namespaced_pod, name, namespace))
+        except ApiError as error:
+            if error.status == HTTP_NOT_FOUND:
+                return None
+            raise
+
+    async def create_pod(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create a pod; False if one of that name exists."""
+        try:
+            await _call(self.core.create_namespaced_pod, namespace, body)
+        except ApiError as error:
+            if error.status == HTTP_CONFLICT:
+                return False
+            raise
+        return True
+
+    async def patch_pod_metadata(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        labels: dict[str, str] | None = None,
+        annotations: dict[str, str | None] | None = None,
+    ) -> None:
+        """Merge labels and annotations into a pod's metadata."""
+        metadata: dict[str, Any] = {}
+        if labels:
+            metadata["labels"] = labels
+        if annotations:
+            metadata["annotations"] = annotations
+        await _call(self.core.patch_namespaced_pod, name, namespace, {"metadata": metadata})
+
+    async def delete_pod(
+        self, namespace: str, name: str, *, uid: str, grace_seconds: int | None = None
+    ) -> None:
+        """Delete the pod ``name`` if it is still the one with ``uid``; gone is fine."""
+        body = client.V1DeleteOptions(
+            grace_period_seconds=grace_seconds, preconditions=client.V1Preconditions(uid=uid)
+        )
+        try:
+            await _call(self.core.delete_namespaced_pod, name, namespace, body=body)
+        except ApiError as error:
+            if error.status not in (HTTP_NOT_FOUND, HTTP_CONFLICT):
+                raise
+
+    async def replica_set(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._plain(await _call(self.apps.read_namespaced_replica_set, name, namespace))
+        except ApiError as error:
+            if error.status == HTTP_NOT_FOUND:
+                return None
+            raise
 
     # -- ConfigMaps (failure logs) and Secrets (SSH identities)
 

@@ -54,10 +54,13 @@ def helper_problem(
     runtime: Runtime | None,
     now: datetime.datetime,
     stale_seconds: float,
+    pods: bool = False,
 ) -> str | None:
     """Why ``helper`` cannot take part in a migration now, or None when it can.
 
     ``runtime`` None: any container runtime will do (it is not known yet).
+    ``pods``: for a pod's migration, which needs the node's CRI runtime (checked
+    apart), not podman or docker.
     """
     if helper is None:
         return f"no node-helper runs on node {node} (no NodeHelper {node!r})"
@@ -79,7 +82,7 @@ def helper_problem(
         )
     if runtime is not None and runtime not in {r.name for r in status.runtimes}:
         return f"node {node} has no {runtime.value} runtime"
-    if not status.runtimes:
+    if not status.runtimes and not pods:
         return f"node {node} has no container runtime the helper can drive"
     if status.criu is None or not status.criu.version:
         return f"node {node} has no CRIU"
