@@ -27,6 +27,7 @@ EXAMPLES = """\
 examples:
   kubectl ferry migrate web --from node-a --to node-b    move a container and watch it
   kubectl ferry migrate web --from node-a --dry-run      print the manifest, create nothing
+  kubectl ferry migrate pod/counter-7d9c8b-x2k4p --to node-b   move a pod, all its containers
   kubectl ferry apply -f move-web.yaml                   create from a manifest and watch it
   kubectl ferry watch web-x7k2p                          follow a migration to its end
   kubectl ferry list -A                                  migrations in every namespace
@@ -74,7 +75,12 @@ def _common(*, top: bool) -> Parser:
 
 
 def _migrate_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("container", nargs="?", metavar="CONTAINER", help="container name or ID")
+    parser.add_argument(
+        "container",
+        nargs="?",
+        metavar="CONTAINER|pod/NAME",
+        help="container name or ID; pod/NAME moves a Kubernetes pod (a PodMigration)",
+    )
     parser.add_argument("--from", dest="source", metavar="NODE", help="node it runs on now")
     parser.add_argument("--to", dest="target", metavar="NODE", help="node to move it to")
     parser.add_argument("--name", help="the ContainerMigration's name (default: generated)")
@@ -160,7 +166,7 @@ def build_parser() -> Parser:
     watch = commands_.add_parser(
         "watch", parents=below, help="follow a migration until it ends (exit 1 unless it succeeds)"
     )
-    watch.add_argument("name", metavar="NAME", help="the ContainerMigration")
+    watch.add_argument("name", metavar="NAME", help="the ContainerMigration, or podmigration/NAME")
     watch.set_defaults(run=commands.watch_command)
 
     listing = commands_.add_parser(

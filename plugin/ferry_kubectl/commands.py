@@ -21,6 +21,7 @@ from ferry_kubectl.kube import (
     CHECKPOINT,
     MIGRATION,
     NODE_HELPER,
+    POD_MIGRATION,
     RESTORE,
     Cluster,
     Kind,
@@ -61,15 +62,15 @@ def warn(message: str) -> None:
     sys.stderr.write(f"warning: {message}\n")
 
 
-def _created(env: Env, bodies: list[dict[str, Any]]) -> int:
+def _created(env: Env, bodies: list[dict[str, Any]], *, kind: Kind = MIGRATION) -> int:
     """Create each migration; then watch them one after another unless --no-watch."""
     created = []
     for body in bodies:
         namespace = manifest.place(body, env.namespace, explicit=bool(env.args.namespace))
-        made = env.cluster.create(MIGRATION, namespace, body)
+        made = env.cluster.create(kind, namespace, body)
         created.append(made)
         if not env.output.json:
-            env.output.line(f"{MIGRATION.resource_name(made['metadata']['name'])} created")
+            env.output.line(f"{kind.resource_name(made['metadata']['name'])} created")
     if env.args.no_watch:
         if env.output.json:
             print_json(created[0] if len(created) == 1 else created)
@@ -77,7 +78,9 @@ def _created(env: Env, bodies: list[dict[str, Any]]) -> int:
     code, finals = 0, []
     for made in created:
         metadata = made["metadata"]
-        code_one, final = watch(env.cluster, metadata["namespace"], metadata["name"], env.output)
+        code_one, final = watch(
+            env.cluster, metadata["namespace"], metadata["name"], env.output, kind=kind
+        )
         if final is None:
             return code_one
         code = max(code, code_one)
@@ -87,10 +90,47 @@ def _created(env: Env, bodies: list[dict[str, Any]]) -> int:
     return code
 
 
+#: ``migrate`` options that only a container's migration has.
+CONTAINER_ONLY = (
+    "source",
+    "leave_running",
+    "tcp_established",
+    "file_locks",
+    "keep_checkpoint",
+    "compression",
+    "runtime",
+    "memory_transfer",
+    "no_page_server_tls",
+)
+
+
+def migrate_pod(env: Env, pod: str) -> int:
+    """``migrate pod/NAME [--to NODE]``: a PodMigration, created and followed."""
+    args = env.args
+    given = [o for o in CONTAINER_ONLY if getattr(args, o, None)]
+    if given:
+        flags = ", ".join("--" + o.replace("_", "-").replace("source", "from") for o in given)
+        raise PluginError(f"{flags}: not for a pod (a pod moves whole from the node it runs on)")
+    body = manifest.pod_migration(
+        pod,
+        target=args.target,
+        name=args.name,
+        timeout=args.timeout,
+        ttl=args.ttl,
+        namespace=args.namespace,
+    )
+    if args.dry_run:
+        print(manifest.dump([body], output="json" if env.output.json else "yaml"))
+        return 0
+    return _created(env, [body], kind=POD_MIGRATION)
+
+
 def migrate(env: Env) -> int:
     args = env.args
     if args.filename:
         return apply(env)
+    if args.container and args.container.startswith(("pod/", "pods/")):
+        return migrate_pod(env, args.container.split("/", 1)[1])
     if not args.container or not args.source:
         raise PluginError("migrate needs CONTAINER and --from NODE (or -f FILE)")
     flags = manifest.MigrateFlags(
@@ -136,7 +176,10 @@ def apply(env: Env) -> int:
 
 
 def watch_command(env: Env) -> int:
-    code, final = watch(env.cluster, env.namespace, env.args.name, env.output)
+    name, kind = env.args.name, MIGRATION
+    if name.startswith(f"{POD_MIGRATION.singular}/"):
+        name, kind = name.split("/", 1)[1], POD_MIGRATION
+    code, final = watch(env.cluster, env.namespace, name, env.output, kind=kind)
     if env.output.json and final is not None:
         print_json(final)
     return code

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from ferry_api import constants, to_wire
 from ferry_api.migration import CONTAINER_PATTERN, NODE_NAME_PATTERN, ContainerMigrationSpec
+from ferry_api.podmigration import PodMigrationSpec
 from pydantic import ValidationError
 
 from ferry_kubectl.errors import PluginError
@@ -32,6 +33,7 @@ MAX_PREFIX = 40
 FLAGS = {
     "source.container": "CONTAINER",
     "source.node": "--from",
+    "podName": "pod/NAME",
     "target.node": "--to",
     "compression": "--compression",
     "runtime": "--runtime",
@@ -71,7 +73,10 @@ def _problem(error: Mapping[str, Any], *, by_flag: bool) -> str:
     pattern = (error.get("ctx") or {}).get("pattern")
     message = str(error["msg"]).removeprefix("Value error, ")
     if pattern in _PATTERN_MEANING:
-        message = f"{error['input']!r} is not {_PATTERN_MEANING[pattern]}"
+        meaning = _PATTERN_MEANING[pattern]
+        if path == "podName":  # a pod's name follows the node name's rule
+            meaning = meaning.replace("node", "pod")
+        message = f"{error['input']!r} is not {meaning}"
     if not path:
         return message
     where = FLAGS.get(path, f"spec.{path}") if by_flag else f"spec.{path}"
@@ -139,6 +144,39 @@ def from_flags(flags: MigrateFlags, namespace: str | None) -> Body:
     if namespace:
         metadata["namespace"] = namespace
     return _body(metadata, spec)
+
+
+def pod_migration(
+    pod: str,
+    *,
+    target: str | None,
+    name: str | None,
+    timeout: int | None,
+    ttl: int | None,
+    namespace: str | None,
+) -> Body:
+    """The PodMigration ``migrate pod/NAME`` creates; metadata.namespace only when given."""
+    wire: Body = {"podName": pod}
+    optional = {
+        "target": {"node": target} if target else None,
+        "timeoutSeconds": timeout,
+        "ttlSecondsAfterFinished": ttl,
+    }
+    wire.update({key: value for key, value in optional.items() if value is not None})
+    try:
+        spec = PodMigrationSpec.model_validate(wire)
+    except ValidationError as error:
+        problems = "; ".join(_problem(e, by_flag=True) for e in error.errors())
+        raise PluginError(f"invalid PodMigration: {problems}") from error
+    metadata: Body = {"name": check_name(name)} if name else {"generateName": generate_name(pod)}
+    if namespace:
+        metadata["namespace"] = namespace
+    return {
+        "apiVersion": constants.API_VERSION,
+        "kind": constants.POD_MIGRATION_KIND,
+        "metadata": metadata,
+        "spec": to_wire(spec),
+    }
 
 
 def from_document(document: Any, *, source: str) -> Body:

@@ -15,6 +15,7 @@ from ferry_api.conditions import find_condition
 from ferry_api.diagnostics import CheckpointSummary, SocketCounts
 from ferry_api.migration import ContainerMigration, ContainerMigrationStatus, Phase
 from ferry_api.nodehelper import NodeHelper, RuntimeInfo
+from ferry_api.podmigration import PodMigration, PodMigrationStatus
 from rich.filesize import decimal
 
 #: The condition the operator sets when a migration (or restore) ends; a
@@ -24,6 +25,10 @@ NONE = "-"
 MICROSECONDS = 1_000_000
 
 Pairs = list[tuple[str, str]]
+#: What ``watch`` follows: a container's migration or a pod's; their statuses share
+#: phases, transitions, progress, timings and the outcome condition.
+Moving = ContainerMigration | PodMigration
+MovingStatus = ContainerMigrationStatus | PodMigrationStatus
 
 
 def human_duration(seconds: float) -> str:
@@ -93,7 +98,7 @@ def runtime(info: RuntimeInfo | None) -> str:
 # ContainerMigration
 
 
-def phase_lines(status: ContainerMigrationStatus) -> list[str]:
+def phase_lines(status: MovingStatus) -> list[str]:
     """One line per phase entered, with its time since the first: ``  0.4s  Checkpointing``.
 
     A viewer prints the lines it has not printed yet, so a phase passed between
@@ -106,7 +111,7 @@ def phase_lines(status: ContainerMigrationStatus) -> list[str]:
     return [f"{elapsed((t.time - start).total_seconds()):>7}  {t.phase.value}" for t in transitions]
 
 
-def started(migration: ContainerMigration) -> datetime | None:
+def started(migration: Moving) -> datetime | None:
     """When the migration started: its first phase, to the microsecond."""
     status = migration.status
     if status.phase_transitions:
@@ -114,7 +119,7 @@ def started(migration: ContainerMigration) -> datetime | None:
     return status.start_time or migration.metadata.creation_timestamp
 
 
-def finished(migration: ContainerMigration) -> datetime | None:
+def finished(migration: Moving) -> datetime | None:
     """When it reached its final phase; None while it runs.
 
     The final transition, not completionTime, which is kept to the second only.
@@ -127,7 +132,7 @@ def finished(migration: ContainerMigration) -> datetime | None:
     return status.completion_time
 
 
-def timing_rows(status: ContainerMigrationStatus) -> Pairs:
+def timing_rows(status: MovingStatus) -> Pairs:
     """The measured steps, the archive sent and how long CRIU kept the processes frozen.
 
     Only what was measured: a migration refused at validation has no rows.
@@ -147,10 +152,13 @@ def timing_rows(status: ContainerMigrationStatus) -> Pairs:
         ("downtime", seconds(timings.downtime_seconds if timings else None)),
         ("total", seconds(timings.total_seconds if timings else None)),
         ("archive", archive_text),
-        ("memory by", status.memory_transfer.value if status.memory_transfer else NONE),
-        ("memory pages", NONE if status.pages_bytes is None else size(status.pages_bytes)),
         ("CRIU frozen", seconds(None if frozen is None else frozen / MICROSECONDS)),
     ]
+    if isinstance(status, ContainerMigrationStatus):
+        rows[-1:-1] = [
+            ("memory by", status.memory_transfer.value if status.memory_transfer else NONE),
+            ("memory pages", NONE if status.pages_bytes is None else size(status.pages_bytes)),
+        ]
     return [(name, value) for name, value in rows if value != NONE]
 
 
@@ -167,11 +175,17 @@ def namespaced_flag(namespace: str | None) -> str:
     return f" -n {namespace}" if namespace else ""
 
 
-def outcome_lines(migration: ContainerMigration) -> list[str]:
+def outcome_lines(migration: Moving) -> list[str]:
     """What a finished migration came to; for a failure, why, and where its logs are."""
     status = migration.status
     name = migration.metadata.name
-    if status.phase == Phase.SUCCEEDED:
+    if status.phase == Phase.SUCCEEDED and isinstance(migration, PodMigration):
+        pod = migration.status
+        return [
+            f"Succeeded: pod {migration.spec.pod_name} moved {pod.source_node} -> "
+            f"{pod.target_node}; it runs on as pod {pod.target_pod}"
+        ]
+    if status.phase == Phase.SUCCEEDED and isinstance(migration, ContainerMigration):
         verb = "copied" if migration.spec.leave_running else "moved"
         return [f"Succeeded: {migration.spec.source.container} {verb} {route(migration)}"]
     outcome = find_condition(status.conditions, OUTCOME_CONDITION)

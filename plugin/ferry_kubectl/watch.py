@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from ferry_api.migration import ContainerMigration, Phase, parse_container_migration
+from ferry_api.migration import Phase, parse_container_migration
+from ferry_api.podmigration import parse_pod_migration
 from rich.console import RenderableType
 from rich.progress import (
     BarColumn,
@@ -27,16 +28,26 @@ from rich.text import Text
 
 from ferry_kubectl import render
 from ferry_kubectl.follow import follow
-from ferry_kubectl.kube import MIGRATION, Cluster
+from ferry_kubectl.kube import MIGRATION, POD_MIGRATION, Cluster, Kind
 from ferry_kubectl.output import Output
 
 #: What the shell reports for a process stopped with Ctrl-C.
 EXIT_INTERRUPTED = 130
 
 
+def parse(kind: Kind, body: dict[str, Any]) -> render.Moving:
+    """A ContainerMigration or PodMigration body, as its model."""
+    return parse_pod_migration(body) if kind == POD_MIGRATION else parse_container_migration(body)
+
+
+def _named(kind: Kind, name: str) -> str:
+    """How ``watch`` is told the object: ``NAME``, or ``podmigration/NAME``."""
+    return f"{POD_MIGRATION.singular}/{name}" if kind == POD_MIGRATION else name
+
+
 def is_final(body: dict[str, Any]) -> bool:
-    phase = parse_container_migration(body).status.phase
-    return phase is not None and phase.is_final
+    phase = (body.get("status") or {}).get("phase")
+    return phase is not None and Phase(phase).is_final
 
 
 class SinceColumn(ProgressColumn):
@@ -73,7 +84,7 @@ class PlainView:
     ) -> None:
         return None
 
-    def update(self, migration: ContainerMigration) -> None:
+    def update(self, migration: render.Moving) -> None:
         lines = render.phase_lines(migration.status)
         for line in lines[self.printed :]:
             self.output.line(line)
@@ -110,7 +121,7 @@ class LiveView(PlainView):
     ) -> None:
         self.progress.stop()
 
-    def update(self, migration: ContainerMigration) -> None:
+    def update(self, migration: render.Moving) -> None:
         super().update(migration)
         status = migration.status
         progress = status.progress
@@ -125,7 +136,7 @@ class LiveView(PlainView):
         )
 
 
-def report(output: Output, migration: ContainerMigration) -> None:
+def report(output: Output, migration: render.Moving) -> None:
     """The timings measured, then the outcome (why, for a failure), so the outcome ends it."""
     rows = render.timing_rows(migration.status)
     if rows:
@@ -138,7 +149,7 @@ def report(output: Output, migration: ContainerMigration) -> None:
 
 
 def watch(
-    cluster: Cluster, namespace: str, name: str, output: Output
+    cluster: Cluster, namespace: str, name: str, output: Output, *, kind: Kind = MIGRATION
 ) -> tuple[int, dict[str, Any] | None]:
     """Follow a migration until it is final, reporting it unless the output is JSON.
 
@@ -146,10 +157,10 @@ def watch(
     watching) and the final object, for the caller to print as JSON.
     """
     states = follow(
-        lambda: cluster.list_one(MIGRATION, name, namespace),
-        lambda version: cluster.watch_one(MIGRATION, name, namespace, version),
+        lambda: cluster.list_one(kind, name, namespace),
+        lambda version: cluster.watch_one(kind, name, namespace, version),
         is_final=is_final,
-        what=MIGRATION.describe(name, namespace),
+        what=kind.describe(name, namespace),
     )
     last: dict[str, Any] = {}
     view: PlainView | None = None
@@ -163,14 +174,14 @@ def watch(
             with view:
                 for body in states:
                     last = body
-                    view.update(parse_container_migration(body))
+                    view.update(parse(kind, body))
     except KeyboardInterrupt:
         sys.stderr.write(
             "\nstopped watching; the migration goes on: "
-            f"kubectl ferry watch {name} -n {namespace}\n"
+            f"kubectl ferry watch {_named(kind, name)} -n {namespace}\n"
         )
         return EXIT_INTERRUPTED, None
-    migration = parse_container_migration(last)
+    migration = parse(kind, last)
     if not output.json:
         report(output, migration)
     return (0 if migration.status.phase == Phase.SUCCEEDED else 1), last

@@ -826,3 +826,21 @@ def test_the_namespace_comes_from_the_kubeconfig_context(tmp_path: Path) -> None
     assert namespace("-n", "mine") == "mine"
     with pytest.raises(PluginError, match='context "nope" is not in the kubeconfig'):
         namespace("--context", "nope")
+
+
+def test_migrate_pod_makes_a_pod_migration_and_refuses_container_flags(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "migrate", "pod/counter-7d9c8b-x2k4p", "--to", "node-b", "--dry-run")
+    assert code == 0
+    body = yaml.safe_load(out)
+    assert body["kind"] == "PodMigration"
+    assert body["metadata"] == {"generateName": "counter-7d9c8b-x2k4p-", "namespace": "apps"}
+    assert body["spec"]["podName"] == "counter-7d9c8b-x2k4p"
+    assert body["spec"]["target"] == {"node": "node-b"}
+    code, _, err = run(capsys, "migrate", "pod/web", "--from", "node-a", "--dry-run")
+    assert code == 1
+    assert "--from: not for a pod" in err
+    code, _, err = run(capsys, "migrate", "pod/Bad_Name", "--dry-run")
+    assert code == 1
+    assert "'Bad_Name' is not a pod name" in err
