@@ -88,8 +88,9 @@ class PodMigrationStatus(StatusModel):
     )
     source_node: str | None = Field(default=None, description="Node the pod ran on.")
     source_pod_uid: str | None = Field(
-        default=None, description="UID of the pod moved (a pod of the same name made later "
-        "is another pod, and is not touched)."
+        default=None,
+        description="UID of the pod moved (a pod of the same name made later "
+        "is another pod, and is not touched).",
     )
     target_node: str | None = Field(
         default=None, description="Node the pod is restored on (chosen or given)."

@@ -84,7 +84,8 @@ class PodThawed(Reply):
 
 
 class PodThawRequest(Request[PodThawed]):
-    """Rollback on the source: resume the containers this migration froze, drop its archives.
+    """End the freeze on the source: resume the containers this migration froze (a
+    rollback), or with ``kill`` end them (the replacement runs), and drop the archives.
 
     Closes the migration on this node first, so a ``pod-checkpoint`` still on
     its way cannot freeze the pod again afterwards.
@@ -95,3 +96,8 @@ class PodThawRequest(Request[PodThawed]):
 
     uid: str = Field(pattern=UID_PATTERN)
     containers: tuple[PodContainer, ...] = Field(min_length=1)
+    #: SIGKILL the frozen processes, then thaw them so they die without running another
+    #: instruction (a thawed process would first run the SIGTERM the kubelet sent when
+    #: the source pod was deleted). Asked once the source pod is being deleted, so the
+    #: kubelet does not start its containers again.
+    kill: bool = False

@@ -1,0 +1,229 @@
+"""PodMigration on the kubelet nodes: a Deployment's pod, a two-container pod, bad input.
+
+What a user checks: the counter held in memory goes on from where it was in a pod on
+another node (restart count 0, the spec's command never ran again, its log carries
+over), the Deployment ends with its replica count and the source pod is gone; a pod
+Ferry must not move is refused with its reason and keeps running untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from ferry_api import constants
+from ferry_cluster import images, registry
+from ferry_cluster.config import ClusterConfig
+from kubernetes import client
+
+from tests.support import create_resource, succeeded_reason, wait_resource_phase
+
+pytestmark = pytest.mark.e2e
+
+PLURAL = constants.POD_MIGRATION_PLURAL
+#: Prints STARTED once, then counts in memory: a restart would print STARTED again and
+#: count from 1.
+COUNTER = "echo STARTED; i=0; while true; do i=$((i+1)); echo $i; sleep 0.2; done"
+
+
+@pytest.fixture(scope="module")
+def image(ferry: ClusterConfig) -> str:
+    """busybox from the cluster's registry, by digest: containerd's restore pulls the base
+    image the archive names, so it must come from somewhere the target can pull."""
+    registry.ensure(ferry)
+    return registry.push(ferry, ferry.node_specs()[0], images.BUSYBOX_IMAGE, "ferry/busybox")
+
+
+@pytest.fixture
+def core(admin_api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(admin_api)
+
+
+@pytest.fixture
+def apps(admin_api: client.ApiClient) -> client.AppsV1Api:
+    return client.AppsV1Api(admin_api)
+
+
+def _container(name: str, image: str) -> dict[str, Any]:
+    return {"name": name, "image": image, "command": ["sh", "-c", COUNTER]}
+
+
+def _ready(core: client.CoreV1Api, namespace: str, selector: str) -> client.V1Pod:
+    deadline = time.monotonic() + 120
+    while True:
+        pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+        live = [p for p in pods if p.metadata.deletion_timestamp is None]
+        if len(live) == 1 and live[0].status.phase == "Running":
+            statuses = live[0].status.container_statuses or []
+            if statuses and all(s.ready for s in statuses):
+                return live[0]
+        assert time.monotonic() < deadline, [(p.metadata.name, p.status.phase) for p in pods]
+        time.sleep(0.3)
+
+
+def _counts(core: client.CoreV1Api, namespace: str, pod: str, container: str) -> list[int]:
+    log = core.read_namespaced_pod_log(pod, namespace, container=container)
+    return [int(line) for line in log.split() if line.isdigit()]
+
+
+def _counting(
+    core: client.CoreV1Api, namespace: str, pod: str, container: str, *, above: int
+) -> list[int]:
+    deadline = time.monotonic() + 30
+    while (counts := _counts(core, namespace, pod, container)) and counts[-1] <= above:
+        assert time.monotonic() < deadline, f"{pod}/{container} stopped at {counts[-3:]}"
+        time.sleep(0.2)
+    return counts
+
+
+def _move(
+    custom: client.CustomObjectsApi, namespace: str, name: str, spec: dict[str, Any]
+) -> dict[str, Any]:
+    create_resource(custom, namespace, PLURAL, name, spec)
+    return wait_resource_phase(
+        custom, namespace, PLURAL, name, phases=("Succeeded", "Failed", "Cancelled")
+    )
+
+
+@pytest.fixture
+def deployment(
+    core: client.CoreV1Api, apps: client.AppsV1Api, namespace: str, image: str
+) -> Iterator[client.V1Pod]:
+    labels = {"app": "counter"}
+    apps.create_namespaced_deployment(
+        namespace,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "counter"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 5,
+                        "containers": [_container("counter", image)],
+                    },
+                },
+            },
+        },
+    )
+    yield _ready(core, namespace, "app=counter")
+    apps.delete_namespaced_deployment("counter", namespace)
+
+
+def test_a_deployments_pod_moves_to_another_node_and_counts_on(
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    namespace: str,
+    deployment: client.V1Pod,
+) -> None:
+    source = deployment
+    before = _counting(core, namespace, source.metadata.name, "counter", above=10)
+
+    status = _move(custom, namespace, "move-counter", {"podName": source.metadata.name})
+
+    assert status["phase"] == "Succeeded", status
+    assert status["sourceNode"] == source.spec.node_name
+    target = status["targetNode"]
+    assert target != source.spec.node_name
+    moved = _ready(core, namespace, "app=counter")
+    assert moved.metadata.name == status["targetPod"]
+    assert moved.spec.node_name == target
+    assert moved.metadata.owner_references[0].kind == "ReplicaSet", "adopted by its ReplicaSet"
+    assert moved.status.container_statuses[0].restart_count == 0
+    after = _counting(core, namespace, moved.metadata.name, "counter", above=before[-1] + 5)
+    log = core.read_namespaced_pod_log(moved.metadata.name, namespace)
+    assert log.count("STARTED") == 1, "the command ran again: a restart, not a restore"
+    assert after[: len(before)] == before, "the log carries over from the source"
+    assert after == list(range(1, len(after) + 1)), "no count lost or repeated"
+    assert status["timings"]["downtimeSeconds"] > 0
+    with pytest.raises(client.ApiException) as gone:
+        core.read_namespaced_pod(source.metadata.name, namespace)
+    assert gone.value.status == 404, "the source pod is gone"
+    # The ReplicaSet settled on its count: no fresh pod was started beside the copy.
+    time.sleep(2)
+    pods = core.list_namespaced_pod(namespace, label_selector="app=counter").items
+    assert [p.metadata.name for p in pods] == [moved.metadata.name]
+    scale = apps.read_namespaced_deployment("counter", namespace)
+    assert (scale.status.replicas, scale.status.ready_replicas) == (1, 1)
+
+
+def test_a_two_container_pod_moves_whole(
+    ferry: ClusterConfig,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    namespace: str,
+    image: str,
+) -> None:
+    node_a, node_b = (n.name for n in ferry.node_specs()[:2])
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "pair", "labels": {"app": "pair"}},
+            "spec": {
+                "nodeName": node_a,
+                "containers": [_container("left", image), _container("right", image)],
+            },
+        },
+    )
+    _ready(core, namespace, "app=pair")
+    left = _counting(core, namespace, "pair", "left", above=5)
+    right = _counting(core, namespace, "pair", "right", above=5)
+
+    status = _move(custom, namespace, "move-pair", {"podName": "pair", "target": {"node": node_b}})
+
+    assert status["phase"] == "Succeeded", status
+    assert status["containers"] == ["left", "right"]
+    moved = _ready(core, namespace, "app=pair")
+    assert (moved.metadata.name, moved.spec.node_name) == (status["targetPod"], node_b)
+    for name, seen in (("left", left), ("right", right)):
+        counts = _counting(core, namespace, moved.metadata.name, name, above=seen[-1] + 3)
+        assert counts == list(range(1, len(counts) + 1)), f"{name} counted on"
+    assert all(s.restart_count == 0 for s in moved.status.container_statuses)
+
+
+def test_pods_ferry_must_not_move_are_refused_and_keep_running(
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    namespace: str,
+    image: str,
+) -> None:
+    status = _move(custom, namespace, "move-nothing", {"podName": "no-such-pod"})
+    assert (status["phase"], succeeded_reason(status)) == ("Failed", "PodNotFound")
+
+    apps.create_namespaced_stateful_set(
+        namespace,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": "db"},
+            "spec": {
+                "replicas": 1,
+                "serviceName": "db",
+                "selector": {"matchLabels": {"app": "db"}},
+                "template": {
+                    "metadata": {"labels": {"app": "db"}},
+                    "spec": {"containers": [_container("db", image)]},
+                },
+            },
+        },
+    )
+    pod = _ready(core, namespace, "app=db")
+    seen = _counting(core, namespace, pod.metadata.name, "db", above=3)
+
+    status = _move(custom, namespace, "move-db", {"podName": pod.metadata.name})
+
+    assert (status["phase"], succeeded_reason(status)) == ("Failed", "UnsupportedOwner")
+    assert "StatefulSet db" in status["message"]
+    assert "freezeTime" not in status, "refused before anything froze"
+    _counting(core, namespace, pod.metadata.name, "db", above=seen[-1] + 3)
+    still = core.read_namespaced_pod(pod.metadata.name, namespace)
+    assert still.status.container_statuses[0].restart_count == 0
