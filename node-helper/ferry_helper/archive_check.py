@@ -12,7 +12,8 @@ The checkpoint archive's own members are plain files and directories, and
 nothing else is allowed there. The container's changed files
 (``rootfs-diff.tar``) may hold symlinks, since a container's filesystem does,
 but neither device nodes nor names that leave the tree; hardlinks must point
-inside it.
+inside it. (A kubelet's checkpoint, made by containerd, has the same
+layout, its ``rootfs-diff.tar`` gzipped.)
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def _safe_name(name: str, where: str) -> PurePosixPath:
 
 def _check_rootfs_diff(stream: IO[bytes]) -> int:
     members = 0
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
+    # podman's is a plain tar; containerd's (a kubelet's checkpoint) is gzipped.
+    with tarfile.open(fileobj=stream, mode="r|*") as tar:
         for member in tar:
             members += 1
             _safe_name(member.name, ROOTFS_DIFF)

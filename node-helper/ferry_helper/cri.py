@@ -108,6 +108,10 @@ class Ctr:
     async def resume(self, container_id: str) -> None:
         await self.run("tasks", "resume", container_id)
 
+    async def kill(self, container_id: str) -> None:
+        """SIGKILL the task's processes (a frozen task dies when it is resumed)."""
+        await self.run("tasks", "kill", "--signal", "SIGKILL", "--all", container_id)
+
     async def import_image(self, layout: Path) -> None:
         """Import an OCI layout tar (a path in the node), unpacked into the CRI snapshotter."""
         await self.run("images", "import", "--local", str(layout))

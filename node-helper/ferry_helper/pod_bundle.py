@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
-from .archive_check import check_checkpoint_stream
+from .archive_check import UnsafeArchive, check_checkpoint_stream
 from .checkpoint_image import CHUNK, Blob, write_layout
 from .criu_stats import CriuStatistics, parse_stats_image
 
@@ -126,7 +126,10 @@ def checked_blob(bundle_path: Path, container: str) -> Blob:
     with tarfile.open(bundle_path, "r:") as tar, _member(tar, container) as stream:
         hashing = _Hashing(stream)
         reader = io.BufferedReader(hashing, CHUNK)
-        check_checkpoint_stream(cast(io.BufferedReader, reader))
+        try:
+            check_checkpoint_stream(cast(io.BufferedReader, reader))
+        except tarfile.TarError as error:
+            raise UnsafeArchive(f"{container}: not a checkpoint archive: {error}") from None
         while reader.read(CHUNK):
             pass
         return hashing.blob

@@ -6,7 +6,8 @@ CRI containerd, has the node's kubelet checkpoint it, and bundles the
 kubelet's archives into the migration's staging archive: the ordinary
 ``send`` streams that on, and the target's ``receive`` verifies it. The
 containers stay frozen: ``pod-thaw`` (the rollback) resumes them, the
-source pod's deletion ends them. ``finish-source`` with ``removeContainer:
+source pod's deletion ends them (``pod-thaw`` with ``kill``: they die as they
+thaw, running nothing more). ``finish-source`` with ``removeContainer:
 false`` ends the migration here (claims and staging), as for a container.
 
 Target: ``pod-images`` makes a checkpoint image of each container's archive
@@ -171,8 +172,14 @@ class PodSteps:
             self.staging.record_model(request.uid, "pod-frozen", PodFrozen(container_ids=ids))
             await ctr.pause(container.container_id)
 
-    async def _thaw(self, uid: str, containers: tuple[PodContainer, ...], ctr: Ctr) -> list[str]:
-        """Resume the tasks ``uid`` froze and that are still frozen; the names resumed."""
+    async def _thaw(
+        self, uid: str, containers: tuple[PodContainer, ...], ctr: Ctr, *, kill: bool = False
+    ) -> list[str]:
+        """Resume the tasks ``uid`` froze and that are still frozen; the names resumed.
+
+        With ``kill`` they are sent SIGKILL first, so they die as they thaw, before
+        running another instruction of their own.
+        """
         frozen = self._frozen(uid).container_ids
         if not frozen:
             return []
@@ -180,9 +187,16 @@ class PodSteps:
         names = {c.container_id: c.name for c in containers}
         resumed = []
         for container_id in frozen:
-            if tasks.get(container_id) == PAUSED:
+            if tasks.get(container_id) != PAUSED:
+                continue  # running again, or gone: nothing of ours to thaw
+            if kill:
+                await ctr.kill(container_id)
+                # The runtime may have thawed it itself to kill it: then it is gone.
+                with contextlib.suppress(CriCommandError):
+                    await ctr.resume(container_id)
+            else:
                 await ctr.resume(container_id)
-                resumed.append(names.get(container_id, container_id))
+            resumed.append(names.get(container_id, container_id))
         self.staging.forget(uid, "pod-frozen")
         return resumed
 
@@ -200,7 +214,9 @@ class PodSteps:
         resumed: list[str] = []
         if self._frozen(request.uid).container_ids:
             try:
-                resumed = await self._thaw(request.uid, request.containers, self._cri())
+                resumed = await self._thaw(
+                    request.uid, request.containers, self._cri(), kill=request.kill
+                )
             except CriCommandError as error:
                 raise RemoteError(
                     Reason.CRI_UNAVAILABLE, f"on node {self.context.node}: {error}"
