@@ -41,7 +41,7 @@ LABELS = (
 )
 HOOK_DELETE_POLICY = "before-hook-creation,hook-succeeded"
 #: The kinds the operator serves and holds with its finalizer (plurals).
-OPERATED = ("containermigrations", "containercheckpoints", "containerrestores")
+OPERATED = ("containermigrations", "containercheckpoints", "containerrestores", "podmigrations")
 #: Volume types the `restricted` Pod Security Standard allows.
 RESTRICTED_VOLUMES = {
     "configMap",
@@ -70,6 +70,8 @@ HELPER_ENV = [
     {"name": "FERRY_LOG_RETENTION_HOURS", "value": "72"},
     {"name": "FERRY_NODE_TOOLS", "value": "nsenter"},
     {"name": "FERRY_DRAIN_SECONDS", "value": "110"},
+    {"name": "FERRY_CRI_SOCKET", "value": "/run/containerd/containerd.sock"},
+    {"name": "FERRY_CTR", "value": "ctr"},
 ]
 #: Value sets that switch templates on and off: every check on all objects runs on each.
 VARIANTS = {
@@ -454,7 +456,17 @@ def test_no_wildcards_in_any_role(variant: str) -> None:
 def test_operator_cannot_touch_secrets_or_exec() -> None:
     grants = _grants(_rules(_render(), "ClusterRole", "ferry-operator"))
     resources = {resource for _, resource, _ in grants}
-    assert not resources & {"secrets", "pods", "pods/exec", "pods/attach"}
+    assert not resources & {"secrets", "pods/exec", "pods/attach", "nodes/checkpoint"}
+    # A PodMigration makes the replacement pod, hands it the source's labels, deletes the
+    # source, and reads the ReplicaSet that owns them; it never reaches a kubelet.
+    assert {v for g, r, v in grants if (g, r) == ("", "pods")} == {
+        "get",
+        "list",
+        "create",
+        "patch",
+        "delete",
+    }
+    assert {(r, v) for g, r, v in grants if g == "apps"} == {("replicasets", "get")}
     # ConfigMaps (failure logs) it may write but never read.
     assert {v for g, r, v in grants if (g, r) == ("", "configmaps")} == {
         "create",
@@ -469,6 +481,7 @@ def test_operator_cannot_touch_secrets_or_exec() -> None:
         ("", "events"),
         ("events.k8s.io", "events"),
         ("", "configmaps"),
+        ("", "pods"),
     }
 
 
@@ -481,6 +494,7 @@ def test_operator_serves_each_of_its_kinds_alike() -> None:
             "containercheckpoints": {"create", "delete"},  # schedules and their retention
             "containermigrations": {"delete"},  # ttlSecondsAfterFinished
             "containerrestores": {"delete"},  # ttlSecondsAfterFinished
+            "podmigrations": {"delete"},  # ttlSecondsAfterFinished
         }.get(plural, set())
         assert verbs == {"get", "list", "watch", "patch"} | extra, plural
         assert status_verbs == {"get", "patch"}, plural
@@ -489,6 +503,8 @@ def test_operator_serves_each_of_its_kinds_alike() -> None:
 def test_node_helper_only_describes_its_node() -> None:
     grants = _grants(_rules(_render(), "ClusterRole", "ferry-node-helper"))
     assert grants == {
+        # Its own kubelet's checkpoint API, for the pods a PodMigration moves.
+        ("", "nodes/checkpoint", "create"),
         ("ferry.dev", "nodehelpers", "get"),
         ("ferry.dev", "nodehelpers", "create"),
         ("ferry.dev", "nodehelpers/status", "get"),

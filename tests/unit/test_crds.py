@@ -68,6 +68,7 @@ def test_output_is_deterministic_and_has_the_header() -> None:
         "ferry.dev_containermigrations.yaml",
         "ferry.dev_containerrestores.yaml",
         "ferry.dev_nodehelpers.yaml",
+        "ferry.dev_podmigrations.yaml",
     ]
     for text in first.values():
         assert text.startswith(crdgen.HEADER)

@@ -21,9 +21,9 @@ from ferry_wire import Peer, Reason, RemoteError, Reply, Request
 from ferry_wire.migration import CleanupRequest, RollbackRequest
 from ferry_wire.pages import PagesFetched, PagesFetchRequest
 
+from ..phases import COND_SUCCEEDED
 from ..policy import RETRY_MAX_SECONDS, Kind, kind_of
 from .context import Context
-from .steps import COND_SUCCEEDED
 
 log = logging.getLogger(__name__)
 

@@ -28,14 +28,13 @@ from ferry_wire.pages import PagesIdentityRequest, PagesOpenRequest
 
 from .. import metrics, validation
 from ..peers import peer_of
+from ..phases import COND_SUCCEEDED, COND_VALIDATED
 from ..policy import Failure
 from .context import Context
 
-COND_VALIDATED = "Validated"
 COND_CHECKPOINTED = "Checkpointed"
 COND_TRANSFERRED = "Transferred"
 COND_RESTORED = "Restored"
-COND_SUCCEEDED = "Succeeded"
 CONDITIONS = (COND_VALIDATED, COND_CHECKPOINTED, COND_TRANSFERRED, COND_RESTORED, COND_SUCCEEDED)
 #: How often the transfer's progress is written to status.
 PROGRESS_WRITE_INTERVAL = 1.0

@@ -29,6 +29,7 @@ from .. import metrics, validation
 from ..helperclient import HelperClient
 from ..kube import Kube
 from ..peers import peer_of
+from ..phases import COND_SUCCEEDED, COND_VALIDATED
 from ..policy import Failure, Refusal
 from ..settings import Settings
 from ..slots import NodeSlots
@@ -37,11 +38,9 @@ from . import placement, replacement
 
 log = logging.getLogger(__name__)
 
-COND_VALIDATED = "Validated"
 COND_CHECKPOINTED = "Checkpointed"
 COND_TRANSFERRED = "Transferred"
 COND_RESTORED = "Restored"
-COND_SUCCEEDED = "Succeeded"
 CONDITIONS = (COND_VALIDATED, COND_CHECKPOINTED, COND_TRANSFERRED, COND_RESTORED, COND_SUCCEEDED)
 #: How often the replacement pod is looked at while it starts.
 POLL_SECONDS = 0.2
@@ -91,10 +90,6 @@ class PodContext:
     @property
     def pod(self) -> str:
         return self.spec.pod_name
-
-    def deadline(self) -> datetime.datetime:
-        started = self.status.start_time or self.clock()
-        return started + datetime.timedelta(seconds=self.spec.timeout_seconds)
 
     def freeze_time(self) -> datetime.datetime | None:
         return self.frozen_at or self.status.freeze_time
