@@ -33,6 +33,7 @@ from ferry_wire.containers import Container, InspectRequest
 from ferry_wire.contract import REQUESTS
 from ferry_wire.migration import CheckpointRequest, PageServerLink
 from ferry_wire.node import ProbeReply, ProbeRequest
+from ferry_wire.operations import Operation
 from ferry_wire.pages import PagesOpenRequest
 from ferry_wire.ssh import connect
 from ferry_wire.stored import StoreCheckpointRequest
@@ -79,6 +80,7 @@ def test_podman_has_every_capability_and_docker_only_the_archive() -> None:
 
 def test_every_operation_of_the_contract_has_a_handler(tmp_path: Path) -> None:
     operations, _ = docker_only(tmp_path)
+    assert set(REQUESTS) == set(Operation), "every operation has its request model"
     assert [op for op, model in REQUESTS.items() if not operations.serves(model)] == []
 
 

@@ -29,6 +29,7 @@ from ferry_wire.pages import (
     PagesOpenRequest,
     PagesOutRequest,
 )
+from ferry_wire.pods import PodCheckpointRequest, PodImagesRequest, PodThawRequest
 from ferry_wire.stored import (
     DeleteStoredRequest,
     RestoreImageRequest,
@@ -61,6 +62,9 @@ _ALL: tuple[type[Request[Any]], ...] = (
     PagesOpenRequest,
     PagesFetchRequest,
     PagesOutRequest,
+    PodCheckpointRequest,
+    PodImagesRequest,
+    PodThawRequest,
 )
 
 REQUESTS: Mapping[Operation, type[Request[Any]]] = {model.operation: model for model in _ALL}
