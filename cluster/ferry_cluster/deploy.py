@@ -64,6 +64,9 @@ def values(
         # The kubelet's containerd is the nodes' second one, beside Docker's (see kubenode).
         "nodeHelper.cri.socket": kubenode.CRI_SOCKET,
         "nodeHelper.cri.ctr": f"{CRI_BIN}/ctr",
+        # The tree's own tag: a redeploy of a changed tree replaces the pods.
+        "operator.image.tag": imagebuild.tree_tag(helperlayer.source_root()),
+        "nodeHelper.image.tag": imagebuild.tree_tag(helperlayer.source_root()),
         **(extra or {}),
     }
     return [flag for key, value in settings.items() for flag in ("--set", f"{key}={value}")]
@@ -88,6 +91,7 @@ def _imported_marker(node: NodeSpec) -> Path:
 def load_images(config: ClusterConfig, log: Log = print) -> list[imagebuild.BuiltImage]:
     """Build (or take from the cache) Ferry's images; import them where not yet imported."""
     built = imagebuild.build(config, config.node_specs()[0], log=log)
+    tree = imagebuild.tree_tag(helperlayer.source_root())
     for node in config.node_specs():
         marker = _imported_marker(node)
         done = set(marker.read_text().split()) if marker.exists() else set()
@@ -99,6 +103,8 @@ def load_images(config: ClusterConfig, log: Log = print) -> list[imagebuild.Buil
             # podman saved it as localhost/<name>; the chart's default names the
             # image as a kubelet resolves it, on docker.io.
             kubenode.tag_image(node, f"localhost/{image.reference}", f"docker.io/{image.reference}")
+            name = image.reference.split(":")[0]
+            kubenode.tag_image(node, f"localhost/{image.reference}", f"docker.io/{name}:{tree}")
             done.add(image.archive.name)
             marker.write_text("\n".join(sorted(done)) + "\n")
     return built

@@ -71,6 +71,12 @@ def tree_key(root: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def tree_tag(root: Path) -> str:
+    """A tag naming this very tree's images (``0.1.0-<tree key>``): a deploy of a changed
+    tree then changes the pods' image, so the kubelets replace them."""
+    return f"{version(root)}-{tree_key(root)}"
+
+
 def base_tarball() -> Path:
     script = Path(__file__).parent / "scripts" / "build-base.sh"
     out = procs.run(["bash", script], timeout=BUILD_TIMEOUT).stdout.strip()
