@@ -96,17 +96,17 @@ def load_images(config: ClusterConfig, log: Log = print) -> list[imagebuild.Buil
         marker = _imported_marker(node)
         done = set(marker.read_text().split()) if marker.exists() else set()
         for image in built:
-            if image.archive.name in done:
-                continue
-            log(f"==> importing {image.reference} into {node.name}'s containerd")
-            kubenode.import_image(node, image.archive)
-            # podman saved it as localhost/<name>; the chart's default names the
-            # image as a kubelet resolves it, on docker.io.
-            kubenode.tag_image(node, f"localhost/{image.reference}", f"docker.io/{image.reference}")
+            if image.archive.name not in done:
+                log(f"==> importing {image.reference} into {node.name}'s containerd")
+                kubenode.import_image(node, image.archive)
+                done.add(image.archive.name)
+                marker.write_text("\n".join(sorted(done)) + "\n")
+            # podman saved it as localhost/<name>; the chart's default names the image as a
+            # kubelet resolves it, on docker.io, and deploy() names this tree's own tag.
+            # Tagged every time (cheap): a node imported by an older deploy gets them too.
             name = image.reference.split(":")[0]
-            kubenode.tag_image(node, f"localhost/{image.reference}", f"docker.io/{name}:{tree}")
-            done.add(image.archive.name)
-            marker.write_text("\n".join(sorted(done)) + "\n")
+            for alias in (image.reference, f"{name}:{tree}"):
+                kubenode.tag_image(node, f"localhost/{image.reference}", f"docker.io/{alias}")
     return built
 
 
