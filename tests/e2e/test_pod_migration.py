@@ -78,6 +78,19 @@ def _counting(
     return counts
 
 
+def _gone(core: client.CoreV1Api, namespace: str, pod: str) -> None:
+    """Until ``pod`` is deleted (its frozen processes were killed: a few seconds at most)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            core.read_namespaced_pod(pod, namespace)
+        except client.ApiException as error:
+            assert error.status == 404, error
+            return
+        assert time.monotonic() < deadline, f"{pod} is still there"
+        time.sleep(0.2)
+
+
 def _move(
     custom: client.CustomObjectsApi, namespace: str, name: str, spec: dict[str, Any]
 ) -> dict[str, Any]:
@@ -142,9 +155,7 @@ def test_a_deployments_pod_moves_to_another_node_and_counts_on(
     assert after[: len(before)] == before, "the log carries over from the source"
     assert after == list(range(1, len(after) + 1)), "no count lost or repeated"
     assert status["timings"]["downtimeSeconds"] > 0
-    with pytest.raises(client.ApiException) as gone:
-        core.read_namespaced_pod(source.metadata.name, namespace)
-    assert gone.value.status == 404, "the source pod is gone"
+    _gone(core, namespace, source.metadata.name)
     # The ReplicaSet settled on its count: no fresh pod was started beside the copy.
     time.sleep(2)
     pods = core.list_namespaced_pod(namespace, label_selector="app=counter").items
