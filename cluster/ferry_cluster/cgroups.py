@@ -86,6 +86,29 @@ def procs_below(relative: str) -> list[int]:
     return sorted(pids)
 
 
+def thaw_below(relative: str) -> list[Path]:
+    """Thaw every frozen cgroup in or below ``relative``; the ones thawed.
+
+    A frozen process (a paused container, a pod a failed test left frozen) never
+    dies of SIGKILL while frozen on cgroup v1, so a node is thawed before it is stopped.
+    """
+    thawed = []
+    for h in hierarchies():
+        top = h.mountpoint / relative
+        if not top.is_dir():
+            continue
+        for knob, frozen, thaw in (
+            ("freezer.state", ("FROZEN", "FREEZING"), "THAWED"),
+            ("cgroup.freeze", ("1",), "0"),
+        ):
+            for path in top.rglob(knob):
+                with contextlib.suppress(OSError):
+                    if path.read_text().strip() in frozen:
+                        path.write_text(thaw)
+                        thawed.append(path.parent)
+    return thawed
+
+
 def existing(relative: str) -> list[Path]:
     return [h.mountpoint / relative for h in hierarchies() if (h.mountpoint / relative).exists()]
 

@@ -128,6 +128,7 @@ def start(config: ClusterConfig, node: NodeSpec, layers: Sequence[Path], source:
 
 def stop(config: ClusterConfig, node: NodeSpec) -> None:
     """Kill the node's PID 1 (which ends its whole PID namespace), then its cgroups."""
+    cgroups.thaw_below(node.cgroup)
     init = init_pid(node)
     if init is not None:
         procs.stop(init, grace=0)
