@@ -91,7 +91,8 @@ demo: prepare ## Local cluster, two nodes, a running container moved between the
 	$(BIN)/python -m ferry_cluster.demo
 
 .PHONY: bench
-bench: prepare ## Performance report: ContainerMigration vs manual export/scp/import, 0/256 MiB/1 GiB (root).
+bench: prepare ## Performance report: ContainerMigration vs manual export/scp/import, 0/256 MiB/1 GiB; PodMigration vs upstream's manual procedure, 0/256 MiB (root).
+	$(BIN)/python -m ferry_cluster.podbench --keep --output bench-pod-results.json
 	$(BIN)/python -m ferry_cluster.bench --output bench-results.json --plot bench-downtime.png
 
 .PHONY: bench-memory

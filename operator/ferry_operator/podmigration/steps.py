@@ -285,7 +285,11 @@ class PodSteps:
                     message=f"a pod named {name} exists and was not made by this migration",
                 )
         self._timings(restore_seconds=round(made.seconds, 3))
-        c.events.normal("Restoring", f"replacement pod {name} created on {target.node}")
+        c.events.normal(
+            "Restoring",
+            f"checkpoint images made on {target.node} in {made.seconds:.2f}s; "
+            f"replacement pod {name} created",
+        )
         await self._wait_ready(name)
         self._timings(
             restore_seconds=round(made.seconds + (c.clock() - started).total_seconds(), 3)
