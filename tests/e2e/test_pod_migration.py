@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from ferry_api import constants
-from ferry_cluster import images, registry
+from ferry_cluster import cluster, images, kubenode, nodes, registry
 from ferry_cluster.config import ClusterConfig
 from kubernetes import client
 
@@ -81,12 +82,7 @@ def _counting(
 def _gone(core: client.CoreV1Api, namespace: str, pod: str) -> None:
     """Until ``pod`` is deleted (its frozen processes were killed: a few seconds at most)."""
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            core.read_namespaced_pod(pod, namespace)
-        except client.ApiException as error:
-            assert error.status == 404, error
-            return
+    while core.list_namespaced_pod(namespace, field_selector=f"metadata.name={pod}").items:
         assert time.monotonic() < deadline, f"{pod} is still there"
         time.sleep(0.2)
 
@@ -238,3 +234,52 @@ def test_pods_ferry_must_not_move_are_refused_and_keep_running(
     _counting(core, namespace, pod.metadata.name, "db", above=seen[-1] + 3)
     still = core.read_namespaced_pod(pod.metadata.name, namespace)
     assert still.status.container_statuses[0].restart_count == 0
+
+
+def test_a_pod_that_cannot_restore_on_the_target_rolls_back_and_counts_on(
+    ferry: ClusterConfig,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """An image imported into node-a alone (no registry): node-b's containerd cannot pull
+    the base image the archive names, so the restore fails after the freeze."""
+    node_a, node_b = ferry.node_specs()[:2]
+    local = images.busybox_archive(cluster.ensure_rootfs(), tmp_path / "busybox.tar")
+    kubenode.import_image(node_a, local.path)
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "local", "labels": {"app": "local"}},
+        "spec": {
+            "nodeName": node_a.name,
+            "containers": [{**_container("counter", local.reference), "imagePullPolicy": "Never"}],
+        },
+    }
+    core.create_namespaced_pod(namespace, body)
+    source = _ready(core, namespace, "app=local")
+    seen = _counting(core, namespace, "local", "counter", above=5)
+
+    status = _move(
+        custom,
+        namespace,
+        "move-local",
+        {"podName": "local", "target": {"node": node_b.name}, "timeoutSeconds": 120},
+    )
+
+    assert (status["phase"], succeeded_reason(status)) == ("Failed", "ReplacementNotRunning")
+    assert "registry the target can pull from" in status["message"], "what to do is said"
+    assert "freezeTime" in status, "it failed after the freeze: a rollback, not a refusal"
+    assert "RollingBack" in [t["phase"] for t in status["phaseTransitions"]]
+    still = core.read_namespaced_pod("local", namespace)
+    assert still.metadata.uid == source.metadata.uid, "the source pod is the same pod"
+    assert still.status.container_statuses[0].restart_count == 0
+    counts = _counting(core, namespace, "local", "counter", above=seen[-1] + 5)
+    assert counts == list(range(1, len(counts) + 1)), "it counts on, thawed, nothing lost"
+    made = core.list_namespaced_pod(
+        namespace, label_selector=f"{constants.POD_MIGRATION_UID_LABEL}"
+    ).items
+    assert [p.metadata.name for p in made if p.metadata.deletion_timestamp is None] == []
+    listed = nodes.run_in(node_b, kubenode.ctr("images", "ls", "-q")).stdout
+    assert f"{namespace}-local-counter" not in listed, "its checkpoint image was removed"

@@ -233,3 +233,16 @@ def test_a_replacement_that_will_not_start_says_why() -> None:
     }
     assert replacement.broken(body) == "container counter: CreateContainerError: failed to restore"
     assert replacement.broken(None) == "the replacement pod is gone"
+
+
+def test_a_base_image_the_target_cannot_pull_is_named_with_what_to_do() -> None:
+    body = pod()
+    body["status"]["containerStatuses"][0]["state"] = {
+        "waiting": {
+            "reason": "CreateContainerError",
+            "message": "failed to pull checkpoint base image sha256:7f99: failed to resolve",
+        }
+    }
+    why = replacement.broken(body) or ""
+    assert why.startswith("container counter: CreateContainerError: failed to pull checkpoint")
+    assert "run the pod from an image in a registry the target can pull from" in why

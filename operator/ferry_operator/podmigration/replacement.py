@@ -34,6 +34,12 @@ DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 #: On the replacement until it is adopted: the labels it takes then (JSON), so a
 #: restarted operator knows them even when the source is gone.
 ADOPT_LABELS = f"{constants.GROUP}/adopt-labels"
+#: containerd's words when it cannot pull the image a checkpoint was made on, and what to do.
+BASE_IMAGE_PULL = "failed to pull checkpoint base image"
+BASE_IMAGE_REMEDY = (
+    "the target's containerd pulls the image the pod ran, by its digest, before it "
+    "restores: run the pod from an image in a registry the target can pull from"
+)
 
 
 def replacement_name(source: Mapping[str, Any], uid: str) -> str:
