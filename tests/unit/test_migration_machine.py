@@ -14,8 +14,8 @@ from typing import Any
 
 import kopf
 import pytest
-from ferry_operator.migration import Migration
 from ferry_operator import phases as machine_module
+from ferry_operator.migration import Migration
 from ferry_operator.policy import ApiError
 from ferry_operator.slots import NodeSlots
 from ferry_wire import Reason, RemoteError

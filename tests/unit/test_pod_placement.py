@@ -202,7 +202,8 @@ def test_the_replacement_runs_the_spec_on_the_target_from_checkpoint_images() ->
         selector=selector,
     )
     meta, spec = body["metadata"], body["spec"]
-    assert meta["name"].startswith("counter-7d9c8b-") and len(meta["name"]) == 20
+    assert meta["name"].startswith("counter-7d9c8b-")
+    assert len(meta["name"]) == 20
     assert meta["name"] == replacement.replacement_name(source, UID), "the same every time"
     # What the ReplicaSet selects on waits until the replacement is Ready.
     assert meta["labels"] == {"tier": "x", constants.POD_MIGRATION_UID_LABEL: UID}

@@ -128,7 +128,11 @@ def broken(pod: Mapping[str, Any] | None) -> str | None:
             "CrashLoopBackOff",
             "RunContainerError",
         ):
-            return f"container {state['name']}: {waiting['reason']}: {waiting.get('message', '')}"
+            message = waiting.get("message", "")
+            text = f"container {state['name']}: {waiting['reason']}: {message}"
+            if BASE_IMAGE_PULL in message:
+                text += f" ({BASE_IMAGE_REMEDY})"
+            return text
         if terminated or last or state.get("restartCount", 0) > 0:
             ended = terminated or last
             return (
