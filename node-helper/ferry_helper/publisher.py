@@ -115,7 +115,12 @@ class Publisher:
         published = status.model_copy(
             update={"heartbeat_time": now, "conditions": self._conditions}
         )
-        return to_wire(published)
+        body = to_wire(published)
+        # A merge patch keeps what it does not mention: what the node no longer has (its
+        # CRI socket gone, CRIU removed) is sent as null, so the status stops claiming it.
+        every = published.model_dump(mode="json", by_alias=True)
+        body.update({key: None for key, value in every.items() if value is None})
+        return body
 
     async def publish(self, status: NodeHelperStatus) -> None:
         body = self.status_body(

@@ -55,7 +55,10 @@ def installed(local_cluster: ClusterConfig) -> ClusterConfig:
         (OPERATOR, "list", "nodehelpers.ferry.dev", True),
         (OPERATOR, "patch", "nodehelpers.ferry.dev", False),
         (OPERATOR, "get", "secrets", False),
-        (OPERATOR, "create", "pods/exec", False),
+        # kubectl reads "pods/exec" as the pod named exec: the subresource is asked for so.
+        (OPERATOR, "create", "pods:exec", False),
+        (OPERATOR, "create", "pods", True),  # a PodMigration's replacement
+        (OPERATOR, "create", "nodes:checkpoint", False),  # the helpers call their kubelet
         (OPERATOR, "delete", "nodes", False),
         (OPERATOR, "create", "deployments.apps", False),
         (HELPER, "patch", "nodehelpers.ferry.dev:status", True),
@@ -64,6 +67,9 @@ def installed(local_cluster: ClusterConfig) -> ClusterConfig:
         (HELPER, "delete", "nodehelpers.ferry.dev", False),
         (HELPER, "patch", "containermigrations.ferry.dev", False),
         (HELPER, "get", "secrets", False),
+        (HELPER, "create", "nodes:checkpoint", True),
+        (HELPER, "create", "nodes:proxy", False),
+        (HELPER, "create", "pods", False),
     ],
 )
 def test_each_component_may_do_what_it_needs_and_nothing_more(

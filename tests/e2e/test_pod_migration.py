@@ -9,13 +9,14 @@ Ferry must not move is refused with its reason and keeps running untouched.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ferry_api import constants
-from ferry_cluster import cluster, images, kubenode, nodes, registry
+from ferry_cluster import cluster, deploy, images, kubenode, nodes, registry
 from ferry_cluster.config import ClusterConfig
 from kubernetes import client
 
@@ -246,7 +247,15 @@ def test_a_pod_that_cannot_restore_on_the_target_rolls_back_and_counts_on(
     """An image imported into node-a alone (no registry): node-b's containerd cannot pull
     the base image the archive names, so the restore fails after the freeze."""
     node_a, node_b = ferry.node_specs()[:2]
-    local = images.busybox_archive(cluster.ensure_rootfs(), tmp_path / "busybox.tar")
+    # busybox, under an image ID of its own: no other test can have put it on node-b.
+    unique = uuid.uuid4().hex[:8]
+    local = images.write_docker_archive(
+        tmp_path / "busybox.tar",
+        layer=images.busybox_layer(cluster.ensure_rootfs() / "usr/bin/busybox"),
+        reference=f"localhost/ferry/only-on-node-a:{unique}",
+        cmd=["/bin/sh"],
+        env=["PATH=/bin:/usr/bin", f"FERRY_TEST_IMAGE={unique}"],
+    )
     kubenode.import_image(node_a, local.path)
     body = {
         "apiVersion": "v1",
@@ -283,3 +292,98 @@ def test_a_pod_that_cannot_restore_on_the_target_rolls_back_and_counts_on(
     assert [p.metadata.name for p in made if p.metadata.deletion_timestamp is None] == []
     listed = nodes.run_in(node_b, kubenode.ctr("images", "ls", "-q")).stdout
     assert f"{namespace}-local-counter" not in listed, "its checkpoint image was removed"
+
+
+def test_a_pod_holding_a_tcp_connection_fails_cleanly_and_counts_on(
+    ferry: ClusterConfig,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    namespace: str,
+    image: str,
+) -> None:
+    """Across nodes a pod gets a new address, so its connections cannot move; the kubelet's
+    checkpoint (no --tcp-established) refuses them, and the pod goes on where it was."""
+    node_a, node_b = (n.name for n in ferry.node_specs()[:2])
+    talk = "sleep 600 | nc -l -p 9000 >/dev/null & sleep 0.3; sleep 600 | nc 127.0.0.1 9000 & "
+    container = {"name": "talker", "image": image, "command": ["sh", "-c", talk + COUNTER]}
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "talker", "labels": {"app": "talker"}},
+            "spec": {"nodeName": node_a, "containers": [container]},
+        },
+    )
+    source = _ready(core, namespace, "app=talker")
+    seen = _counting(core, namespace, "talker", "talker", above=5)
+
+    status = _move(
+        custom, namespace, "move-talker", {"podName": "talker", "target": {"node": node_b}}
+    )
+
+    assert (status["phase"], succeeded_reason(status)) == ("Failed", "KubeletCheckpointFailed")
+    assert "TCP" in status["message"], status["message"]
+    still = core.read_namespaced_pod("talker", namespace)
+    assert still.metadata.uid == source.metadata.uid
+    assert still.status.container_statuses[0].restart_count == 0
+    _counting(core, namespace, "talker", "talker", above=seen[-1] + 5)
+
+
+def _cri_of(custom: client.CustomObjectsApi) -> dict[str, Any]:
+    listed = custom.list_cluster_custom_object(
+        constants.GROUP, constants.VERSION, constants.NODE_HELPER_PLURAL
+    )
+    return {h["metadata"]["name"]: (h.get("status") or {}).get("cri") for h in listed["items"]}
+
+
+def _until_cri(
+    custom: client.CustomObjectsApi, has: Callable[[dict[str, Any]], bool], timeout: float = 120
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not has(found := _cri_of(custom)):
+        assert time.monotonic() < deadline, found
+        time.sleep(0.5)
+
+
+def test_a_target_without_containerds_checkpoint_support_is_refused_before_the_freeze(
+    ferry: ClusterConfig,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    namespace: str,
+    image: str,
+) -> None:
+    """node-b's helper is pointed at a containerd socket it does not have (as on a node whose
+    runtime is not containerd): its NodeHelper stops reporting ``status.cri``, and a pod
+    migration to it is refused with that reason, nothing frozen."""
+    node_a, node_b, node_c = ferry.node_specs()[:3]
+    alias = "/run/ferry-test-cri.sock"
+    for node in (node_a, node_c):
+        nodes.run_in(node, ["ln", "-sf", kubenode.CRI_SOCKET, alias])
+    deploy.install(ferry, extra={"nodeHelper.cri.socket": alias})
+    try:
+        _until_cri(custom, lambda cri: cri.get(node_b.name) is None and bool(cri.get(node_a.name)))
+        core.create_namespaced_pod(
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "stay", "labels": {"app": "stay"}},
+                "spec": {"nodeName": node_a.name, "containers": [_container("counter", image)]},
+            },
+        )
+        _ready(core, namespace, "app=stay")
+        seen = _counting(core, namespace, "stay", "counter", above=3)
+
+        status = _move(
+            custom, namespace, "move-stay", {"podName": "stay", "target": {"node": node_b.name}}
+        )
+
+        assert (status["phase"], succeeded_reason(status)) == ("Failed", "TargetUnfit")
+        assert f"the node-helper on {node_b.name} reaches no CRI runtime" in status["message"]
+        assert "freezeTime" not in status, "refused before anything froze"
+        counts = _counting(core, namespace, "stay", "counter", above=seen[-1] + 3)
+        assert counts == list(range(1, len(counts) + 1))
+    finally:
+        deploy.install(ferry)
+        _until_cri(custom, lambda cri: all(cri.get(n.name) for n in ferry.node_specs()))
