@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 import urllib.error
 import urllib.parse
@@ -36,6 +37,30 @@ KUBELET_SERVING_CERT = Path("/var/lib/kubelet/pki/kubelet.crt")
 SLACK_SECONDS = 15
 #: How much of an error's body is kept in its message.
 MAX_ERROR_TEXT = 2000
+
+
+#: Where runc's error names CRIU's log, a path in the node.
+CRIU_LOG = re.compile(r"path= ?(/\S+\.log)|log file: ?(/\S+\.log)")
+#: How many of CRIU's error lines are kept.
+CRIU_ERROR_LINES = 3
+
+
+def criu_errors(message: str) -> str:
+    """CRIU's own error lines from the log ``message`` names (``; CRIU: ...``), or "".
+
+    The kubelet passes on runc's words ("criu failed: type DUMP ... path=
+    .../criu-dump.log"), which never say why; the log, in the node, does.
+    """
+    found = CRIU_LOG.search(message)
+    if found is None:
+        return ""
+    log = Path(found.group(1) or found.group(2))
+    try:
+        lines = node_tools.node_path(log).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line.strip() for line in lines if "Error (" in line][-CRIU_ERROR_LINES:]
+    return f"; CRIU: {' | '.join(errors)}" if errors else ""
 
 
 class KubeletError(Exception):
@@ -76,7 +101,9 @@ class Kubelet:
                 answer = json.loads(response.read())
         except urllib.error.HTTPError as error:
             body = error.read().decode(errors="replace").strip()[:MAX_ERROR_TEXT]
-            raise KubeletError(f"kubelet {url}: HTTP {error.code}: {body}") from None
+            raise KubeletError(
+                f"kubelet {url}: HTTP {error.code}: {body}{criu_errors(body)}"
+            ) from None
         except (OSError, ValueError) as error:  # URLError, TLS, timeout, a body not JSON
             raise KubeletError(f"kubelet {url}: {error}") from None
         items = answer.get("items") if isinstance(answer, dict) else None

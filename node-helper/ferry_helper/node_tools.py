@@ -29,6 +29,7 @@ propagate into the pod.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -101,9 +102,49 @@ def in_node(command: list[str]) -> list[str]:
     return [*_ENTER[:3], "--", "env", f"PATH={NODE_PATH}", *command]
 
 
+#: As the kernel's limit on symlinks followed in one lookup.
+MAX_SYMLINKS = 40
+
+
 def node_path(path: Path) -> Path:
-    """Where the helper reads ``path`` as the node's tools see it (their mounts included)."""
-    return NODE_ROOT / path.relative_to("/") if _active and path.is_absolute() else path
+    """Where the helper reads ``path`` as the node's tools see it (their mounts included).
+
+    Symlinks on the way are followed inside the node's root: through
+    ``/proc/1/root`` an absolute link (``/var/run`` -> ``/run``, a socket linked
+    elsewhere) would otherwise lead into the helper's own filesystem.
+    """
+    return within(NODE_ROOT, path) if _active and path.is_absolute() else path
+
+
+def _is_symlink(path: Path) -> bool:
+    """Whether ``path`` is a symlink; one that cannot be looked at is taken as it is."""
+    try:
+        return path.is_symlink()
+    except OSError:
+        return False
+
+
+def within(root: Path, path: Path) -> Path:
+    """``path`` (absolute) looked up below ``root`` as if ``root`` were ``/``."""
+    current, parts, followed = root, list(path.parts[1:]), 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            current = current.parent if current != root else root
+            continue
+        candidate = current / part
+        if not _is_symlink(candidate):
+            current = candidate
+            continue
+        followed += 1
+        if followed > MAX_SYMLINKS:
+            raise OSError(errno.ELOOP, "too many symlinks", str(path))
+        target = candidate.readlink()
+        if target.is_absolute():
+            current, parts = root, [*target.parts[1:], *parts]
+        else:
+            parts = [*target.parts, *parts]
+    return current
 
 
 def node_visible(path: Path | None, state_dir: Path) -> Path | None:

@@ -20,7 +20,7 @@ import pytest
 from archives import checkpoint_archive
 from ferry_helper.cri import CriCommandError, Ctr
 from ferry_helper.failure_logs import FailureLogs
-from ferry_helper.kubelet import Kubelet, KubeletError
+from ferry_helper.kubelet import Kubelet, KubeletError, criu_errors
 from ferry_helper.operations import Channel, Operations
 from ferry_helper.staging import Staging
 from ferry_wire import Reason, RemoteError, Reply, Request
@@ -273,3 +273,19 @@ def test_a_node_without_its_cri_runtime_says_so(tmp_path: Path) -> None:
     error = _refused(node, CHECKPOINT)
     assert error.reason == Reason.CRI_UNAVAILABLE
     assert "node-a" in error.message
+
+
+def test_a_failed_kubelet_checkpoint_says_what_criu_logged(tmp_path: Path) -> None:
+    log = tmp_path / "criu-dump.log"
+    log.write_text(
+        "(00.001) Dumping task\n"
+        "(00.020) Error (criu/sk-inet.c:199): inet: Connected TCP socket, consider using "
+        "--tcp-established option.\n"
+        "(00.021) Error (criu/cr-dump.c:1620): Dump files (pid: 7) failed with -1\n"
+    )
+    message = f"runc did not terminate successfully: criu failed: type DUMP errno 0 path= {log})"
+    found = criu_errors(message)
+    assert found.startswith("; CRIU: (00.020) Error (criu/sk-inet.c:199): inet: Connected TCP")
+    assert "Dump files (pid: 7) failed" in found
+    assert criu_errors("no log named here") == ""
+    assert criu_errors(f"path= {tmp_path}/gone.log") == ""

@@ -87,3 +87,19 @@ def test_an_unknown_node_tools_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="FERRY_NODE_TOOLS"):
         Settings.from_env({"FERRY_NODE_NAME": "n", "FERRY_NODE_TOOLS": "chroot"})
     assert Settings.from_env({"FERRY_NODE_NAME": "n"}).node_tools == ""
+
+
+def test_a_node_path_follows_the_nodes_symlinks_inside_the_nodes_root(tmp_path: Path) -> None:
+    root = tmp_path / "node"
+    (root / "run/containerd").mkdir(parents=True)
+    (root / "run/containerd/containerd.sock").touch()
+    (root / "var").mkdir()
+    (root / "var/run").symlink_to("/run")  # absolute: the node's /run, not the helper's
+    (root / "run/cri.sock").symlink_to("containerd/containerd.sock")
+    (root / "run/loop").symlink_to("/run/loop")
+    found = node_tools.within(root, Path("/var/run/containerd/containerd.sock"))
+    assert found == root / "run/containerd/containerd.sock"
+    assert node_tools.within(root, Path("/run/cri.sock")).exists()
+    assert node_tools.within(root, Path("/run/../../etc")) == root / "etc", "never above root"
+    with pytest.raises(OSError, match="too many symlinks"):
+        node_tools.within(root, Path("/run/loop/x"))

@@ -20,7 +20,7 @@ from ferry_api import constants
 from ferry_api.conditions import ConditionStatus
 from ferry_api.migration import Archive, Progress, Timings
 from ferry_api.podmigration import PodMigration, PodMigrationSpec, PodMigrationStatus
-from ferry_wire import Peer
+from ferry_wire import Peer, RemoteError
 from ferry_wire.migration import CleanupRequest, SendRequest
 from ferry_wire.pods import PodCheckpointRequest, PodImagesRequest, PodThawRequest
 from ferry_wire.pods import PodContainer as WireContainer
@@ -44,6 +44,14 @@ COND_RESTORED = "Restored"
 CONDITIONS = (COND_VALIDATED, COND_CHECKPOINTED, COND_TRANSFERRED, COND_RESTORED, COND_SUCCEEDED)
 #: How often the replacement pod is looked at while it starts.
 POLL_SECONDS = 0.2
+#: CRIU's words for a connection it will not dump without --tcp-established, and what to do.
+TCP_REFUSED = "Connected TCP socket"
+TCP_REMEDY = (
+    "The pod holds an established TCP connection: the replacement gets a new address on "
+    "another node, so the connection cannot follow it (and the kubelet's checkpoint takes no "
+    "--tcp-established). Close it, or have its peer reconnect, before moving the pod; the "
+    "pod runs on where it was"
+)
 #: Longest a kubelet checkpoint of one container may take.
 KUBELET_TIMEOUT_SECONDS = 120
 
@@ -204,16 +212,19 @@ class PodSteps:
             c.credential = await c.grant(target)
         c.frozen_at = c.clock()
         c.record.update(freeze_time=c.frozen_at)
-        result = await c.helpers.call(
-            source,
-            PodCheckpointRequest(
-                uid=c.uid,
-                namespace=c.namespace,
-                pod=c.pod,
-                containers=containers,
-                timeout_seconds=min(c.spec.timeout_seconds, KUBELET_TIMEOUT_SECONDS),
-            ),
+        request = PodCheckpointRequest(
+            uid=c.uid,
+            namespace=c.namespace,
+            pod=c.pod,
+            containers=containers,
+            timeout_seconds=min(c.spec.timeout_seconds, KUBELET_TIMEOUT_SECONDS),
         )
+        try:
+            result = await c.helpers.call(source, request)
+        except RemoteError as error:
+            if TCP_REFUSED not in error.message:
+                raise
+            raise RemoteError(error.reason, f"{error.message}. {TCP_REMEDY}") from None
         self._timings(checkpoint_seconds=round(result.seconds, 3))
         c.record.update(
             archive=Archive(bytes=result.size_bytes, sha256=result.sha256),
