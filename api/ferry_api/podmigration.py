@@ -58,8 +58,8 @@ class PodMigrationSpec(SpecModel):
     target: TargetRef | None = Field(
         default=None,
         description="Where the pod should go; when absent the operator picks a node the pod "
-        "may run on (its nodeSelector, required node affinity and tolerations; not cordoned) "
-        "whose helper can restore pods.",
+        "may run on (its nodeSelector, required node affinity and tolerations; not cordoned; "
+        "room for its requests) whose helper can restore pods.",
     )
     timeout_seconds: int = Field(
         default=300,

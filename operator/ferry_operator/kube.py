@@ -226,6 +226,14 @@ class Kube:
                 return None
             raise
 
+    async def running_pods(self) -> list[dict[str, Any]]:
+        """Every pod not finished, in every namespace (what holds its node's resources)."""
+        listed = await _call(
+            self.core.list_pod_for_all_namespaces,
+            field_selector="status.phase!=Succeeded,status.phase!=Failed",
+        )
+        return [self._plain(p) for p in listed.items]
+
     async def create_pod(self, namespace: str, body: dict[str, Any]) -> bool:
         """Create a pod; False if one of that name exists."""
         try:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from ferry_api import constants
 from ferry_api.nodehelper import parse_node_helper
-from ferry_operator.podmigration import placement, replacement
+from ferry_operator.podmigration import capacity, placement, replacement
 from ferry_operator.policy import Refusal
 
 NOW = datetime.datetime(2026, 12, 7, 12, 0, tzinfo=datetime.UTC)
@@ -247,3 +248,60 @@ def test_a_base_image_the_target_cannot_pull_is_named_with_what_to_do() -> None:
     why = replacement.broken(body) or ""
     assert why.startswith("container counter: CreateContainerError: failed to pull checkpoint")
     assert "run the pod from an image in a registry the target can pull from" in why
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("100m", "0.1"),
+        ("2", "2"),
+        ("128Mi", str(128 << 20)),
+        ("1Gi", str(1 << 30)),
+        ("1.5", "1.5"),
+        ("2e3", "2000"),
+        ("500M", "500000000"),
+        (3, "3"),
+    ],
+)
+def test_quantities_read_as_kubernetes_writes_them(text: str | int, value: str) -> None:
+    assert capacity.quantity(text) == Decimal(value)
+
+
+def test_a_node_without_room_for_the_pods_requests_is_no_target() -> None:
+    body = pod()
+    body["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "500m", "memory": "1Gi"}}
+    body["spec"]["initContainers"][0]["resources"] = {"requests": {"cpu": "4"}}
+    full = {"cpu": "2", "memory": "4Gi", "pods": "110"}
+    nodes = [
+        node("node-a"),
+        {**node("node-b"), "status": {"allocatable": full}},
+        {**node("node-c"), "status": {"allocatable": full}},
+    ]
+    helpers = {n: helper(n) for n in ("node-a", "node-b", "node-c")}
+    busy = pod()
+    busy["spec"]["nodeName"] = "node-b"
+    busy["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "1600m"}}
+    used = capacity.used_by_node([busy])
+    assert used["node-b"].cpu == Decimal("1.6")  # its init container's 0 does not count
+    chosen = placement.choose_target(
+        body,
+        source="node-a",
+        asked=None,
+        nodes=nodes,
+        helpers=helpers,
+        now=NOW,
+        stale_seconds=60,
+        used=used,
+    )
+    assert chosen == "node-c", "the replacement has no init container: 500m fits on node-c"
+    with pytest.raises(Refusal, match=r"node-b has no room: the pod requests cpu 0.5"):
+        placement.choose_target(
+            body,
+            source="node-a",
+            asked="node-b",
+            nodes=nodes,
+            helpers=helpers,
+            now=NOW,
+            stale_seconds=60,
+            used=used,
+        )

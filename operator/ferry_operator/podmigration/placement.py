@@ -15,6 +15,7 @@ from ferry_api.nodehelper import NodeHelper
 
 from .. import validation
 from ..policy import Refusal
+from .capacity import Resources, no_room
 
 CRI_PREFIX = "containerd://"
 #: Controllers whose pods Ferry moves: none (a bare pod), or a ReplicaSet, which adopts
@@ -174,7 +175,7 @@ def _matches(expression: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
 
 def unfit(pod: Mapping[str, Any], node: Mapping[str, Any]) -> str | None:
     """Why the scheduler would not put ``pod`` on ``node`` (None: it would), as far as
-    nodeSelector, required node affinity, taints and cordon go."""
+    nodeSelector, required node affinity, taints and cordon go (room: :mod:`.capacity`)."""
     spec = pod.get("spec") or {}
     name = node["metadata"]["name"]
     labels = node["metadata"].get("labels") or {}
@@ -211,8 +212,12 @@ def choose_target(
     helpers: Mapping[str, NodeHelper],
     now: datetime.datetime,
     stale_seconds: float,
+    used: Mapping[str, Resources] | None = None,
 ) -> str:
-    """The node to move the pod to: ``asked`` if it fits, else the first that fits."""
+    """The node to move the pod to: ``asked`` if it fits, else the first that fits.
+
+    ``used``: the requests of the pods each node runs (none: room is not checked).
+    """
     by_name = {n["metadata"]["name"]: n for n in nodes}
 
     def problem(name: str) -> str | None:
@@ -223,6 +228,7 @@ def choose_target(
             return f"the pod already runs on {name}"
         return (
             unfit(pod, node)
+            or (no_room(node, pod, used.get(name)) if used is not None else None)
             or validation.helper_problem(
                 helpers.get(name),
                 node=name,

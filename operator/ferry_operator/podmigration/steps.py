@@ -34,7 +34,7 @@ from ..policy import Failure, Refusal
 from ..settings import Settings
 from ..slots import NodeSlots
 from ..status import Clock, Events, StatusRecorder
-from . import placement, replacement
+from . import capacity, placement, replacement
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +161,11 @@ class PodSteps:
     async def validate(self) -> None:
         """The pod, its node, the target and both helpers, checked before anything freezes."""
         c = self.c
-        pod, nodes, helpers = await asyncio.gather(
-            c.kube.pod(c.namespace, c.pod), c.kube.nodes(), c.kube.node_helpers()
+        pod, nodes, helpers, running = await asyncio.gather(
+            c.kube.pod(c.namespace, c.pod),
+            c.kube.nodes(),
+            c.kube.node_helpers(),
+            c.kube.running_pods(),
         )
         movable = await c.learn(pod)
         now, stale = c.clock(), c.settings.helper_stale_seconds
@@ -180,6 +183,7 @@ class PodSteps:
             helpers=helpers,
             now=now,
             stale_seconds=stale,
+            used=capacity.used_by_node(running),
         )
         validation.check_compatible(helpers[source], helpers[target])
         c.peer_pair = (peer_of(helpers[source]), peer_of(helpers[target]))
