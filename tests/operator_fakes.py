@@ -208,18 +208,21 @@ class FakeKube:
     """Nodes, NodeHelpers and every status written, in memory."""
 
     clock: Clock
-    nodes: list[str] = field(default_factory=lambda: ["node-a", "node-b", "node-c"])
+    node_list: list[str] = field(default_factory=lambda: ["node-a", "node-b", "node-c"])
     statuses: list[dict[str, Any]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     #: Errors the next status patches raise, one each.
     patch_errors: list[BaseException] = field(default_factory=list)
     protocol: int = PROTOCOL_VERSION
 
+    async def nodes(self) -> list[dict[str, Any]]:
+        return [{"metadata": {"name": n, "labels": {}}, "spec": {}} for n in self.node_list]
+
     async def node_names(self) -> list[str]:
-        return list(self.nodes)
+        return list(self.node_list)
 
     async def node_helpers(self) -> dict[str, NodeHelper]:
-        return {n: node_helper(n, now=self.clock(), protocol=self.protocol) for n in self.nodes}
+        return {n: node_helper(n, now=self.clock(), protocol=self.protocol) for n in self.node_list}
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: dict[str, Any]

@@ -366,9 +366,16 @@ class PodSteps:
                 c.namespace, name, labels=labels, annotations={replacement.ADOPT_LABELS: None}
             )
         if not gone:
-            await c.kube.delete_pod(c.namespace, c.pod, uid=c.status.source_pod_uid or "")
-        # Past this point nothing rolls back: the source pod is going. What is left is
-        # tidying up, and a failure there is reported, not undone.
+            try:
+                await c.kube.delete_pod(c.namespace, c.pod, uid=c.status.source_pod_uid or "")
+            except Exception as error:
+                if not labels:
+                    raise  # nothing adopted the replacement: a rollback is still whole
+                # Adopted: its ReplicaSet, one pod over, deletes the source (cheapest) itself.
+                self._left_behind(name, f"deleting pod {c.pod}: {error}")
+                containers = ()  # not terminating: killed now, its kubelet would restart it
+        # Past this point nothing rolls back: the source is going. What is left is tidying
+        # up, and a failure there is reported, not undone.
         try:
             if containers:
                 # The pod is terminating (its kubelet starts nothing again): end the frozen
@@ -378,9 +385,7 @@ class PodSteps:
                 )
             await c.helpers.call(target, CleanupRequest(uid=c.uid, remove_restored=False))
         except Exception as error:  # the move is done; say what was left behind
-            text = f"pod {name} runs, but cleaning up after the move failed: {error}"
-            log.warning("%s/%s: %s", c.namespace, c.name, text)
-            c.events.warning("CleanupIncomplete", text)
+            self._left_behind(name, str(error))
         total = (c.clock() - self.started()).total_seconds()
         self._timings(total_seconds=round(total, 3))
         c.record.condition(
@@ -389,6 +394,12 @@ class PodSteps:
         c.record.update(completion_time=c.clock().replace(microsecond=0))
         metrics.MIGRATIONS.labels("succeeded", "Succeeded").inc()
         metrics.DURATION.observe(total)
+
+    def _left_behind(self, name: str, what: str) -> None:
+        c = self.c
+        text = f"pod {name} runs, but cleaning up after the move failed: {what}"
+        log.warning("%s/%s: %s", c.namespace, c.name, text)
+        c.events.warning("CleanupIncomplete", text)
 
     def started(self) -> datetime.datetime:
         transitions = self.c.status.phase_transitions
@@ -406,9 +417,21 @@ class PodSteps:
     # -- rolling back ------------------------------------------------------------------
 
     async def roll_back(self) -> None:
-        """The replacement (if any) removed first, then the source thawed: one copy runs."""
+        """The replacement (if any) removed first, then the source thawed: one copy runs.
+
+        Never when the source pod is gone or going (a user deleted it mid-move): the
+        replacement is then the only copy, and it is kept.
+        """
         c = self.c
         source, target = await c.peers()
+        pod = await c.kube.pod(c.namespace, c.pod)
+        meta = (pod or {}).get("metadata") or {}
+        if meta.get("uid") != c.status.source_pod_uid or meta.get("deletionTimestamp"):
+            kept = f"; pod {c.status.target_pod} is kept" if c.status.target_pod else ""
+            raise Failure(
+                reason="SourcePodGone",
+                message=f"pod {c.pod} was deleted during the move, nothing to bring back{kept}",
+            )
         if c.status.target_pod:
             made = await c.kube.pod(c.namespace, c.status.target_pod)
             labels = ((made or {}).get("metadata") or {}).get("labels") or {}
