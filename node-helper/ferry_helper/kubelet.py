@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import node_tools
+from .drivers.errors import read_criu_errors
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 #: Where a kubelet keeps its self-signed serving certificate, in the node.
@@ -49,17 +50,15 @@ def criu_errors(message: str) -> str:
     """CRIU's own error lines from the log ``message`` names (``; CRIU: ...``), or "".
 
     The kubelet passes on runc's words ("criu failed: type DUMP ... path=
-    .../criu-dump.log"), which never say why; the log, in the node, does.
+    .../criu-dump.log"), which never say why; the log, in the node, does. Read as a
+    podman failure's log is (:func:`~.drivers.errors.read_criu_errors`: the decisive
+    line first, the noise of successful runs left out).
     """
     found = CRIU_LOG.search(message)
     if found is None:
         return ""
     log = Path(found.group(1) or found.group(2))
-    try:
-        lines = node_tools.node_path(log).read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    errors = [line.strip() for line in lines if "Error (" in line][-CRIU_ERROR_LINES:]
+    errors = read_criu_errors(node_tools.node_path(log), limit=CRIU_ERROR_LINES)
     return f"; CRIU: {' | '.join(errors)}" if errors else ""
 
 
