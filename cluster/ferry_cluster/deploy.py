@@ -52,6 +52,7 @@ def values(
     config: ClusterConfig, *, allow_any_namespace: bool, extra: Mapping[str, str] | None = None
 ) -> list[str]:
     """Helm ``--set`` flags for the local cluster: faster heartbeats, the registry, docker."""
+    tree = imagebuild.tree_tag(helperlayer.source_root())  # hashes every file the images copy
     settings: dict[str, str] = {
         # CRDs come from crds/ (kubectl), so the tests' own CRD applies never fight Helm.
         "crds.enabled": "false",
@@ -65,8 +66,8 @@ def values(
         "nodeHelper.cri.socket": kubenode.CRI_SOCKET,
         "nodeHelper.cri.ctr": f"{CRI_BIN}/ctr",
         # The tree's own tag: a redeploy of a changed tree replaces the pods.
-        "operator.image.tag": imagebuild.tree_tag(helperlayer.source_root()),
-        "nodeHelper.image.tag": imagebuild.tree_tag(helperlayer.source_root()),
+        "operator.image.tag": tree,
+        "nodeHelper.image.tag": tree,
         **(extra or {}),
     }
     return [flag for key, value in settings.items() for flag in ("--set", f"{key}={value}")]
