@@ -15,8 +15,11 @@ stored, and one daemon per scheduled checkpoint.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import asyncssh
@@ -32,7 +35,9 @@ from .expiry import delete_when_expired
 from .helperclient import HelperClient
 from .kube import Kube, api_client
 from .migration import Migration
+from .phases import FINAL, CancelFailed, PhaseLoop
 from .podmigration import PodMigrationMachine
+from .policy import RETRY_MAX_SECONDS
 from .restore import Restorer
 from .schedule import Scheduler
 from .settings import Settings
@@ -60,6 +65,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.kube = Kube(api_client())
     memo.helpers = HelperClient(asyncssh.read_private_key(own.ssh_key))
     memo.slots = NodeSlots(own.max_migrations_per_node)
+    # The migrations whose daemon runs in this process: UID -> set when it has ended.
+    memo.driving = {}
     if own.metrics_port:
         start_http_server(own.metrics_port)
 
@@ -68,26 +75,73 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 # deletion, and so how long the finalizer outlives the rollback (default 60 s).
 @kopf.daemon(*RESOURCE, cancellation_polling=0.5)
 async def migrate(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
-    try:
-        resource = parse_container_migration(body)
-    except ValueError as error:
-        raise kopf.PermanentError(str(error)) from None
-    await Migration(
-        resource=resource,
+    with _driving(memo, body):
+        await _container_migration(body, body, memo).run(stopped)
+
+
+def _container_migration(fresh: Any, body: kopf.Body, memo: kopf.Memo) -> Migration:
+    return Migration(
+        resource=_parsed(parse_container_migration, fresh),
         events=KopfEvents(body),
         kube=memo.kube,
         helpers=memo.helpers,
         settings=memo.settings,
         slots=memo.slots,
-    ).run(stopped)
+    )
 
 
 @kopf.on.delete(*RESOURCE)
-async def deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Holds the finalizer until the daemon, which rolls back, has stopped."""
-    phase = (body.get("status") or {}).get("phase")
-    kopf.event(body, type="Normal", reason="Deleted", message=f"deleted in phase {phase}")
+async def deleted(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    """Holds the finalizer until the migration is over and its source runs (see
+    :func:`_cancelled`)."""
+    if retry == 0:
+        phase = (body.get("status") or {}).get("phase")
+        kopf.event(body, type="Normal", reason="Deleted", message=f"deleted in phase {phase}")
+    await _cancelled(body, memo, retry, constants.CONTAINER_MIGRATION_PLURAL, _container_migration)
     await _delete_failure_logs(body, memo)
+
+
+@contextlib.contextmanager
+def _driving(memo: kopf.Memo, body: kopf.Body) -> Iterator[None]:
+    """Marks the migration's daemon as running, so its delete handler waits for its cancel."""
+    uid = body.metadata.uid or ""
+    memo.driving[uid] = ended = asyncio.Event()
+    try:
+        yield
+    finally:
+        del memo.driving[uid]
+        ended.set()
+
+
+async def _cancelled(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    retry: int,
+    plural: str,
+    machine: Callable[[dict[str, Any], kopf.Body, kopf.Memo], PhaseLoop],
+) -> None:
+    """Keep the finalizer until a deleted migration is in a final phase.
+
+    Its daemon cancels it (rolls back) when it is deleted; this handler waits
+    for that, then reads the status again. A migration still not over (the
+    daemon's cancel failed, or it never ran: the operator restarted during the
+    deletion) is cancelled here; a cancel that fails again is kopf's
+    ``TemporaryError``, retried with backoff while the finalizer stays.
+    """
+    uid = body.metadata.uid or ""
+    if (daemon := memo.driving.get(uid)) is not None:
+        await daemon.wait()
+    fresh = await memo.kube.get(plural, body.metadata.namespace or "", body.metadata.name or "")
+    if fresh is None or (fresh.get("metadata") or {}).get("uid") != uid:
+        return
+    loop = machine(fresh, body, memo)
+    if loop.phase in FINAL:
+        return
+    try:
+        await loop.cancel()
+    except CancelFailed as error:
+        delay = min(RETRY_MAX_SECONDS, 2.0 ** min(retry, 5))
+        raise kopf.TemporaryError(str(error), delay=delay) from None
 
 
 async def _delete_failure_logs(body: kopf.Body, memo: kopf.Memo) -> None:
@@ -102,19 +156,25 @@ async def _delete_failure_logs(body: kopf.Body, memo: kopf.Memo) -> None:
 async def migrate_pod(
     body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
-    await PodMigrationMachine(
-        resource=_parsed(parse_pod_migration, body),
+    with _driving(memo, body):
+        await _pod_migration(body, body, memo).run(stopped)
+
+
+def _pod_migration(fresh: Any, body: kopf.Body, memo: kopf.Memo) -> PodMigrationMachine:
+    return PodMigrationMachine(
+        resource=_parsed(parse_pod_migration, fresh),
         events=KopfEvents(body),
         kube=memo.kube,
         helpers=memo.helpers,
         settings=memo.settings,
         slots=memo.slots,
-    ).run(stopped)
+    )
 
 
 @kopf.on.delete(*POD_MIGRATION)
-async def pod_migration_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Holds the finalizer until the daemon, which rolls back, has stopped."""
+async def pod_migration_deleted(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    """Holds the finalizer until the migration is over and its pod runs."""
+    await _cancelled(body, memo, retry, constants.POD_MIGRATION_PLURAL, _pod_migration)
     await _delete_failure_logs(body, memo)
 
 
@@ -128,7 +188,9 @@ def _parsed(parse: Any, body: kopf.Body) -> Any:
 # Checkpoints and restores are single steps, so plain create handlers do: kopf
 # records their completion, and a resync or a restart never runs one again.
 @kopf.on.create(*CHECKPOINT)
-async def checkpoint_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def checkpoint_created(
+    body: kopf.Body, memo: kopf.Memo, runtime: datetime.timedelta, **_: Any
+) -> None:
     try:
         resource = parse_container_checkpoint(body)
     except ValueError as error:
@@ -147,6 +209,7 @@ async def checkpoint_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None
         kube=memo.kube,
         helpers=memo.helpers,
         settings=memo.settings,
+        elapsed_seconds=runtime.total_seconds(),
     ).run()
 
 
@@ -170,8 +233,8 @@ async def checkpoint_schedule(
         now = datetime.datetime.now(datetime.UTC)
         due = scheduler.due(now, ran=ran)
         if due <= now:
-            await scheduler.run(now)
-            ran = now
+            await scheduler.run(due)
+            ran = due
             continue
         await stopped.wait((due - now).total_seconds())
 
@@ -186,14 +249,19 @@ async def checkpoint_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None
     await _delete_failure_logs(body, memo)
 
 
-@kopf.on.create(*RESTORE, timeout=3600)
-async def restore_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+# Bounded by the restore's own spec.timeoutSeconds (Restorer.run), counted from the
+# handler's first start: kopf's `runtime` spans its retries and operator restarts.
+@kopf.on.create(*RESTORE)
+async def restore_created(
+    body: kopf.Body, memo: kopf.Memo, runtime: datetime.timedelta, **_: Any
+) -> None:
     await Restorer(
         resource=_parsed(parse_container_restore, body),
         events=KopfEvents(body),
         kube=memo.kube,
         helpers=memo.helpers,
         settings=memo.settings,
+        elapsed_seconds=runtime.total_seconds(),
     ).run()
 
 

@@ -297,7 +297,8 @@ class PhaseLoop(abc.ABC):
         if stopped.reason is not None and kopf.DaemonStoppingReason.RESOURCE_DELETED in (
             stopped.reason
         ):
-            await self.cancel()
+            with contextlib.suppress(CancelFailed):  # recorded; the delete handler retries
+                await self.cancel()
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -417,7 +418,13 @@ class PhaseLoop(abc.ABC):
         await self._enter(Phase.FAILED, f"{reason}: {message}{await self.failure_hint()}")
 
     async def cancel(self) -> None:
-        """The resource was deleted mid-flight: roll back what is frozen, end Cancelled."""
+        """The resource was deleted mid-flight: roll back what is frozen, end Cancelled.
+
+        A rollback that cannot finish (a helper answered with an error, a
+        node-helper is gone) is recorded in status and raised as
+        :class:`CancelFailed`: the delete handler keeps the finalizer and asks
+        again, so the resource does not go while its source may not run.
+        """
         kind = self.identity.kind
         try:
             if self.phase in AFTER_FREEZE or self.phase == Phase.ROLLING_BACK:
@@ -439,11 +446,26 @@ class PhaseLoop(abc.ABC):
                 await self._enter(
                     Phase.CANCELLED, f"deleted before it finished; {self.SOURCE} kept"
                 )
+        except asyncio.CancelledError:
+            raise
         except Exception as error:
-            # The finalizer goes with the daemon: say loudly what is left behind.
-            text = f"cancelling failed, the {self.SOURCE} may not run: {as_failure(error)}"
-            log.exception("%s: %s", self._log_name(), text)
+            text = (
+                f"cancelling failed, the {self.SOURCE} may not run yet: {as_failure(error)}; "
+                f"the {kind} keeps its finalizer and the rollback is tried again"
+            )
+            log.warning("%s: %s", self._log_name(), text)
             self.events.warning("CancelFailed", text)
+            self.record.condition(COND_SUCCEEDED, ConditionStatus.UNKNOWN, "CancelFailed", text)
+            self.record.update(message=text)
+            try:
+                await self.record.write()
+            except Exception as failed:  # the retry records it again
+                log.warning("%s: status not written: %s", self._log_name(), failed)
+            raise CancelFailed(text) from error
+
+
+class CancelFailed(Exception):
+    """A cancel's rollback did not finish: the source may not run yet."""
 
 
 async def _wait(stopped: kopf.DaemonStopped) -> None:

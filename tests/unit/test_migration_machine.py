@@ -16,11 +16,17 @@ import kopf
 import pytest
 from ferry_operator import phases as machine_module
 from ferry_operator.migration import Migration
+from ferry_operator.phases import CancelFailed
 from ferry_operator.policy import ApiError
 from ferry_operator.slots import NodeSlots
 from ferry_wire import Reason, RemoteError
 from ferry_wire.containers import InspectRequest
-from ferry_wire.migration import CheckpointRequest, RestoreRequest, SendRequest
+from ferry_wire.migration import (
+    CheckpointRequest,
+    RestoreRequest,
+    RollbackRequest,
+    SendRequest,
+)
 from kopf._cogs.aiokits.aioenums import AsyncFlagWaiter, FlagSetter
 from operator_fakes import (
     SETTINGS,
@@ -259,6 +265,59 @@ def test_deleting_a_migration_in_flight_rolls_back_and_ends_cancelled() -> None:
     assert run.kube.phases[-2:] == ["RollingBack", "Cancelled"]
     assert run.helpers.ops("node-a")[-2:] == ["rollback", "cleanup"]
     assert run.condition("Succeeded")["reason"] == "Cancelled"
+
+
+def test_a_cancel_whose_rollback_fails_keeps_the_migration_until_a_later_cancel_ends_it() -> None:
+    """The delete handler's contract: a failed cancel is recorded and raised (the finalizer
+    stays), and a cancel asked again from the recorded status brings the source back."""
+    run = Run()
+    hold = asyncio.Event()
+    real_call = run.helpers.call
+
+    async def call(peer: Any, request: Any, **kwargs: Any) -> Any:
+        if isinstance(request, RestoreRequest):
+            run.helpers.calls.append(Call(peer.node, request))
+            await hold.wait()
+        return await real_call(peer, request, **kwargs)
+
+    run.helpers.call = call  # type: ignore[method-assign]
+    rolled_back = run.helpers.answers[RollbackRequest]
+    run.helpers.answers[("node-a", RollbackRequest)] = [
+        RemoteError(Reason.RESTORE_FAILED, "crun: the cgroup is busy"),
+        rolled_back,  # type: ignore[list-item]
+    ]
+    status = run.go(delete_after=0.2)
+    assert status["phase"] == "RollingBack", "a failed cancel must not end the migration"
+    assert run.condition("Succeeded")["reason"] == "CancelFailed"
+    assert "the cgroup is busy" in status["message"]
+    assert "finalizer" in status["message"]
+
+    run.resource = migration(status=status)
+    again = run.machine()
+    asyncio.run(again.cancel())
+    assert run.kube.last["phase"] == "Cancelled"
+    assert run.helpers.ops("node-a").count("rollback") == 2
+    assert run.helpers.ops("node-a")[-1] == "cleanup"
+
+
+def test_a_cancel_that_cannot_reach_its_rollback_raises_for_the_delete_handler() -> None:
+    run = Run()
+    run.resource = migration(
+        status={
+            "phase": "Restoring",
+            "startTime": T0.isoformat(),
+            "targetNode": "node-b",
+            "runtime": "podman",
+            "phaseTransitions": [{"phase": "Restoring", "time": T0.isoformat()}],
+        }
+    )
+    run.helpers.answers[("node-a", RollbackRequest)] = [
+        RemoteError(Reason.RESTORE_FAILED, "no such checkpoint")
+    ]
+    with pytest.raises(CancelFailed, match="no such checkpoint"):
+        asyncio.run(run.machine().cancel())
+    assert run.kube.last["phase"] == "RollingBack"
+    assert "CancelFailed" in run.events.reasons()
 
 
 def test_a_helper_too_old_for_this_operator_is_refused_before_anything_runs() -> None:
