@@ -36,7 +36,7 @@ from .helperclient import HelperClient
 from .kube import Kube
 from .onestep import OneStep
 from .peers import Cluster, peer_of, ready_helper
-from .policy import Kind, Refusal, for_handler, kind_of
+from .policy import CHECKPOINT_RETRY_SECONDS, Kind, Refusal, for_handler, kind_of
 from .settings import Settings
 from .status import Clock, Events, utc_now
 
@@ -79,6 +79,7 @@ class CheckpointTaker(OneStep[ContainerCheckpointStatus]):
         helpers: HelperClient,
         settings: Settings,
         clock: Clock = utc_now,
+        elapsed_seconds: float = 0.0,
     ) -> None:
         super().__init__(
             metadata=resource.metadata,
@@ -88,6 +89,7 @@ class CheckpointTaker(OneStep[ContainerCheckpointStatus]):
             helpers=helpers,
             settings=settings,
             clock=clock,
+            elapsed_seconds=elapsed_seconds,
         )
         self.resource = resource
 
@@ -130,7 +132,8 @@ class CheckpointTaker(OneStep[ContainerCheckpointStatus]):
         try:
             await self._take()
         except Exception as error:
-            failure = for_handler(error)  # a transient error leaves as kopf's TemporaryError
+            # A transient error leaves as kopf's TemporaryError, until the retries' bound.
+            failure = for_handler(error, retry_left=CHECKPOINT_RETRY_SECONDS - self.elapsed_seconds)
             await self._end(CheckpointPhase.FAILED, failure.reason, failure.message)
 
     async def _take(self) -> None:

@@ -42,8 +42,11 @@ class OneStep(Generic[StatusT]):
         helpers: HelperClient,
         settings: Settings,
         clock: Clock,
+        elapsed_seconds: float = 0.0,
     ) -> None:
         self.events = events
+        #: How long kopf has been running this handler, over its retries and restarts.
+        self.elapsed_seconds = elapsed_seconds
         self.kube = kube
         self.helpers = helpers
         self.settings = settings

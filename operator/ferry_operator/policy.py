@@ -32,6 +32,9 @@ from ferry_wire import RemoteError
 RETRY_MAX_SECONDS = 30.0
 #: How long kopf waits before running a checkpoint or restore handler again.
 HANDLER_RETRY_SECONDS = 10.0
+#: How long a ContainerCheckpoint's handler retries a helper it does not hear before
+#: the checkpoint ends Failed (a ContainerRestore has its own spec.timeoutSeconds).
+CHECKPOINT_RETRY_SECONDS = 300.0
 #: HTTP statuses of the API server that say "not now" rather than "no".
 TRANSIENT_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -106,11 +109,16 @@ def backoff(attempt: int) -> float:
     return float(min(RETRY_MAX_SECONDS, 2 ** max(0, attempt - 1)))
 
 
-def for_handler(error: BaseException) -> Failure:
+def for_handler(error: BaseException, *, retry_left: float = float("inf")) -> Failure:
     """In a kopf handler: a transient error becomes kopf's TemporaryError (kopf retries the
-    handler, whose steps the helpers' journals make idempotent); the rest a Failure to
-    record."""
-    if kind_of(error) is Kind.TRANSIENT:
-        failure = as_failure(error)
+    handler, whose steps the helpers' journals make idempotent) while ``retry_left``
+    seconds remain; the rest, and a transient error past that, a Failure to record."""
+    failure = as_failure(error)
+    if kind_of(error) is not Kind.TRANSIENT:
+        return failure
+    if retry_left > HANDLER_RETRY_SECONDS:
         raise kopf.TemporaryError(str(failure), delay=HANDLER_RETRY_SECONDS) from error
-    return as_failure(error)
+    return Failure(
+        reason=failure.reason,
+        message=f"{failure.message} (retried until its deadline; giving up)",
+    )

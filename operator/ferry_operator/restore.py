@@ -18,6 +18,7 @@ ends ``Failed``.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeVar
 
 import kopf
@@ -63,6 +64,7 @@ class Restorer(OneStep[ContainerRestoreStatus]):
         helpers: HelperClient,
         settings: Settings,
         clock: Clock = utc_now,
+        elapsed_seconds: float = 0.0,
     ) -> None:
         super().__init__(
             metadata=resource.metadata,
@@ -72,6 +74,7 @@ class Restorer(OneStep[ContainerRestoreStatus]):
             helpers=helpers,
             settings=settings,
             clock=clock,
+            elapsed_seconds=elapsed_seconds,
         )
         self.resource = resource
         #: The runtime of the checkpoint, known once it is read.
@@ -92,16 +95,50 @@ class Restorer(OneStep[ContainerRestoreStatus]):
         )
 
     async def run(self) -> None:
+        """The restore, within ``spec.timeoutSeconds`` from the handler's first start (over
+        kopf's retries and operator restarts)."""
         if self.record.status.phase in (RestorePhase.SUCCEEDED, RestorePhase.FAILED):
             return
+        left = self.resource.spec.timeout_seconds - self.elapsed_seconds
         try:
-            await self._enter(RestorePhase.VALIDATING, "checking the checkpoint and the node")
-            await self._restore()
-        except kopf.TemporaryError:
-            raise
+            if left <= 0:
+                raise self._timeout()
+            async with asyncio.timeout(left) as deadline:
+                await self._enter(RestorePhase.VALIDATING, "checking the checkpoint and the node")
+                await self._restore()
+        except kopf.TemporaryError as error:
+            if left > HANDLER_RETRY_SECONDS:
+                raise
+            await self._end(RestorePhase.FAILED, "Timeout", f"{self._timeout()}: {error}")
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            await self._timed_out()
         except Exception as error:
-            failure = for_handler(error)  # a transient error leaves as kopf's TemporaryError
+            # A transient error leaves as kopf's TemporaryError while time is left.
+            failure = for_handler(error, retry_left=left)
             await self._end(RestorePhase.FAILED, failure.reason, failure.message)
+
+    def _timeout(self) -> Refusal:
+        seconds = self.resource.spec.timeout_seconds
+        return Refusal(
+            reason="Timeout",
+            message=f"the restore did not finish within {seconds}s (spec.timeoutSeconds)",
+        )
+
+    async def _timed_out(self) -> None:
+        """Past the deadline: what the target may have started goes, then Failed."""
+        message = self._timeout().message
+        node = self.record.status.node
+        if self.peers:
+            try:
+                await self.helpers.call(
+                    self.peers[0],
+                    CleanupRequest(uid=self.uid, runtime=self.runtime, remove_restored=True),
+                )
+            except Exception as error:  # said, and the container name stays taken
+                message += f"; removing what it started on {node} failed too: {error}"
+        await self._end(RestorePhase.FAILED, "Timeout", message)
 
     async def _checkpoint(self) -> ContainerCheckpoint:
         ref = self.resource.spec.checkpoint_ref.name

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import kopf
+import pytest
 from ferry_api.checkpoint import parse_container_checkpoint, parse_container_restore
 from ferry_operator.checkpoint import CheckpointTaker
 from ferry_operator.restore import Restorer
@@ -28,6 +30,7 @@ from operator_fakes import (
     RESTORED_ID,
     SETTINGS,
     UID,
+    Call,
     Clock,
     FakeEvents,
     FakeHelpers,
@@ -63,7 +66,9 @@ def stored_checkpoint(**status: Any) -> dict[str, Any]:
     }
 
 
-def restore(**spec: Any) -> tuple[FakeHelpers, Checkpoints, dict[str, Any]]:
+def restore(
+    *, elapsed_seconds: float = 0.0, answers: dict[Any, Any] | None = None, **spec: Any
+) -> tuple[FakeHelpers, Checkpoints, dict[str, Any]]:
     clock = Clock()
     helpers, kube = FakeHelpers(), Checkpoints(clock)
     kube.checkpoint = stored_checkpoint()
@@ -73,6 +78,7 @@ def restore(**spec: Any) -> tuple[FakeHelpers, Checkpoints, dict[str, Any]]:
     helpers.answers[SendStoredRequest] = Sent(seconds=0.3, bytes=1000)
     helpers.answers[("node-b", InspectRequest)] = RemoteError(Reason.CONTAINER_NOT_FOUND, "no")
     helpers.answers[("node-a", InspectRequest)] = RemoteError(Reason.CONTAINER_NOT_FOUND, "no")
+    helpers.answers.update(answers or {})
     body = {
         "apiVersion": "ferry.dev/v1alpha1",
         "kind": "ContainerRestore",
@@ -86,9 +92,68 @@ def restore(**spec: Any) -> tuple[FakeHelpers, Checkpoints, dict[str, Any]]:
         helpers=helpers,
         settings=SETTINGS,
         clock=clock,
+        elapsed_seconds=elapsed_seconds,
     )
     asyncio.run(restorer.run())
     return helpers, kube, kube.last
+
+
+def test_a_restore_past_its_timeout_ends_failed_and_removes_what_it_started() -> None:
+    async def hangs(*_: Any) -> Restored:
+        await asyncio.sleep(3600)
+        raise AssertionError("not reached")
+
+    class Hanging(FakeHelpers):
+        async def call(self, peer: Any, request: Any, **kwargs: Any) -> Any:
+            if isinstance(request, RestoreStoredRequest):
+                self.calls.append(Call(peer.node, request))
+                return await hangs()
+            return await super().call(peer, request, **kwargs)
+
+    clock = Clock()
+    helpers, kube = Hanging(), Checkpoints(clock)
+    kube.checkpoint = stored_checkpoint()
+    helpers.answers[("node-a", InspectRequest)] = RemoteError(Reason.CONTAINER_NOT_FOUND, "no")
+    restorer = Restorer(
+        resource=parse_container_restore(
+            {
+                "apiVersion": "ferry.dev/v1alpha1",
+                "kind": "ContainerRestore",
+                "metadata": {"name": "back", "namespace": NAMESPACE, "uid": UID},
+                "spec": {"checkpointRef": {"name": "snap"}, "timeoutSeconds": 60},
+            }
+        ),
+        events=FakeEvents(),
+        kube=kube,  # type: ignore[arg-type]
+        helpers=helpers,
+        settings=SETTINGS,
+        clock=clock,
+        elapsed_seconds=59.7,  # kopf's runtime: the handler began 59.7 s ago
+    )
+    asyncio.run(restorer.run())
+    assert kube.last["phase"] == "Failed"
+    assert kube.last["conditions"][0]["reason"] == "Timeout"
+    assert "60s (spec.timeoutSeconds)" in kube.last["message"]
+    cleanup = [c.request for c in helpers.calls if c.operation == "cleanup"]
+    assert cleanup
+    assert cleanup[-1].remove_restored  # type: ignore[attr-defined]
+
+
+def test_a_helper_not_heard_is_retried_only_until_the_restores_deadline() -> None:
+    unheard = {RestoreStoredRequest: RemoteError(Reason.HELPER_UNREACHABLE, "no route")}
+    with pytest.raises(kopf.TemporaryError):
+        restore(elapsed_seconds=10, answers=unheard)
+    _, _, status = restore(elapsed_seconds=295, answers=unheard)
+    assert status["phase"] == "Failed"
+    assert status["conditions"][0]["reason"] == "HelperUnreachable"
+    assert "giving up" in status["message"]
+
+
+def test_a_restore_begun_past_its_deadline_fails_without_asking_any_node() -> None:
+    helpers, _, status = restore(elapsed_seconds=301)
+    assert status["phase"] == "Failed"
+    assert status["conditions"][0]["reason"] == "Timeout"
+    assert helpers.calls == []
 
 
 def test_a_checkpoint_is_restored_in_place_from_its_nodes_store() -> None:
