@@ -6,6 +6,11 @@ the delete handler also removes them itself, so nothing depends on a
 controller-manager. A missed run is not made up: the next one is due from the
 last run, or from the creation, so an operator that was down makes one
 checkpoint on return, not a burst.
+
+A child is named after the time its run was due, not the time it was made: an
+operator that crashes between creating it and recording the run makes the
+same name again on return, which the API server refuses as existing, so a run
+never makes two checkpoints.
 """
 
 from __future__ import annotations
@@ -49,7 +54,10 @@ class Scheduler:
         self.namespace = resource.metadata.namespace or ""
         self.name = resource.metadata.name or ""
 
-    def _child(self, now: datetime.datetime) -> dict[str, Any]:
+    def child_name(self, due: datetime.datetime) -> str:
+        return f"{self.name[:230]}-{due.astimezone(datetime.UTC):%Y%m%d%H%M%S}"
+
+    def _child(self, due: datetime.datetime) -> dict[str, Any]:
         spec = self.resource.spec
         child_spec = to_wire(spec.model_copy(update={"schedule": None}))
         child_spec.pop("keep", None)
@@ -57,7 +65,7 @@ class Scheduler:
             "apiVersion": constants.API_VERSION,
             "kind": constants.CONTAINER_CHECKPOINT_KIND,
             "metadata": {
-                "name": f"{self.name[:230]}-{now:%Y%m%d%H%M%S}",
+                "name": self.child_name(due),
                 "labels": {constants.SCHEDULE_LABEL: self.name},
                 "ownerReferences": [
                     {
@@ -90,10 +98,11 @@ class Scheduler:
         since = max(runs) if runs else (self.resource.metadata.creation_timestamp or now)
         return next_run(self.resource.spec.schedule or "", since)
 
-    async def run(self, now: datetime.datetime) -> None:
-        """Make this run's checkpoint, prune past ``keep``, record the run in status."""
+    async def run(self, due: datetime.datetime) -> None:
+        """Make the checkpoint of the run due at ``due`` (once: it exists already if a run
+        was cut short), prune past ``keep``, record the run in status."""
         spec = self.resource.spec
-        child = self._child(now)
+        child = self._child(due)
         await self.kube.create(constants.CONTAINER_CHECKPOINT_PLURAL, self.namespace, child)
         children = await self.children()
         pruned = to_prune(children, spec.keep)
@@ -105,7 +114,7 @@ class Scheduler:
             self.namespace,
             self.name,
             {
-                "lastScheduleTime": now.isoformat().replace("+00:00", "Z"),
+                "lastScheduleTime": due.isoformat().replace("+00:00", "Z"),
                 "checkpoints": sorted(kept, reverse=True),
             },
         )
