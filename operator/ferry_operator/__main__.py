@@ -46,10 +46,14 @@ def uninstall_cleanup(args: argparse.Namespace) -> int:
     from .cleanup import cleanup  # noqa: PLC0415
 
     with api_client() as api:
-        done = asyncio.run(cleanup(Kube(api), grace_seconds=args.timeout))
-    print(
-        "\n".join(done) or "no ContainerMigrations, ContainerRestores or ContainerCheckpoints left"
-    )
+        done = asyncio.run(
+            cleanup(
+                Kube(api),
+                grace_seconds=args.timeout,
+                delete_checkpoints=args.delete_checkpoints,
+            )
+        )
+    print("\n".join(done) or "no Ferry objects: nothing to cancel or release")
     return 0
 
 
@@ -70,9 +74,14 @@ def parser() -> argparse.ArgumentParser:
     kg.set_defaults(func=keygen)
     cl = sub.add_parser(
         "uninstall-cleanup",
-        help="delete every migration, restore and checkpoint; clear finalizers left behind",
+        help="cancel what is in flight, then release every Ferry object (checkpoints stay)",
     )
     cl.add_argument("--timeout", type=float, default=120)
+    cl.add_argument(
+        "--delete-checkpoints",
+        action="store_true",
+        help="also delete every ContainerCheckpoint (and what it stored) and ContainerRestore",
+    )
     cl.set_defaults(func=uninstall_cleanup)
     return top
 

@@ -1,55 +1,120 @@
-"""``ferry-operator uninstall-cleanup``: let a Helm uninstall finish.
+"""``ferry-operator uninstall-cleanup``: let a Helm uninstall finish without losing data.
 
-Run by the chart's pre-delete hook while the operator still runs: every
-ContainerMigration, PodMigration, ContainerRestore and ContainerCheckpoint is deleted, so the
-operator rolls back those in flight, cleans up after them on the nodes and
-releases its finalizer. Whatever still holds the finalizer after the timeout
-(the operator gone already, say) has it removed, so nothing is left stuck.
+Run by the chart's pre-delete hook while the operator still runs. What is in
+flight is ended the way a user ends it: a ContainerMigration or PodMigration
+before its final phase is deleted (its cancel: the operator rolls back, the
+source runs on), and a ContainerCheckpoint or ContainerRestore still working
+is waited for. Then the operator's finalizer is taken off every Ferry object
+left, so nothing hangs on a finalizer nobody will clear, and what users keep
+stays: stored ContainerCheckpoints (their archives on the nodes, their images
+in registries), schedules and the records of finished migrations and restores.
+The next install's operator adopts them again (kopf puts its finalizer back).
+
+``--delete-checkpoints`` (the chart's ``uninstall.deleteCheckpoints``) also
+deletes every ContainerCheckpoint and ContainerRestore, and with a checkpoint
+what it stored: the old behaviour, for an uninstall meant to leave nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from ferry_api import constants
 
 from .kube import Kube
 
-#: (kind, plural) of every resource the operator holds with its finalizer, in
-#: the order they are deleted: a restore goes before the checkpoints it reads.
-KINDS: tuple[tuple[str, str], ...] = (
-    (constants.CONTAINER_MIGRATION_KIND, constants.CONTAINER_MIGRATION_PLURAL),
-    (constants.POD_MIGRATION_KIND, constants.POD_MIGRATION_PLURAL),
-    (constants.CONTAINER_RESTORE_KIND, constants.CONTAINER_RESTORE_PLURAL),
-    (constants.CONTAINER_CHECKPOINT_KIND, constants.CONTAINER_CHECKPOINT_PLURAL),
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    plural: str
+    #: Phases in which nothing is in flight any more (an absent phase is in flight).
+    settled: frozenset[str]
+    #: Deleting one in flight cancels it (the operator rolls back).
+    cancellable: bool
+
+
+MIGRATION_SETTLED = frozenset({"Succeeded", "Failed", "Cancelled"})
+#: Every kind the operator holds with its finalizer, in the order they are
+#: handled: a restore goes before the checkpoints it reads.
+KINDS: tuple[Kind, ...] = (
+    Kind(
+        constants.CONTAINER_MIGRATION_KIND,
+        constants.CONTAINER_MIGRATION_PLURAL,
+        MIGRATION_SETTLED,
+        cancellable=True,
+    ),
+    Kind(
+        constants.POD_MIGRATION_KIND,
+        constants.POD_MIGRATION_PLURAL,
+        MIGRATION_SETTLED,
+        cancellable=True,
+    ),
+    Kind(
+        constants.CONTAINER_RESTORE_KIND,
+        constants.CONTAINER_RESTORE_PLURAL,
+        frozenset({"Succeeded", "Failed"}),
+        cancellable=False,
+    ),
+    Kind(
+        constants.CONTAINER_CHECKPOINT_KIND,
+        constants.CONTAINER_CHECKPOINT_PLURAL,
+        frozenset({"Ready", "Failed", "Scheduled"}),
+        cancellable=False,
+    ),
+)
+#: Deleted with --delete-checkpoints: every object of these kinds, settled or not.
+DELETED_WHEN_ASKED = frozenset(
+    {constants.CONTAINER_RESTORE_KIND, constants.CONTAINER_CHECKPOINT_KIND}
 )
 POLL_SECONDS = 1.0
 
 
-async def _all_items(kube: Kube) -> list[tuple[str, str, dict[str, Any]]]:
-    return [
-        (kind, plural, item)
-        for kind, plural in KINDS
-        for item in await kube.list_everywhere(plural)
-    ]
+def _in_flight(kind: Kind, item: dict[str, Any]) -> bool:
+    return (item.get("status") or {}).get("phase") not in kind.settled
 
 
-async def cleanup(kube: Kube, *, grace_seconds: float) -> list[str]:
+def _named(kind: Kind, item: dict[str, Any]) -> str:
+    meta = item["metadata"]
+    return f"{kind.name} {meta['namespace']}/{meta['name']}"
+
+
+async def _items(kube: Kube) -> list[tuple[Kind, dict[str, Any]]]:
+    return [(kind, item) for kind in KINDS for item in await kube.list_everywhere(kind.plural)]
+
+
+async def cleanup(
+    kube: Kube, *, grace_seconds: float, delete_checkpoints: bool = False
+) -> list[str]:
+    """Cancel or wait for what is in flight, then release every object left; what was done."""
     done = []
-    for kind, plural, item in await _all_items(kube):
+    for kind, item in await _items(kube):
         meta = item["metadata"]
-        await kube.delete(plural, meta["namespace"], meta["name"])
-        done.append(f"deleted {kind} {meta['namespace']}/{meta['name']}")
+        deleted = delete_checkpoints and kind.name in DELETED_WHEN_ASKED
+        if deleted or (kind.cancellable and _in_flight(kind, item)):
+            await kube.delete(kind.plural, meta["namespace"], meta["name"])
+            what = "deleted" if deleted else "cancelled (deleted; the operator rolls it back)"
+            done.append(f"{what}: {_named(kind, item)}")
     deadline = time.monotonic() + grace_seconds
     while time.monotonic() < deadline:
-        if not await _all_items(kube):
+        busy = [
+            (kind, item)
+            for kind, item in await _items(kube)
+            if _in_flight(kind, item) or item["metadata"].get("deletionTimestamp")
+        ]
+        if not busy:
             break
         await asyncio.sleep(POLL_SECONDS)
-    for kind, plural, item in await _all_items(kube):
+    for kind, item in await _items(kube):
         meta = item["metadata"]
-        kept = [f for f in meta.get("finalizers", []) if f != constants.MIGRATION_FINALIZER]
-        await kube.set_finalizers(plural, meta["namespace"], meta["name"], kept)
-        done.append(f"removed the finalizer of {kind} {meta['namespace']}/{meta['name']}")
+        finalizers = meta.get("finalizers") or []
+        if constants.MIGRATION_FINALIZER not in finalizers:
+            continue
+        kept = [f for f in finalizers if f != constants.MIGRATION_FINALIZER]
+        await kube.set_finalizers(kind.plural, meta["namespace"], meta["name"], kept)
+        state = "still in flight after the timeout" if _in_flight(kind, item) else "kept"
+        done.append(f"released ({state}): {_named(kind, item)}")
     return done
