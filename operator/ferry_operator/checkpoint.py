@@ -138,6 +138,16 @@ class CheckpointTaker(OneStep[ContainerCheckpointStatus]):
 
     async def _take(self) -> None:
         spec = self.resource.spec
+        repository = spec.storage.repository or ""
+        if spec.storage.type == StorageType.REGISTRY and not self.settings.registry_allowed(
+            repository
+        ):
+            raise Refusal(
+                reason="RegistryNotAllowed",
+                message=f"{repository!r} is not among the registries checkpoints may be "
+                f"pushed to ({', '.join(self.settings.allowed_registries)}; the chart's "
+                "storage.allowedRegistries)",
+            )
         await self.write(
             phase=CheckpointPhase.CHECKPOINTING,
             node=spec.source.node,

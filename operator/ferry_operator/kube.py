@@ -27,8 +27,23 @@ from .policy import ApiError
 
 #: Longest wait for one API request: a dead connection fails instead of hanging a step.
 REQUEST_TIMEOUT_SECONDS = 15
+HTTP_FORBIDDEN = 403
 HTTP_NOT_FOUND = 404
 HTTP_CONFLICT = 409
+HTTP_UNPROCESSABLE = 422
+
+
+class NotOurs(ApiError):
+    """An object of the name Ferry writes exists and is not Ferry's: left untouched."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(HTTP_CONFLICT, message)
+
+
+def _pointer(key: str) -> str:
+    """``key`` as one JSON-pointer token (RFC 6901): ``a.b/c`` -> ``a.b~1c``."""
+    return key.replace("~", "~0").replace("/", "~1")
+
 
 T = TypeVar("T")
 
@@ -292,7 +307,10 @@ class Kube:
         owner: dict[str, str],
         binary_data: dict[str, str],
     ) -> None:
-        """Create the ConfigMap ``name`` owned by ``owner``, or replace the one of that name."""
+        """Create the ConfigMap ``name`` owned by ``owner``, or overwrite the one of that name
+        if it carries the same ``labels`` (Ferry's): the check and the write are one JSON
+        patch, whose ``test`` operations the API server applies first. A ConfigMap of that
+        name that is not Ferry's raises :class:`NotOurs` and is left as it is."""
         body = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -309,7 +327,25 @@ class Kube:
         except ApiError as error:
             if error.status != HTTP_CONFLICT:
                 raise
-            await _call(self.core.replace_namespaced_config_map, name, namespace, body)
+        else:
+            return
+        ours = [
+            {"op": "test", "path": f"/metadata/labels/{_pointer(key)}", "value": value}
+            for key, value in labels.items()
+        ]
+        write = [
+            {"op": "replace", "path": "/metadata/ownerReferences", "value": [owner]},
+            {"op": "add", "path": "/binaryData", "value": binary_data},
+        ]
+        try:
+            await _call(self.core.patch_namespaced_config_map, name, namespace, ours + write)
+        except ApiError as error:
+            if error.status in (HTTP_UNPROCESSABLE, HTTP_FORBIDDEN):
+                raise NotOurs(
+                    f"ConfigMap {namespace}/{name} exists and is not Ferry's "
+                    f"(no label {', '.join(labels)}); it was left as it is"
+                ) from None
+            raise
 
     async def delete_config_map(self, namespace: str, name: str) -> None:
         """Delete a ConfigMap; one already gone is fine."""

@@ -20,6 +20,18 @@ class Settings:
     metrics_port: int
     #: Migrations that may use one node at once, as source or target (0: no limit).
     max_migrations_per_node: int = 2
+    #: Registries (``host[:port]``, optionally with a path) checkpoint images may be pushed
+    #: to; empty: any the helpers' credentials reach.
+    allowed_registries: tuple[str, ...] = ()
+
+    def registry_allowed(self, repository: str) -> bool:
+        """Whether ``repository`` (``host[:port]/path``) is one an allowed entry covers."""
+        if not self.allowed_registries:
+            return True
+        return any(
+            repository == entry or repository.startswith(entry.rstrip("/") + "/")
+            for entry in self.allowed_registries
+        )
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -30,4 +42,9 @@ class Settings:
             helper_stale_seconds=float(env.get("FERRY_HELPER_STALE_SECONDS", "120")),
             metrics_port=int(env.get("FERRY_METRICS_PORT", "8080")),
             max_migrations_per_node=int(env.get("FERRY_MAX_MIGRATIONS_PER_NODE", "2")),
+            allowed_registries=tuple(
+                entry.strip()
+                for entry in env.get("FERRY_ALLOWED_REGISTRIES", "").split(",")
+                if entry.strip()
+            ),
         )

@@ -7,6 +7,7 @@ back (on its node, across nodes, from a registry), and what the status says.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import kopf
@@ -14,6 +15,7 @@ import pytest
 from ferry_api.checkpoint import parse_container_checkpoint, parse_container_restore
 from ferry_operator.checkpoint import CheckpointTaker
 from ferry_operator.restore import Restorer
+from ferry_operator.settings import Settings
 from ferry_wire import Reason, RemoteError
 from ferry_wire.containers import InspectRequest
 from ferry_wire.migration import Restored, RestoreRequest, Sent
@@ -270,3 +272,51 @@ def test_a_checkpoint_is_stored_with_what_it_holds() -> None:
     assert status["summary"]["sockets"]["udp"] == 1
     assert status["summary"]["runtime"]["name"] == "podman"
     assert helpers.ops("node-a") == ["inspect", "store-checkpoint"]
+
+
+def take(
+    spec: dict[str, Any] | None = None,
+    *,
+    settings: Settings = SETTINGS,
+    elapsed_seconds: float = 0.0,
+    answers: dict[Any, Any] | None = None,
+) -> tuple[FakeHelpers, dict[str, Any]]:
+    clock = Clock()
+    helpers, kube = FakeHelpers(), FakeKube(clock)
+    helpers.answers.update(answers or {})
+    body = stored_checkpoint()
+    body["status"] = {}
+    body["spec"].update(spec or {})
+    asyncio.run(
+        CheckpointTaker(
+            resource=parse_container_checkpoint(body),
+            events=FakeEvents(),
+            kube=kube,  # type: ignore[arg-type]
+            helpers=helpers,
+            settings=settings,
+            clock=clock,
+            elapsed_seconds=elapsed_seconds,
+        ).run()
+    )
+    return helpers, kube.last
+
+
+def test_a_registry_not_on_the_allow_list_is_refused_before_any_node_is_asked() -> None:
+    allowing = dataclasses.replace(SETTINGS, allowed_registries=("registry.local:5000/team",))
+    registry = {"storage": {"type": "Registry", "repository": "evil.example.com/loot"}}
+    helpers, status = take(registry, settings=allowing)
+    assert status["phase"] == "Failed"
+    assert status["conditions"][0]["reason"] == "RegistryNotAllowed"
+    assert "registry.local:5000/team" in status["message"]
+    assert helpers.calls == []
+    assert allowing.registry_allowed("registry.local:5000/team/web")
+    assert not allowing.registry_allowed("registry.local:5000/teamb")
+
+
+def test_a_checkpoints_helper_not_heard_is_retried_for_300_seconds_then_failed() -> None:
+    unheard = {StoreCheckpointRequest: RemoteError(Reason.HELPER_UNREACHABLE, "no route")}
+    with pytest.raises(kopf.TemporaryError):
+        take(elapsed_seconds=100, answers=unheard)
+    _, status = take(elapsed_seconds=295, answers=unheard)
+    assert status["phase"] == "Failed"
+    assert "giving up" in status["message"]
