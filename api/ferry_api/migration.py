@@ -159,7 +159,8 @@ class ContainerMigrationSpec(SpecModel):
     keep_checkpoint: bool = Field(
         default=False,
         description="Keep the checkpoint archive on both nodes after the migration ends "
-        "(Archive only).",
+        "(Archive only), until this ContainerMigration is deleted (ttlSecondsAfterFinished "
+        "deletes it): the archives go with it.",
     )
     memory_transfer: MemoryTransfer = Field(
         default=MemoryTransfer.ARCHIVE,

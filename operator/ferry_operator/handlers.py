@@ -28,6 +28,8 @@ from ferry_api import constants
 from ferry_api.checkpoint import parse_container_checkpoint, parse_container_restore
 from ferry_api.migration import parse_container_migration
 from ferry_api.podmigration import parse_pod_migration
+from ferry_wire import RemoteError
+from ferry_wire.migration import CleanupRequest
 from prometheus_client import start_http_server
 
 from .checkpoint import CheckpointTaker, delete_stored
@@ -35,9 +37,10 @@ from .expiry import delete_when_expired
 from .helperclient import HelperClient
 from .kube import Kube, api_client
 from .migration import Migration
+from .peers import peer_of
 from .phases import FINAL, CancelFailed, PhaseLoop
 from .podmigration import PodMigrationMachine
-from .policy import RETRY_MAX_SECONDS
+from .policy import RETRY_MAX_SECONDS, Kind, Refusal, as_failure, kind_of
 from .restore import Restorer
 from .schedule import Scheduler
 from .settings import Settings
@@ -98,7 +101,27 @@ async def deleted(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> Non
         phase = (body.get("status") or {}).get("phase")
         kopf.event(body, type="Normal", reason="Deleted", message=f"deleted in phase {phase}")
     await _cancelled(body, memo, retry, constants.CONTAINER_MIGRATION_PLURAL, _container_migration)
+    await _delete_kept_archives(body, memo)
     await _delete_failure_logs(body, memo)
+
+
+async def _delete_kept_archives(body: kopf.Body, memo: kopf.Memo) -> None:
+    """``keepCheckpoint``'s archives stay on both nodes as long as their migration does."""
+    resource = _parsed(parse_container_migration, body)
+    target = resource.status.target_node
+    if not resource.spec.keep_checkpoint or target is None:
+        return
+    helpers = await memo.kube.node_helpers()
+    request = CleanupRequest(uid=resource.metadata.uid or "", runtime=resource.status.runtime)
+    for node in (resource.spec.source.node, target):
+        if (helper := helpers.get(node)) is None:
+            continue  # its node is gone, and the archive with it
+        try:
+            await memo.helpers.call(peer_of(helper), request)
+        except (Refusal, RemoteError) as error:
+            if kind_of(error) is Kind.TRANSIENT:
+                raise kopf.TemporaryError(str(as_failure(error)), delay=RETRY_MAX_SECONDS) from None
+            kopf.warn(body, reason="KeptArchiveNotDeleted", message=f"{node}: {error}")
 
 
 @contextlib.contextmanager
