@@ -2,8 +2,10 @@
 
 Every test renders ``charts/ferry`` with ``helm template`` (the same binary the
 local cluster uses) and reads the objects back, so the checks hold for what a
-cluster admin would install, not for the template text. A missing helm fails
-the tests: run ``make prepare``.
+cluster admin would install, not for the template text. They render as for an
+API server of ``KUBE_VERSION``, which serves ValidatingAdmissionPolicy (``helm
+template`` alone knows no kinds: ``--api-versions`` says so). A missing helm
+fails the tests: run ``make prepare``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from ferry_api.diagnostics import LOGS_LABEL
 from ferry_cluster.config import ClusterConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +33,9 @@ HELM = ClusterConfig().bin_dir / "helm"
 RELEASE = "ferry"
 NAMESPACE = "ferry-system"
 KUBE_VERSION = "1.34.4"
+#: The kind the chart's admission policies need; an API server of KUBE_VERSION serves it.
+VAP_API = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
+CLUSTER_API_VERSIONS = (VAP_API,)
 
 LABELS = (
     "app.kubernetes.io/name",
@@ -59,6 +65,7 @@ OPERATOR_ENV = [
     {"name": "FERRY_HELPER_STALE_SECONDS", "value": "120"},
     {"name": "FERRY_MAX_MIGRATIONS_PER_NODE", "value": "2"},
     {"name": "FERRY_METRICS_PORT", "value": "8080"},
+    {"name": "FERRY_ALLOWED_REGISTRIES", "value": ""},
 ]
 HELPER_ENV = [
     {"name": "FERRY_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
@@ -96,8 +103,11 @@ def _helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def _template(*values: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _template(
+    *values: str, check: bool = True, api_versions: tuple[str, ...] = CLUSTER_API_VERSIONS
+) -> subprocess.CompletedProcess[str]:
     sets = [arg for value in values for arg in ("--set", value)]
+    apis = [arg for api in api_versions for arg in ("--api-versions", api)]
     return _helm(
         "template",
         RELEASE,
@@ -106,16 +116,19 @@ def _template(*values: str, check: bool = True) -> subprocess.CompletedProcess[s
         NAMESPACE,
         "--kube-version",
         KUBE_VERSION,
+        *apis,
         *sets,
         check=check,
     )
 
 
 @functools.cache
-def _render_with_sources(*values: str) -> tuple[tuple[str, dict[str, Any]], ...]:
+def _render_with_sources(
+    *values: str, api_versions: tuple[str, ...] = CLUSTER_API_VERSIONS
+) -> tuple[tuple[str, dict[str, Any]], ...]:
     """(template file, object) for every object ``helm template`` renders."""
     rendered = []
-    for document in _template(*values).stdout.split("\n---\n"):
+    for document in _template(*values, api_versions=api_versions).stdout.split("\n---\n"):
         source = re.search(r"^# Source: (\S+)$", document, re.MULTILINE)
         loaded = yaml.safe_load(document)
         if loaded:
@@ -124,8 +137,10 @@ def _render_with_sources(*values: str) -> tuple[tuple[str, dict[str, Any]], ...]
     return tuple(rendered)
 
 
-def _render(*values: str) -> list[dict[str, Any]]:
-    return [obj for _, obj in _render_with_sources(*values)]
+def _render(
+    *values: str, api_versions: tuple[str, ...] = CLUSTER_API_VERSIONS
+) -> list[dict[str, Any]]:
+    return [obj for _, obj in _render_with_sources(*values, api_versions=api_versions)]
 
 
 def _one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
@@ -200,7 +215,13 @@ def test_one_resource_per_template_file(variant: str) -> None:
 
 
 def test_namespaced_objects_live_in_the_release_namespace() -> None:
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+    cluster_scoped = {
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
     for obj in _render():
         namespace = obj["metadata"].get("namespace")
         assert namespace == (None if obj["kind"] in cluster_scoped else NAMESPACE), obj["kind"]
@@ -252,6 +273,7 @@ def test_operator_values_reach_its_environment() -> None:
             "operator.metrics.port=9090",
             "operator.image.tag=dev",
             "operator.image.repository=registry.example/ferry-op",
+            "storage.allowedRegistries={registry.example.com/team,localhost:5000}",
         ),
         "Deployment",
     )
@@ -263,6 +285,7 @@ def test_operator_values_reach_its_environment() -> None:
         "FERRY_HELPER_STALE_SECONDS": "300",
         "FERRY_MAX_MIGRATIONS_PER_NODE": "5",
         "FERRY_METRICS_PORT": "9090",
+        "FERRY_ALLOWED_REGISTRIES": "registry.example.com/team,localhost:5000",
     }
     assert container["ports"][0]["containerPort"] == 9090
     assert container["image"] == "registry.example/ferry-op:dev"
@@ -470,7 +493,7 @@ def test_operator_cannot_touch_secrets_or_exec() -> None:
     # ConfigMaps (failure logs) it may write but never read.
     assert {v for g, r, v in grants if (g, r) == ("", "configmaps")} == {
         "create",
-        "update",
+        "patch",
         "delete",
     }
     # It writes only its own resources, their status, events and the logs ConfigMaps.
@@ -546,6 +569,197 @@ def test_service_accounts_can_be_brought() -> None:
     assert _pod_spec(_one(objects, "Deployment"))["serviceAccountName"] == "ship-operator"
     binding = _one(objects, "ClusterRoleBinding", "ship-node-helper")
     assert binding["subjects"][0]["name"] == "ship-node-helper"
+
+
+# --- users' roles, aggregated into Kubernetes' default ones -------------------------
+
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def _aggregated_into(role: dict[str, Any]) -> set[str]:
+    labels: dict[str, str] = role["metadata"]["labels"]
+    aggregated = {k: v for k, v in labels.items() if k.startswith(AGGREGATE)}
+    assert set(aggregated.values()) == {"true"}, labels  # a string, as labels are
+    return {k.removeprefix(AGGREGATE) for k in aggregated}
+
+
+def test_namespace_users_get_ferry_through_the_default_roles() -> None:
+    objects = _render()
+    view = _one(objects, "ClusterRole", "ferry-view")
+    edit = _one(objects, "ClusterRole", "ferry-edit")
+    assert _aggregated_into(view) == {"view", "edit", "admin"}
+    assert _aggregated_into(edit) == {"edit", "admin"}
+    # The four namespaced kinds only: no status, no NodeHelpers, nothing else.
+    assert _grants(view["rules"]) == {
+        ("ferry.dev", plural, verb) for plural in OPERATED for verb in ("get", "list", "watch")
+    }
+    assert _grants(edit["rules"]) == {
+        ("ferry.dev", plural, verb)
+        for plural in OPERATED
+        for verb in ("create", "update", "patch", "delete", "deletecollection")
+    }
+    # Nothing binds them: the default roles take their rules in.
+    bound = {o["roleRef"]["name"] for o in objects if o["kind"].endswith("RoleBinding")}
+    assert not bound & {"ferry-view", "ferry-edit"}
+
+
+def test_aggregated_roles_can_be_left_out() -> None:
+    objects = _render("rbac.aggregateToDefaultRoles=false")
+    assert _names(objects, "ClusterRole") == {
+        "ferry-operator",
+        "ferry-node-helper",
+        "ferry-uninstall-cleanup",
+    }
+    renamed = _render("fullnameOverride=ship")
+    assert {"ship-view", "ship-edit"} <= _names(renamed, "ClusterRole")
+
+
+# --- admission policies -------------------------------------------------------------
+
+HELPER_POLICY = "ferry-node-helper-own-nodehelper"
+OPERATOR_POLICY = "ferry-operator-log-configmaps"
+POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+def _policy(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = _one(objects, "ValidatingAdmissionPolicy", name)["spec"]
+    return spec
+
+
+def _match_users(spec: dict[str, Any]) -> list[str]:
+    users = []
+    for condition in spec["matchConditions"]:
+        matched = re.fullmatch(r"request\.userInfo\.username == '([^']+)'", condition["expression"])
+        assert matched, condition
+        users.append(matched.group(1))
+    return users
+
+
+@pytest.mark.parametrize(
+    ("values", "names", "users"),
+    [
+        (
+            (),
+            (HELPER_POLICY, OPERATOR_POLICY),
+            (
+                f"system:serviceaccount:{NAMESPACE}:ferry-node-helper",
+                f"system:serviceaccount:{NAMESPACE}:ferry-operator",
+            ),
+        ),
+        (
+            VARIANTS["overrides"]
+            + ("nodeHelper.serviceAccount.name=helpers", "operator.serviceAccount.name=op"),
+            ("ship-node-helper-own-nodehelper", "ship-operator-log-configmaps"),
+            (
+                f"system:serviceaccount:{NAMESPACE}:helpers",
+                f"system:serviceaccount:{NAMESPACE}:op",
+            ),
+        ),
+    ],
+)
+def test_each_policy_binds_and_judges_only_its_service_account(
+    values: tuple[str, ...], names: tuple[str, str], users: tuple[str, str]
+) -> None:
+    objects = _render(*values)
+    for kind in POLICY_KINDS:
+        assert _names(objects, kind) == set(names), kind
+    for name, user in zip(names, users, strict=True):
+        policy = _one(objects, "ValidatingAdmissionPolicy", name)
+        assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
+        spec = policy["spec"]
+        assert spec["failurePolicy"] == "Fail"
+        assert _match_users(spec) == [user]
+        assert "paramKind" not in spec
+        for validation in spec["validations"]:
+            assert validation["reason"] == "Forbidden"
+            assert validation["message"]
+            assert validation["messageExpression"]
+        binding = _one(objects, "ValidatingAdmissionPolicyBinding", name)
+        assert binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+        assert binding["spec"] == {"policyName": name, "validationActions": ["Deny"]}
+
+
+def test_node_helper_policy_ties_each_nodehelper_write_to_the_tokens_node() -> None:
+    spec = _policy(_render(), HELPER_POLICY)
+    assert spec["matchConstraints"]["resourceRules"] == [
+        {
+            "apiGroups": ["ferry.dev"],
+            "apiVersions": ["*"],
+            "operations": ["CREATE", "UPDATE", "DELETE"],
+            "resources": ["nodehelpers", "nodehelpers/status"],
+        }
+    ]
+    variables = {v["name"]: " ".join(v["expression"].split()) for v in spec["variables"]}
+    claim = "request.userInfo.extra['authentication.kubernetes.io/node-name']"
+    # The claim is read only where it exists (extra is absent from a user without any).
+    assert variables["boundNode"] == (
+        "has(request.userInfo.extra)"
+        " && 'authentication.kubernetes.io/node-name' in request.userInfo.extra"
+        f" && size({claim}) > 0 ? {claim}[0] : ''"
+    )
+    # A DELETE has no object: the old one names the NodeHelper.
+    assert variables["target"] == (
+        "request.operation == 'DELETE' ? oldObject.metadata.name : object.metadata.name"
+    )
+    [validation] = spec["validations"]
+    # No claim, no write.
+    assert validation["expression"] == (
+        "variables.boundNode != '' && variables.boundNode == variables.target"
+    )
+    message = validation["messageExpression"]
+    assert "variables.boundNode" in message
+    assert "variables.target" in message
+
+
+def test_operator_policy_keeps_it_to_its_failure_log_configmaps() -> None:
+    spec = _policy(_render(), OPERATOR_POLICY)
+    assert spec["matchConstraints"]["resourceRules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE", "DELETE"],
+            "resources": ["configmaps"],
+        }
+    ]
+    variables = {v["name"]: " ".join(v["expression"].split()) for v in spec["variables"]}
+    # The label the operator puts on them.
+    assert LOGS_LABEL == "ferry.dev/logs-of"
+    label = f"'{LOGS_LABEL}'"
+    assert variables["oldLabelled"] == (
+        "request.operation == 'CREATE'"
+        f" || (has(oldObject.metadata.labels) && {label} in oldObject.metadata.labels)"
+    )
+    assert variables["newLabelled"] == (
+        "request.operation == 'DELETE'"
+        f" || (has(object.metadata.labels) && {label} in object.metadata.labels)"
+    )
+    [validation] = spec["validations"]
+    assert validation["expression"] == "variables.oldLabelled && variables.newLabelled"
+    assert " ".join(validation["messageExpression"].split()) == (
+        "'the Ferry operator writes only its own failure-log ConfigMaps"
+        " (label ferry.dev/logs-of); ' + request.namespace + '/' + variables.name"
+        " + ' is not one'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "api_versions"),
+    [
+        (("admissionPolicies.enabled=false",), CLUSTER_API_VERSIONS),
+        # An API server without ValidatingAdmissionPolicy: RBAC alone.
+        ((), ()),
+    ],
+    ids=["disabled", "not-served"],
+)
+def test_policies_are_left_out_when_off_or_not_served(
+    values: tuple[str, ...], api_versions: tuple[str, ...]
+) -> None:
+    objects = _render(*values, api_versions=api_versions)
+    for kind in POLICY_KINDS:
+        assert _names(objects, kind) == set(), kind
+    # RBAC stays as it is.
+    for role in ("ferry-node-helper", "ferry-operator"):
+        assert _rules(objects, "ClusterRole", role) == _rules(_render(), "ClusterRole", role)
 
 
 # --- SSH identities and the keygen hook --------------------------------------------
@@ -640,6 +854,20 @@ def test_pre_delete_hook_clears_migrations_with_its_own_narrow_role() -> None:
         assert (weight == 0) if obj["kind"] == "Job" else (weight < 0), obj["kind"]
 
 
+def test_uninstall_keeps_checkpoints_unless_told() -> None:
+    objects = _render("uninstall.deleteCheckpoints=true")
+    job = _one(objects, "Job", "ferry-uninstall-cleanup")
+    assert _container(job)["command"] == [
+        "ferry-operator",
+        "uninstall-cleanup",
+        "--delete-checkpoints",
+    ]
+    # The same grants either way: deleting a checkpoint is a delete it has already.
+    assert _rules(objects, "ClusterRole", "ferry-uninstall-cleanup") == _rules(
+        _render(), "ClusterRole", "ferry-uninstall-cleanup"
+    )
+
+
 def test_only_the_hooks_are_hooks() -> None:
     for obj in _render():
         name = obj["metadata"]["name"]
@@ -664,6 +892,18 @@ def test_only_the_hooks_are_hooks() -> None:
         ("operator.image.pullPolicy=Sometimes", "value must be one of"),
         ("operator.resources.limits.memory=lots", "does not match pattern"),
         ("nodeHelper.tolerations[0].operater=Exists", "additional properties 'operater'"),
+        ("rbac.aggregateToDefaultRoles=maybe", "got string, want boolean"),
+        ("admissionPolicies.enabled=maybe", "got string, want boolean"),
+        ("admissionPolicies.validate=true", "additional properties 'validate' not allowed"),
+        ("uninstall.deleteCheckpoints=yes", "got string, want boolean"),
+        ("storage.allowedRegistries=registry.example.com", "got string, want array"),
+        ("storage.allowedRegistries[0]=https://registry.example.com", "does not match pattern"),
+        ("storage.allowedRegistries[0]=a.example\\,b.example", "does not match pattern"),
+        ("checkpoints.encryption.secretName=Keys", "does not match pattern"),
+        ("checkpoints.encryption.activeKey=", "does not match pattern"),
+        ("checkpoints.encryption.activeKey=a/b", "does not match pattern"),
+        ("checkpoints.encryption.activeKey=..data", "does not match pattern"),
+        ("checkpoints.encryption.key=k", "additional properties 'key' not allowed"),
     ],
 )
 def test_schema_refuses(value: str, words: str) -> None:
@@ -839,3 +1079,46 @@ def test_registry_credentials_are_mounted_only_when_named() -> None:
         "mountPath": "/etc/ferry/registry",
         "readOnly": True,
     }
+
+
+# --- where checkpoints go, and their encryption ------------------------------------
+
+
+def test_allowed_registries_reach_the_operator_alone() -> None:
+    objects = _render("storage.allowedRegistries={registry.example.com/team,localhost:5000}")
+    env = {e["name"]: e.get("value") for e in _container(_one(objects, "Deployment"))["env"]}
+    assert env["FERRY_ALLOWED_REGISTRIES"] == "registry.example.com/team,localhost:5000"
+    helper_env = _container(_one(objects, "DaemonSet"))["env"]
+    assert "FERRY_ALLOWED_REGISTRIES" not in {e["name"] for e in helper_env}
+
+
+def test_checkpoint_keys_are_mounted_only_when_named() -> None:
+    plain = _one(_render(), "DaemonSet")
+    assert "checkpoint-keys" not in {v["name"] for v in _pod_spec(plain)["volumes"]}
+    assert _container(plain)["env"] == HELPER_ENV
+    objects = _render(
+        "checkpoints.encryption.secretName=ferry-checkpoint-keys",
+        "checkpoints.encryption.activeKey=2025-06",
+    )
+    daemonset = _one(objects, "DaemonSet")
+    volumes = {v["name"]: v for v in _pod_spec(daemonset)["volumes"]}
+    # Every key of the Secret: the active one encrypts, all of them decrypt.
+    assert volumes["checkpoint-keys"]["secret"] == {
+        "secretName": "ferry-checkpoint-keys",
+        "defaultMode": 0o400,
+    }
+    mounts = {m["mountPath"]: m for m in _container(daemonset)["volumeMounts"]}
+    assert mounts["/etc/ferry/checkpoint-keys"] == {
+        "name": "checkpoint-keys",
+        "mountPath": "/etc/ferry/checkpoint-keys",
+        "readOnly": True,
+    }
+    assert _container(daemonset)["env"] == [
+        *HELPER_ENV,
+        {"name": "FERRY_CHECKPOINT_KEYS_DIR", "value": "/etc/ferry/checkpoint-keys"},
+        {"name": "FERRY_CHECKPOINT_KEY", "value": "2025-06"},
+    ]
+    # The operator never sees a key.
+    operator = _one(objects, "Deployment")
+    assert "ferry-checkpoint-keys" not in json.dumps(operator)
+    assert "FERRY_CHECKPOINT" not in json.dumps(operator)

@@ -38,6 +38,30 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-node-helper" (include "ferry.fullname" .)) .Values.nodeHelper.serviceAccount.name -}}
 {{- end -}}
 
+{{/*
+The user name a ServiceAccount's tokens authenticate as: admission policies
+match the operator's and the helpers' requests by it.
+*/}}
+{{- define "ferry.operator.username" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "ferry.operator.serviceAccountName" .) -}}
+{{- end -}}
+
+{{- define "ferry.nodeHelper.username" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "ferry.nodeHelper.serviceAccountName" .) -}}
+{{- end -}}
+
+{{/*
+"true" when the admission policies are rendered: admissionPolicies.enabled and
+an API server that serves admissionregistration.k8s.io/v1
+ValidatingAdmissionPolicy (Kubernetes 1.30+). Empty otherwise: the chart then
+relies on RBAC alone.
+*/}}
+{{- define "ferry.admissionPolicies.enabled" -}}
+{{- if and .Values.admissionPolicies.enabled (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy") -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{- define "ferry.ssh.operatorSecretName" -}}
 {{- default (printf "%s-operator-ssh" (include "ferry.fullname" .)) .Values.ssh.operatorSecretName -}}
 {{- end -}}
