@@ -184,6 +184,21 @@ class CheckpointImage(StatusModel):
     )
 
 
+class ArchiveEncryption(StatusModel):
+    """How a stored archive is encrypted at rest (the chart's checkpoints.encryption)."""
+
+    algorithm: str = Field(description="AES-256-GCM-STREAM-1MiB: AES-256-GCM over 1 MiB chunks.")
+    key_name: str = Field(description="The key's name in the helpers' checkpoint-keys Secret.")
+    key_id: str = Field(
+        pattern=r"^[0-9a-f]{16}$",
+        description="The key's id (an HMAC of the key, revealing nothing of it): a node that "
+        "lacks this key refuses the restore (CheckpointKeyMissing).",
+    )
+    seconds: Seconds | None = Field(
+        default=None, description="How long encrypting the archive took, after the dump."
+    )
+
+
 class ContainerCheckpointStatus(StatusModel):
     """Where the checkpoint is and what it holds."""
 
@@ -200,7 +215,14 @@ class ContainerCheckpointStatus(StatusModel):
         default=None, description="The runtime the container ran in (a restore uses the same)."
     )
     image: StoredImage | None = Field(default=None, description="The container's image.")
-    archive: Archive | None = Field(default=None, description="The stored archive (type Node).")
+    archive: Archive | None = Field(
+        default=None,
+        description="The stored archive (type Node); its sha256 (of the encrypted file when "
+        "encrypted) is checked before any restore (CheckpointTampered).",
+    )
+    encryption: ArchiveEncryption | None = Field(
+        default=None, description="Set when the archive is stored encrypted."
+    )
     checkpoint_image: CheckpointImage | None = Field(
         default=None, description="The pushed checkpoint image (type Registry)."
     )

@@ -100,7 +100,10 @@ async def _serve(settings: Settings, drivers: dict[Runtime, Driver]) -> None:
         ),
         cri=cri,
         kubelet=Kubelet(url=settings.kubelet),
+        checkpoint_keys=settings.checkpoint_keys,
     )
+    # Before any operation: what a helper that died mid-way left in clear.
+    operations.sealed.sweep()
     server = HelperServer(
         operations=operations,
         host_key=host_key,

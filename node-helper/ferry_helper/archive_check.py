@@ -14,6 +14,10 @@ nothing else is allowed there. The container's changed files
 but neither device nodes nor names that leave the tree; hardlinks must point
 inside it. (A kubelet's checkpoint, made by containerd, has the same
 layout, its ``rootfs-diff.tar`` gzipped.)
+
+A stored checkpoint sent to another node may be sealed (:mod:`.sealing`): its
+bytes are ciphertext, so :class:`UnlessSealed` lets it in unread, and the
+plaintext is checked here once it is opened, before anything restores it.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import IO, cast
+from typing import IO, Protocol, cast
 
 import zstandard
+
+from .sealing import MAGIC as SEALED_MAGIC
 
 #: The file podman writes the container's changed files into.
 ROOTFS_DIFF = "rootfs-diff.tar"
@@ -157,3 +163,50 @@ class StreamingCheck:
         if self._error is not None:
             raise UnsafeArchive(f"not a checkpoint archive: {self._error}")
         return self._members
+
+
+class ArchiveCheck(Protocol):
+    """What checks an archive while it arrives (see ``transfer.receive_file``)."""
+
+    async def feed(self, chunk: bytes) -> None: ...
+
+    async def finish(self) -> int: ...
+
+
+class UnlessSealed:
+    """The :class:`StreamingCheck` of a plain archive; none for a sealed one.
+
+    A sealed archive is told by its first bytes; the ciphertext is not checked
+    (it could not be), its plaintext is, once it authenticated and before it is
+    restored (:func:`check_checkpoint_archive`).
+    """
+
+    def __init__(self) -> None:
+        self._head = b""
+        self._check: StreamingCheck | None = None
+        #: The archive arriving is sealed.
+        self.sealed = False
+
+    async def feed(self, chunk: bytes) -> None:
+        if self.sealed:
+            return
+        if self._check is None:
+            self._head += chunk
+            if len(self._head) < len(SEALED_MAGIC):
+                return
+            chunk, self._head = self._head, b""
+            if chunk.startswith(SEALED_MAGIC):
+                self.sealed = True
+                return
+            self._check = StreamingCheck()
+        await self._check.feed(chunk)
+
+    async def finish(self) -> int:
+        if self.sealed:
+            return 0
+        if self._check is None:  # shorter than the magic: no sealed archive
+            self._check = StreamingCheck()
+            head, self._head = self._head, b""
+            if head:
+                await self._check.feed(head)
+        return await self._check.finish()

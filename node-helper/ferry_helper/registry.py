@@ -32,6 +32,19 @@ def split_reference(reference: str) -> tuple[str, str]:
     return host, repository
 
 
+def pinned(reference: str, digest: str) -> str:
+    """``host[:port]/repo/path[:tag]`` pinned to ``digest``: ``host[:port]/repo/path@digest``.
+
+    The tag goes (a reference with both is not pulled by every version of
+    containers/image): what is pulled is the manifest of that digest and
+    nothing else.
+    """
+    name = reference.split("@", 1)[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name.rsplit(":", 1)[0]
+    return f"{name}@{digest}"
+
+
 def _auth(host: str, authfile: Path | None) -> str | None:
     if authfile is None or not authfile.exists():
         return None

@@ -7,6 +7,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checkpoint_keys import DEFAULT_ACTIVE, KeyDirectory
+
 
 def _first_address() -> str:
     """The address other nodes reach this one by: the one its default route leaves from."""
@@ -36,6 +38,18 @@ class Settings:
     ctr: str = "ctr"
     #: The node's kubelet (its checkpoint API); empty: ``https://<address>:10250``.
     kubelet_url: str = ""
+    #: Where the checkpoint-keys Secret is mounted (one file of 32 bytes per key, named as
+    #: the key); None: stored checkpoints are kept in clear.
+    checkpoint_keys_dir: Path | None = None
+    #: The key new stored checkpoints are sealed with: a file name in that directory.
+    checkpoint_key: str = DEFAULT_ACTIVE
+
+    @property
+    def checkpoint_keys(self) -> KeyDirectory | None:
+        """The keys that seal stored checkpoints (read at each use), if this node has any."""
+        if self.checkpoint_keys_dir is None:
+            return None
+        return KeyDirectory(self.checkpoint_keys_dir, self.checkpoint_key)
 
     @property
     def kubelet(self) -> str:
@@ -69,6 +83,10 @@ class Settings:
         node_tools = env.get("FERRY_NODE_TOOLS", "")
         if node_tools not in ("", "nsenter"):
             raise ValueError(f"FERRY_NODE_TOOLS is {node_tools!r}: empty or 'nsenter'")
+        keys_dir = env.get("FERRY_CHECKPOINT_KEYS_DIR", "")
+        active_key = env.get("FERRY_CHECKPOINT_KEY") or DEFAULT_ACTIVE
+        if keys_dir:
+            KeyDirectory(Path(keys_dir), active_key)  # a name that cannot be a key's is refused
         node = env.get("FERRY_NODE_NAME", "")
         if not node:
             raise ValueError("FERRY_NODE_NAME is not set (the DaemonSet passes spec.nodeName)")
@@ -85,4 +103,6 @@ class Settings:
             cri_socket=Path(env.get("FERRY_CRI_SOCKET") or "/run/containerd/containerd.sock"),
             ctr=env.get("FERRY_CTR") or "ctr",
             kubelet_url=env.get("FERRY_KUBELET_URL", ""),
+            checkpoint_keys_dir=Path(keys_dir) if keys_dir else None,
+            checkpoint_key=active_key,
         )

@@ -28,6 +28,8 @@ from pydantic.alias_generators import to_camel
 
 UID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 ARCHIVE = "checkpoint.tar"
+#: A sealed archive's plaintext, opened for a restore and removed right after it.
+OPENED_ARCHIVE = "checkpoint.opened.tar"
 #: How long a finished migration's mark is kept (see :meth:`Staging.close`): a week,
 #: far beyond the longest timeoutSeconds (an hour) and its rollback's retries.
 CLOSED_RETENTION_SECONDS = 7 * 24 * 3600
@@ -66,6 +68,15 @@ class Staging:
 
     def archive(self, uid: str) -> Path:
         return self.directory(uid) / ARCHIVE
+
+    def opened_archive(self, uid: str) -> Path:
+        """Where a sealed archive is opened for restore ``uid`` (never kept: see
+        :meth:`remove`, which keeps only the archive and the journal)."""
+        return self.directory(uid) / OPENED_ARCHIVE
+
+    def uids(self) -> list[str]:
+        """The UIDs that have a directory here."""
+        return sorted(p.name for p in self.root.iterdir() if UID_PATTERN.match(p.name))
 
     def image_archive(self, image_id: str) -> Path:
         if not re.fullmatch(r"[0-9a-f]{64}", image_id):

@@ -29,7 +29,7 @@ import asyncssh
 from ferry_wire import PEER_USER, Peer, Reason, RemoteError, Reply, Request, framing, ssh
 from ferry_wire.errors import TRANSIENT, UNTRUSTED
 
-from .archive_check import StreamingCheck, UnsafeArchive
+from .archive_check import ArchiveCheck, UnsafeArchive
 
 CHUNK = 1 << 20
 ProgressCallback = Callable[[int, int], Awaitable[None]]
@@ -97,7 +97,7 @@ async def receive_file(
     *,
     size: int,
     sha256: str,
-    check: StreamingCheck | None = None,
+    check: ArchiveCheck | None = None,
 ) -> None:
     """Write the rest of ``reader`` to ``out`` (0600), checked against size and sha256.
 

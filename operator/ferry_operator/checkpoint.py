@@ -16,6 +16,7 @@ import logging
 import kopf
 from ferry_api import constants
 from ferry_api.checkpoint import (
+    ArchiveEncryption,
     CheckpointImage,
     CheckpointPhase,
     ContainerCheckpoint,
@@ -208,8 +209,20 @@ class CheckpointTaker(OneStep[ContainerCheckpointStatus]):
             self.record.update(
                 archive=Archive(
                     bytes=stored.size_bytes, sha256=stored.sha256, compression=spec.compression
-                )
+                ),
+                encryption=(
+                    ArchiveEncryption(
+                        algorithm=stored.sealing.algorithm,
+                        key_name=stored.sealing.key_name,
+                        key_id=stored.sealing.key_id,
+                        seconds=stored.seal_seconds,
+                    )
+                    if stored.sealing is not None
+                    else None
+                ),
             )
+            if stored.sealing is not None:
+                where += f", encrypted with key {stored.sealing.key_name!r}"
         await self.write(
             container_name=stored.container_name,
             image=StoredImage(id=stored.image_id, name=stored.image_name),

@@ -211,13 +211,18 @@ class Restorer(OneStep[ContainerRestoreStatus]):
                 RestorePhase.RESTORING, f"pulling {image.reference} and restoring {name} on {node}"
             )
             result = await self._restore_or_clean(
-                target, asking(RestoreImageRequest, reference=image.reference)
+                target,
+                asking(RestoreImageRequest, reference=image.reference, digest=image.digest or None),
             )
         elif node == stored_on:
             await self._enter(RestorePhase.RESTORING, f"restoring {name} on {node}")
             result = await self.helpers.call(
                 target,
-                asking(RestoreStoredRequest, checkpoint_uid=checkpoint.metadata.uid or ""),
+                asking(
+                    RestoreStoredRequest,
+                    checkpoint_uid=checkpoint.metadata.uid or "",
+                    sha256=_recorded_sha256(checkpoint),
+                ),
             )
         else:
             await self._enter(
@@ -278,6 +283,14 @@ class Restorer(OneStep[ContainerRestoreStatus]):
                 checkpoint_uid=checkpoint.metadata.uid or "",
                 target=target,
                 credential=credential,
+                sha256=_recorded_sha256(checkpoint),
             ),
         )
         await self.write(transfer_seconds=sent.seconds)
+
+
+def _recorded_sha256(checkpoint: ContainerCheckpoint) -> str | None:
+    """The archive's digest as the API server holds it: the helper checks the stored file
+    against it before a restore or a send (``CheckpointTampered``)."""
+    archive = checkpoint.status.archive
+    return archive.sha256 if archive is not None else None

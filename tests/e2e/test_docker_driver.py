@@ -18,6 +18,7 @@ import pytest
 from ferry_cluster import images, nodes
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import counter_script, read_count, wait_counting
+from ferry_wire import PROTOCOL_VERSION
 
 pytestmark = pytest.mark.e2e
 
@@ -272,7 +273,7 @@ def test_a_helper_on_a_node_without_podman_serves_docker_alone(
     assert not out["podman_socket"], "no podman service without podman"
     status = out["probe"]["status"]
     assert [runtime["name"] for runtime in status["runtimes"]] == ["docker"]
-    assert status["protocolVersion"] == 2
+    assert status["protocolVersion"] == PROTOCOL_VERSION
     assert status["criu"]["version"], "CRIU is probed all the same"
     assert (out["found"]["runtime"], out["found"]["name"]) == ("docker", name)
     assert out["refused"][0] == "PageServerNeedsPodman", out["refused"]

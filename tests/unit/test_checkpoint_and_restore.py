@@ -40,6 +40,7 @@ from operator_fakes import (
 )
 
 CHECKPOINT_UID = "1b6f7b8e-2f3c-4f7e-9a51-3c2d1e0f9a8b"
+ARCHIVE_SHA256 = "a" * 64
 
 
 class Checkpoints(FakeKube):
@@ -63,6 +64,7 @@ def stored_checkpoint(**status: Any) -> dict[str, Any]:
             "containerName": "web",
             "runtime": "podman",
             "image": {"id": IMAGE_ID, "name": "localhost/busybox:latest"},
+            "archive": {"bytes": 4096, "sha256": ARCHIVE_SHA256, "compression": "zstd"},
             **status,
         },
     }
@@ -164,6 +166,7 @@ def test_a_checkpoint_is_restored_in_place_from_its_nodes_store() -> None:
     asked = next(c.request for c in helpers.calls if c.operation == "restore-stored")
     assert isinstance(asked, RestoreStoredRequest)
     assert (asked.checkpoint_uid, asked.name) == (CHECKPOINT_UID, "copy")
+    assert asked.sha256 == ARCHIVE_SHA256, "the helper checks the archive against the status"
     assert helpers.ops("node-a")[-2:] == ["restore-stored", "cleanup"]
 
 
@@ -172,6 +175,8 @@ def test_a_restore_on_another_node_is_a_migration_without_the_freeze() -> None:
     assert status["phase"] == "Succeeded", status
     assert status["transferSeconds"] == 0.3
     assert helpers.ops("node-a") == ["send-stored"], "nothing on the source but the stream"
+    sent = next(c.request for c in helpers.calls if c.operation == "send-stored")
+    assert sent.sha256 == ARCHIVE_SHA256  # type: ignore[attr-defined]
     assert helpers.ops("node-b") == [
         "inspect",
         "authorize-peer",
@@ -208,6 +213,7 @@ def test_a_checkpoint_in_a_registry_is_pulled_wherever_it_goes() -> None:
     asked = next(c.request for c in helpers.calls if c.operation == "restore-image")
     assert isinstance(asked, RestoreImageRequest)
     assert asked.reference == "registry:5000/cp:snap"
+    assert asked.digest == "sha256:" + "f" * 64, "pulled by the digest it was pushed with"
 
 
 def test_a_failed_restore_cleans_the_target_and_says_why() -> None:
@@ -320,3 +326,24 @@ def test_a_checkpoints_helper_not_heard_is_retried_for_300_seconds_then_failed()
     _, status = take(elapsed_seconds=295, answers=unheard)
     assert status["phase"] == "Failed"
     assert "giving up" in status["message"]
+
+
+def test_an_encrypted_archive_says_with_which_key() -> None:
+    sealed = Stored.model_validate(
+        {
+            "seconds": 0.3,
+            "sizeBytes": 5000,
+            "sha256": "c" * 64,
+            "containerName": "web",
+            "imageId": IMAGE_ID,
+            "sealing": {"keyName": "key", "keyId": "0123456789abcdef"},
+            "sealSeconds": 0.02,
+        }
+    )
+    _, status = take(answers={StoreCheckpointRequest: sealed})
+    assert status["phase"] == "Ready", status
+    assert status["encryption"]["keyName"] == "key"
+    assert status["encryption"]["keyId"] == "0123456789abcdef"
+    assert status["encryption"]["algorithm"] == "AES-256-GCM-STREAM-1MiB"
+    assert status["archive"]["sha256"] == "c" * 64
+    assert "encrypted with key 'key'" in status["message"]

@@ -18,6 +18,7 @@ from ferry_operator.validation import (
     choose_memory_transfer,
     choose_target,
 )
+from ferry_wire import PROTOCOL_VERSION
 from ferry_wire.containers import Container
 
 NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
@@ -33,7 +34,7 @@ def helper(
     runtime: str = "podman",
     cgroups: str = "hybrid",
     flags: tuple[str, ...] = ("fpu", "sse2", "avx2"),
-    protocol: int | None = 2,
+    protocol: int | None = PROTOCOL_VERSION,
 ) -> Any:
     beat = (NOW - datetime.timedelta(seconds=age)).isoformat()
     return parse_node_helper(
@@ -140,7 +141,7 @@ def test_no_eligible_target_is_refused_with_a_pointer() -> None:
     assert refused.value.reason == "NoEligibleTarget"
 
 
-@pytest.mark.parametrize("protocol", [None, 1])
+@pytest.mark.parametrize("protocol", [None, 1, 2])
 def test_a_helper_older_than_the_operators_protocol_is_no_source_and_no_target(
     protocol: int | None,
 ) -> None:
@@ -148,7 +149,7 @@ def test_a_helper_older_than_the_operators_protocol_is_no_source_and_no_target(
     with pytest.raises(Refusal) as refused:
         check_source(spec(), nodes=NODES, helpers=old, now=NOW, stale_seconds=60)
     assert refused.value.reason == "SourceNotReady"
-    assert "speaks protocol 1 and this operator needs 2" in refused.value.message
+    assert f"speaks protocol {protocol or 1} and this operator needs 3" in refused.value.message
     assert "upgrade the node-helper DaemonSet" in refused.value.message
     old = helpers(**{"node-b": helper("node-b", protocol=protocol)})
     chosen = choose_target(

@@ -12,6 +12,7 @@ from ferry_api import constants
 from ferry_api.nodehelper import parse_node_helper
 from ferry_operator.podmigration import capacity, placement, replacement
 from ferry_operator.policy import Refusal
+from ferry_wire import PROTOCOL_VERSION
 
 NOW = datetime.datetime(2026, 12, 7, 12, 0, tzinfo=datetime.UTC)
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVp helper"
@@ -25,7 +26,7 @@ def helper(name: str, *, cri: str | None = "2.1.9", restores: bool = True) -> An
         "sshPort": 7022,
         "sshHostKey": HOST_KEY,
         "heartbeatTime": NOW.isoformat(),
-        "protocolVersion": 2,
+        "protocolVersion": PROTOCOL_VERSION,
         "criu": {"version": "4.2.1"},
         "conditions": [{"type": "Ready", "status": "True", "reason": "HelperRunning"}],
     }

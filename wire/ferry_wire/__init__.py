@@ -21,10 +21,13 @@ from ferry_wire.errors import Reason, RemoteError
 from ferry_wire.operations import OPERATOR_USER, PEER_USER, Operation, allowed
 
 #: The protocol this package speaks. 1: untyped dicts (before versions were announced);
-#: 2: every request and reply typed, camelCase, errors with a Reason.
-PROTOCOL_VERSION = 2
-#: The oldest helper protocol an operator of this package drives.
-MIN_PROTOCOL_VERSION = 2
+#: 2: every request and reply typed, camelCase, errors with a Reason;
+#: 3: stored archives sealed at rest, their sha256 (and a registry image's digest)
+#: sent with every restore and send, checked before anything runs.
+PROTOCOL_VERSION = 3
+#: The oldest helper protocol an operator of this package drives (a 2 helper would
+#: refuse the digests a restore now carries).
+MIN_PROTOCOL_VERSION = 3
 
 __all__ = [
     "MIN_PROTOCOL_VERSION",

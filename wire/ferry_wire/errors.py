@@ -51,6 +51,11 @@ class Reason(StrEnum):
     RESTORE_FAILED = "RestoreFailed"
     RESTORED_CONTAINER_NOT_RUNNING = "RestoredContainerNotRunning"
     ROLLBACK_FAILED = "RollbackFailed"
+    # -- stored checkpoints at rest (sealed with the node's checkpoint key)
+    ENCRYPTION_UNSUPPORTED = "EncryptionUnsupported"
+    CHECKPOINT_TAMPERED = "CheckpointTampered"
+    CHECKPOINT_KEY_MISSING = "CheckpointKeyMissing"
+    CHECKPOINT_KEY_INVALID = "CheckpointKeyInvalid"
     # -- pods (the kubelet and the node's CRI containerd)
     KUBELET_CHECKPOINT_FAILED = "KubeletCheckpointFailed"
     CRI_UNAVAILABLE = "CriUnavailable"

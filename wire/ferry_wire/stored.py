@@ -3,6 +3,12 @@
 A stored checkpoint is an archive in the node's store, keyed by the
 checkpoint's UID, or a checkpoint image pushed to a registry. A restore is
 keyed by the restore's UID, like a migration.
+
+On a node with a checkpoint key (``checkpoints.encryption``) an archive is
+sealed at rest (:class:`Sealing`), and its sha256 is that of the sealed file:
+what is stored and what is sent. Before a restore or a send the helper hashes
+the archive against the digest the operator recorded (``CheckpointTampered``
+when it differs), and opens a sealed one only once every chunk authenticated.
 """
 
 from __future__ import annotations
@@ -16,6 +22,26 @@ from pydantic import Field
 from ferry_wire.base import SHA256_PATTERN, UID_PATTERN, Peer, Reply, Request
 from ferry_wire.migration import DumpOptions, Restored, RestoreOptions, Sent
 from ferry_wire.operations import Operation
+
+#: A registry's digest of a manifest, as ``podman push --digestfile`` writes it.
+IMAGE_DIGEST_PATTERN = r"^sha(256:[0-9a-f]{64}|512:[0-9a-f]{128})$"
+#: A checkpoint key's id: the first 16 hex digits of HMAC-SHA256(key, "ferry checkpoint key id").
+KEY_ID_PATTERN = r"^[0-9a-f]{16}$"
+#: How a sealed archive is encrypted: AES-256-GCM in the STREAM construction, 1 MiB chunks.
+SEALING_ALGORITHM = "AES-256-GCM-STREAM-1MiB"
+
+
+class Sealing(Reply):
+    """How a stored archive is encrypted at rest, and which key opens it.
+
+    The key is named as in the node's checkpoint-keys Secret (the file name)
+    and identified by its id, which tells keys apart without revealing them: a
+    node that lacks it refuses to restore (``CheckpointKeyMissing``).
+    """
+
+    algorithm: str = SEALING_ALGORITHM
+    key_name: str
+    key_id: str = Field(pattern=KEY_ID_PATTERN)
 
 
 class CheckpointContents(Reply):
@@ -35,7 +61,7 @@ class Stored(Reply):
     statistics: CriuStatistics = CriuStatistics()
     #: The archive's size (on the node), or the image's (in a registry) when known.
     size_bytes: int | None = Field(default=None, ge=0)
-    #: The archive's sha256; None for an image.
+    #: The archive's sha256 (of the sealed file when it is sealed); None for an image.
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
     #: The image pushed (``repository:tag``) and its digest; None for an archive.
     checkpoint_image: str | None = None
@@ -45,6 +71,10 @@ class Stored(Reply):
     container_name: str
     image_id: str
     image_name: str = ""
+    #: How the archive is encrypted at rest; None: stored in clear (or an image).
+    sealing: Sealing | None = None
+    #: Seconds sealing the archive took, after the dump (the container no longer waits).
+    seal_seconds: float | None = Field(default=None, ge=0)
 
 
 class StoreCheckpointRequest(DumpOptions, Request[Stored]):
@@ -53,7 +83,8 @@ class StoreCheckpointRequest(DumpOptions, Request[Stored]):
     operation: ClassVar[Operation] = Operation.STORE_CHECKPOINT
     reply: ClassVar[type[Reply]] = Stored
 
-    #: Push the checkpoint as this image (podman only) instead of keeping an archive here.
+    #: Push the checkpoint as this image (podman only) instead of keeping an archive here;
+    #: refused (``EncryptionUnsupported``) on a node that encrypts stored checkpoints.
     image_reference: str | None = None
 
 
@@ -64,6 +95,9 @@ class RestoreStoredRequest(RestoreOptions):
     reply: ClassVar[type[Reply]] = Restored
 
     checkpoint_uid: str = Field(pattern=UID_PATTERN)
+    #: The archive's sha256 the operator recorded (the ContainerCheckpoint's status): the
+    #: archive must still hash to it (``CheckpointTampered``); None: the helper's own record.
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
 
 
 class RestoreImageRequest(RestoreOptions):
@@ -73,6 +107,9 @@ class RestoreImageRequest(RestoreOptions):
     reply: ClassVar[type[Reply]] = Restored
 
     reference: str
+    #: The digest the image was pushed with: pulled and restored by it
+    #: (``repository@digest``), so the registry cannot hand over other content.
+    digest: str | None = Field(default=None, pattern=IMAGE_DIGEST_PATTERN)
 
 
 class SendStoredRequest(Request[Sent]):
@@ -86,6 +123,9 @@ class SendStoredRequest(Request[Sent]):
     checkpoint_uid: str = Field(pattern=UID_PATTERN)
     target: Peer
     credential: str = Field(repr=False)
+    #: The archive's sha256 the operator recorded: checked before anything is sent
+    #: (``CheckpointTampered``); None: the helper's own record.
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
 
 
 class Deleted(Reply):

@@ -18,7 +18,12 @@ A ContainerCheckpoint can also be kept as a *checkpoint image* in a registry
 (the checkpoint-image capability, :class:`~.capabilities.CheckpointImageCapable`):
 ``podman container checkpoint --create-image`` makes an image carrying
 podman's checkpoint annotations (runtime, CRIU, kernel, rootfs image), so any
-podman can restore it. Docker has no such thing.
+podman can restore it. Docker has no such thing. A restore given the digest
+the image was pushed with pulls ``repository@digest`` (containers/image checks
+the manifest it gets against that digest, and each layer against the
+manifest's) and restores the image of that ID, the one the pull verified:
+``podman container restore`` finds images by name, ID or digest alike
+(libimage's ``LookupImage``), but an ID leaves no name to resolve in between.
 """
 
 from __future__ import annotations
@@ -169,17 +174,28 @@ class PodmanImages(PodmanCore):
         file_locks: bool = False,
         authfile: Path | None,
     ) -> RestoreResult:
-        """Pull a checkpoint image and start a container named ``name`` from it."""
+        """Pull a checkpoint image and start a container named ``name`` from it.
+
+        A ``reference`` pinned by digest (``repository@sha256:...``) is restored
+        by the ID of the image that pull verified.
+        """
         pull = ["pull", "--quiet"]
         if authfile is not None:
             pull += ["--authfile", str(authfile)]
         pulled = await self._run([*pull, reference], limit=self._timeout)
         if pulled.returncode != 0:
             raise await self._failure(pulled)
+        image = reference
+        if "@" in reference:
+            # `pull --quiet` prints the ID of the image it pulled.
+            printed = pulled.stdout.split()
+            if not printed or not FULL_ID.match(printed[-1]):
+                raise self._unexpected(pulled, "no image ID after a pull by digest")
+            image = printed[-1]
         started = time.monotonic()
         flags = restore_flags(tcp_established=tcp_established, file_locks=file_locks)
         output = await self._run(
-            ["container", "restore", *flags, "--name", name, reference], limit=self._timeout
+            ["container", "restore", *flags, "--name", name, image], limit=self._timeout
         )
         seconds = time.monotonic() - started
         await self._run(["image", "rm", "--ignore", reference], limit=self._timeout)

@@ -21,6 +21,7 @@ from ferry_api.runtime import Runtime
 from ferry_wire import Reason, RemoteError, WireModel
 from ferry_wire.migration import TransferProgress
 
+from ..checkpoint_keys import KeyDirectory
 from ..cri import Ctr
 from ..criu_runs import CriuRuns
 from ..drivers.capabilities import CheckpointImageCapable, Driver, PageServerCapable
@@ -102,6 +103,8 @@ class NodeContext:
     cri: Ctr | None = None
     #: The node's kubelet (its checkpoint API), for pods' containers.
     kubelet: Kubelet | None = None
+    #: The keys that seal stored checkpoints (``checkpoints.encryption``); None: kept in clear.
+    checkpoint_keys: KeyDirectory | None = None
 
     def driver(self, runtime: Runtime) -> Driver:
         """The driver of ``runtime``; ``RuntimeUnavailable`` if this node has none."""

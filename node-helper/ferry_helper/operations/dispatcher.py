@@ -17,7 +17,8 @@ runs, three rules hold for every operation alike:
 
 The handlers live with their concern: :mod:`.node`, :mod:`.containers`,
 :mod:`.migration`, :mod:`.pods`, :mod:`.stored` and :mod:`.pages`, sharing :mod:`.archives`
-(make and send a checkpoint's archive) and :mod:`.restores`. Each takes its
+(make and send a checkpoint's archive), :mod:`.restores` and :mod:`.sealed` (archives
+sealed at rest, checked and opened before a restore). Each takes its
 typed request and returns its typed reply; this module binds each request
 model to its handler (:func:`route`), so a request no handler serves is a bug
 a unit test finds, not a runtime surprise.
@@ -64,6 +65,7 @@ from ferry_wire.stored import (
     StoreCheckpointRequest,
 )
 
+from ..checkpoint_keys import KeyDirectory
 from ..cri import Ctr
 from ..criu_runs import CriuRuns
 from ..drivers.capabilities import Driver
@@ -79,6 +81,7 @@ from .node import NodeSteps
 from .pages import PageSteps
 from .pods import PodSteps
 from .restores import Restores
+from .sealed import SealedArchives
 from .stored import StoredCheckpoints
 
 #: Steps that only make sense while a migration is under way on this node.
@@ -155,6 +158,7 @@ class Operations:
         registry_authfile: Path | None = None,
         cri: Ctr | None = None,
         kubelet: Kubelet | None = None,
+        checkpoint_keys: KeyDirectory | None = None,
     ) -> None:
         self.context = NodeContext(
             node=node,
@@ -168,17 +172,27 @@ class Operations:
             registry_authfile=registry_authfile,
             cri=cri,
             kubelet=kubelet,
+            checkpoint_keys=checkpoint_keys,
         )
         self.pages = PageSteps(self.context)
         archives = Archives(self.context, self.pages)
         restores = Restores(self.context)
+        sealed = SealedArchives(self.context)
         node_steps = NodeSteps(self.context)
         containers = Containers(self.context)
         pods = PodSteps(self.context)
         migration = MigrationSteps(
-            self.context, archives=archives, restores=restores, pages=self.pages, pods=pods
+            self.context,
+            archives=archives,
+            restores=restores,
+            pages=self.pages,
+            pods=pods,
+            sealed=sealed,
         )
-        stored = StoredCheckpoints(self.context, archives=archives, restores=restores)
+        stored = StoredCheckpoints(
+            self.context, archives=archives, restores=restores, sealed=sealed
+        )
+        self.sealed = sealed
         self._handlers: dict[type[Request[Any]], Handler] = dict(
             [
                 route(ProbeRequest, node_steps.probe),

@@ -12,6 +12,11 @@ Every step that changes the node answers from the journal when it already ran
 (an operator restarted mid-step asks again) instead of freezing twice. A
 rollback or a finish closes the migration here: a step still on its way is
 refused afterwards (``MigrationClosed``, see :mod:`.dispatcher`).
+
+A ContainerRestore on another node than its checkpoint's is a migration
+without the freeze: ``send-stored`` streams the stored archive into this
+node's ``receive``, and ``restore`` restores it. That archive may be sealed:
+it is then opened (and checked) first, see :mod:`.sealed`.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from ferry_wire.migration import (
     SourceFinished,
 )
 
-from ..archive_check import StreamingCheck
+from ..archive_check import UnlessSealed
 from ..drivers.errors import RuntimeCommandError
 from ..drivers.records import RestoreResult
 from ..transfer import receive_file
@@ -43,6 +48,7 @@ from .context import Channel, NodeContext
 from .pages import PageSteps
 from .pods import PodSteps
 from .restores import Restores
+from .sealed import SealedArchives
 
 
 class MigrationSteps:
@@ -54,6 +60,7 @@ class MigrationSteps:
         restores: Restores,
         pages: PageSteps,
         pods: PodSteps,
+        sealed: SealedArchives,
     ) -> None:
         self.context = context
         self.staging = context.staging
@@ -61,6 +68,7 @@ class MigrationSteps:
         self.restores = restores
         self.pages = pages
         self.pods = pods
+        self.sealed = sealed
 
     # -- source ---------------------------------------------------------------
 
@@ -141,7 +149,8 @@ class MigrationSteps:
             archive,
             size=request.size_bytes,
             sha256=request.sha256,
-            check=StreamingCheck(),
+            # A sealed archive (a stored checkpoint) is checked once opened, in restore.
+            check=UnlessSealed(),
         )
         received = Received(size_bytes=request.size_bytes, sha256=request.sha256)
         self.staging.record_model(request.uid, "receive", received)
@@ -156,17 +165,21 @@ class MigrationSteps:
             raise RemoteError(
                 Reason.NO_ARCHIVE, f"no verified archive of migration {request.uid} here"
             )
-        if not request.onto_pages:
-            return await self.restores.archive(request, archive)
-        driver = self.context.page_server(request.runtime)
-        pages = await self.pages.received(request.uid)
-        return await self.restores.run(
-            request,
-            lambda: driver.restore_onto_pages(
-                archive, tcp_established=request.tcp_established, file_locks=request.file_locks
-            ),
-            pages_bytes=pages,
-        )
+        opened = self.staging.opened_archive(request.uid)
+        async with self.sealed.opened(archive, opened, check=True) as restorable:
+            if not request.onto_pages:
+                return await self.restores.archive(request, restorable)
+            driver = self.context.page_server(request.runtime)
+            pages = await self.pages.received(request.uid)
+            return await self.restores.run(
+                request,
+                lambda: driver.restore_onto_pages(
+                    restorable,
+                    tcp_established=request.tcp_established,
+                    file_locks=request.file_locks,
+                ),
+                pages_bytes=pages,
+            )
 
     async def cleanup(self, request: CleanupRequest, _: Channel) -> CleanedUp:
         removed = ""

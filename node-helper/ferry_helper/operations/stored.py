@@ -12,6 +12,13 @@ registry: :mod:`ferry_helper.registry` asks it directly).
 
 The store's journal keeps the reply under ``stored``, and an archive's
 checkpoint also under ``checkpoint``, which is what sending reads.
+
+On a node with checkpoint keys the archive is sealed once dumped and
+summarized, and both records name the sealed file; an image is refused there
+before anything is dumped. Before a restore or a send the archive is hashed
+against the digest the operator recorded and this node's own record, and a
+sealed one is opened into the restore's staging area only for the restore
+(see :mod:`.sealed`). A checkpoint image given with its digest is pulled by it.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import tarfile
 from pathlib import Path
 
 from ferry_wire import Reason, RemoteError
-from ferry_wire.migration import Restored, Sent
+from ferry_wire.migration import Checkpointed, Restored, Sent
 from ferry_wire.stored import (
     CheckpointContents,
     Deleted,
@@ -36,28 +43,42 @@ from ferry_wire.stored import (
 )
 
 from .. import criu_images, registry
+from ..checkpoint_keys import Key
 from ..drivers.errors import RuntimeCommandError
 from ..drivers.records import ContainerInfo
 from .archives import Archives
 from .context import Channel, NodeContext
 from .restores import Restores
+from .sealed import SealedArchives
 
 logger = logging.getLogger(__name__)
 
 
 class StoredCheckpoints:
-    def __init__(self, context: NodeContext, *, archives: Archives, restores: Restores) -> None:
+    def __init__(
+        self,
+        context: NodeContext,
+        *,
+        archives: Archives,
+        restores: Restores,
+        sealed: SealedArchives,
+    ) -> None:
         self.context = context
         self.store = context.store
         self.archives = archives
         self.restores = restores
+        self.sealed = sealed
 
     async def store_checkpoint(self, request: StoreCheckpointRequest, _: Channel) -> Stored:
         """A checkpoint kept here (a ContainerCheckpoint), with what a restore elsewhere needs."""
         if (done := self.store.recorded_model(request.uid, "stored", Stored)) is not None:
             return done
         if request.image_reference:
-            self.context.checkpoint_images(request.runtime)  # refused before anything else
+            # Refused before anything else.
+            self.sealed.refuse_images()
+            self.context.checkpoint_images(request.runtime)
+        # Read before the dump: a key that is missing or no key refuses before the freeze.
+        key = None if request.image_reference else self.sealed.active_key()
         info = await self.context.driver(request.runtime).inspect(request.container)
         if info is None:
             raise RemoteError(
@@ -68,23 +89,39 @@ class StoredCheckpoints:
             if request.image_reference:
                 stored = await self._dump_image(request, request.image_reference, info)
             else:
-                dumped = await self.archives.dump(request, info.id, self.store)
-                # Under both names: "checkpoint" is what sending reads.
-                self.store.record_model(request.uid, "checkpoint", dumped)
-                stored = Stored(
-                    seconds=dumped.seconds,
-                    statistics=dumped.statistics,
-                    size_bytes=dumped.size_bytes,
-                    sha256=dumped.sha256,
-                    contents=await self._contents(self.store.archive(request.uid)),
-                    container_name=info.name,
-                    image_id=info.image_id,
-                    image_name=info.image_name,
-                )
+                stored = await self._dump_archive(request, info, key)
         finally:
             self.context.staging.release(request.uid)  # kept, but no longer holding it
         self.store.record_model(request.uid, "stored", stored)
         return stored
+
+    async def _dump_archive(
+        self, request: StoreCheckpointRequest, info: ContainerInfo, key: Key | None
+    ) -> Stored:
+        """Checkpoint into this node's store; sealed with ``key`` once summarized."""
+        dumped = await self.archives.dump(request, info.id, self.store)
+        archive = self.store.archive(request.uid)
+        contents = await self._contents(archive)
+        sealed = await self.sealed.seal(archive, key) if key is not None else None
+        if sealed is not None:
+            # What is stored, and sent, is the sealed file.
+            dumped = dumped.model_copy(
+                update={"size_bytes": sealed.size_bytes, "sha256": sealed.sha256}
+            )
+        # Under both names: "checkpoint" is what sending reads.
+        self.store.record_model(request.uid, "checkpoint", dumped)
+        return Stored(
+            seconds=dumped.seconds,
+            statistics=dumped.statistics,
+            size_bytes=dumped.size_bytes,
+            sha256=dumped.sha256,
+            contents=contents,
+            container_name=info.name,
+            image_id=info.image_id,
+            image_name=info.image_name,
+            sealing=sealed.sealing if sealed is not None else None,
+            seal_seconds=sealed.seconds if sealed is not None else None,
+        )
 
     @staticmethod
     async def _contents(archive: Path) -> CheckpointContents | None:
@@ -133,10 +170,17 @@ class StoredCheckpoints:
         if (done := self.restores.recorded(request.uid)) is not None:
             return done
         driver = self.context.checkpoint_images(request.runtime)
+        # Pinned by its digest: the registry cannot hand over other content (podman checks
+        # what it pulls by digest).
+        reference = (
+            registry.pinned(request.reference, request.digest)
+            if request.digest
+            else request.reference
+        )
         return await self.restores.run(
             request,
             lambda: driver.restore_image(
-                request.reference,
+                reference,
                 name=request.name,
                 tcp_established=request.tcp_established,
                 file_locks=request.file_locks,
@@ -148,19 +192,22 @@ class StoredCheckpoints:
         if (done := self.restores.recorded(request.uid)) is not None:
             return done
         archive = self.store.archive(request.checkpoint_uid)
-        if self.store.recorded(request.checkpoint_uid, "stored") is None or not archive.exists():
+        stored = self._stored(request.checkpoint_uid)
+        if not archive.exists():
             raise RemoteError(
                 Reason.CHECKPOINT_NOT_STORED,
                 f"no stored checkpoint {request.checkpoint_uid} on {self.context.node}",
             )
-        return await self.restores.archive(request, archive)
+        await self._verify(request.checkpoint_uid, archive, request.sha256, stored)
+        plain = self.context.staging.opened_archive(request.uid)
+        async with self.sealed.opened(archive, plain) as restorable:
+            return await self.restores.archive(request, restorable)
 
     async def send_stored(self, request: SendStoredRequest, channel: Channel) -> Sent:
-        if self.store.recorded(request.checkpoint_uid, "stored") is None:
-            raise RemoteError(
-                Reason.CHECKPOINT_NOT_STORED,
-                f"no stored checkpoint {request.checkpoint_uid} on {self.context.node}",
-            )
+        stored = self._stored(request.checkpoint_uid)
+        archive = self.store.archive(request.checkpoint_uid)
+        if archive.exists():  # else: NoCheckpoint, from the send
+            await self._verify(request.checkpoint_uid, archive, request.sha256, stored)
         return await self.archives.send(
             self.store,
             request.checkpoint_uid,
@@ -168,6 +215,29 @@ class StoredCheckpoints:
             target=request.target,
             key=request.credential,
             channel=channel,
+        )
+
+    def _stored(self, uid: str) -> Stored:
+        """The journaled reply of stored checkpoint ``uid``; ``CheckpointNotStored`` if none."""
+        stored = self.store.recorded_model(uid, "stored", Stored)
+        if stored is None:
+            raise RemoteError(
+                Reason.CHECKPOINT_NOT_STORED, f"no stored checkpoint {uid} on {self.context.node}"
+            )
+        return stored
+
+    async def _verify(self, uid: str, archive: Path, sha256: str | None, stored: Stored) -> None:
+        """``CheckpointTampered`` unless the archive is what the operator and this node
+        recorded when it was stored."""
+        checkpoint = self.store.recorded_model(uid, "checkpoint", Checkpointed)
+        await self.sealed.verify(
+            archive,
+            f"stored checkpoint {uid}",
+            [
+                (sha256, "recorded in the ContainerCheckpoint's status"),
+                (stored.sha256, "recorded by this node"),
+                (checkpoint.sha256 if checkpoint is not None else None, "recorded by this node"),
+            ],
         )
 
     async def delete_stored(self, request: DeleteStoredRequest, _: Channel) -> Deleted:
