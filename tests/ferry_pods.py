@@ -136,9 +136,17 @@ def operator_private_key(config: ClusterConfig) -> str:
 
 def operator_token(config: ClusterConfig) -> str:
     """The ServiceAccount token the kubelet projected into the operator's pod."""
-    node = operator_node(config)
-    pid = pid_in_node(node, OPERATOR_COMMAND)
-    assert pid is not None
+    return _projected_token(operator_node(config), OPERATOR_COMMAND)
+
+
+def helper_token(node: NodeSpec) -> str:
+    """The ServiceAccount token the kubelet projected into ``node``'s helper pod."""
+    return _projected_token(node, HELPER_COMMAND)
+
+
+def _projected_token(node: NodeSpec, command: str) -> str:
+    pid = pid_in_node(node, command)
+    assert pid is not None, f"{command} does not run on {node.name}"
     # Debian's /var/run is a link to /run, which would resolve in the host's root here.
     for mounted in ("run", "var/run"):
         token = nodes.host_path(
@@ -146,7 +154,7 @@ def operator_token(config: ClusterConfig) -> str:
         )
         if token.exists():
             return token.read_text()
-    raise AssertionError("the operator's pod has no ServiceAccount token mounted")
+    raise AssertionError(f"{command}'s pod has no ServiceAccount token mounted")
 
 
 def operator_metrics_url(config: ClusterConfig) -> str:

@@ -16,13 +16,22 @@ import pytest
 from ferry_api import constants
 from ferry_cluster import deploy, images, nodes
 from ferry_cluster.config import ClusterConfig
+from ferry_cluster.workloads import logged_counts, read_count, run_counter, sh, wait_counting
 from kubernetes import client
-from support import create_migration, wait_migration
+from support import (
+    create_migration,
+    create_resource,
+    get_resource,
+    wait_migration,
+    wait_resource_phase,
+)
 
 pytestmark = pytest.mark.e2e
 
 OPERATOR = f"system:serviceaccount:{deploy.NAMESPACE}:{deploy.RELEASE}-operator"
 HELPER = f"system:serviceaccount:{deploy.NAMESPACE}:{deploy.RELEASE}-node-helper"
+#: Where a helper keeps ContainerCheckpoints' archives.
+STORE = "/var/lib/ferry-helper/checkpoints"
 
 
 def kubectl(config: ClusterConfig, *args: str, check: bool = True) -> str:
@@ -184,7 +193,8 @@ def test_uninstall_mid_migration_leaves_no_stuck_finalizer_and_the_source_runnin
     cluster_wide = kubectl(
         installed,
         "get",
-        "clusterroles,clusterrolebindings",
+        "clusterroles,clusterrolebindings,"
+        "validatingadmissionpolicies,validatingadmissionpolicybindings",
         "-l",
         "app.kubernetes.io/name=ferry",
         "-o",
@@ -202,3 +212,59 @@ def test_uninstall_mid_migration_leaves_no_stuck_finalizer_and_the_source_runnin
     }
     nodes.run_in(node_a, ["podman", "rm", "-f", "-t", "0", "held"])
     deploy.deploy(installed)  # for the tests after this one
+
+
+def test_an_uninstall_keeps_stored_checkpoints_and_a_reinstall_restores_them(
+    installed: ClusterConfig, admin_api: client.ApiClient, namespace: str
+) -> None:
+    node = installed.node_specs()[0]
+    custom = client.CustomObjectsApi(admin_api)
+    plural = constants.CONTAINER_CHECKPOINT_PLURAL
+    run_counter(node, "kept", labels={constants.NAMESPACE_LABEL: namespace})
+    wait_counting(node, "kept", above=3)
+    create_resource(
+        custom, namespace, plural, "kept-cp", {"source": {"node": node.name, "container": "kept"}}
+    )
+    ready = wait_resource_phase(custom, namespace, plural, "kept-cp", phases=("Ready", "Failed"))
+    assert ready["phase"] == "Ready", ready
+    uid = get_resource(custom, namespace, plural, "kept-cp")["metadata"]["uid"]
+    at = read_count(node, "kept")
+    sh(node, "podman rm -f -t 0 kept")
+
+    deploy.undeploy(installed)
+
+    kept = get_resource(custom, namespace, plural, "kept-cp")
+    assert kept["status"]["phase"] == "Ready"
+    assert constants.MIGRATION_FINALIZER not in (kept["metadata"].get("finalizers") or [])
+    assert sh(node, f"ls {STORE}/{uid}"), "the archive went with the release"
+
+    deploy.deploy(installed)
+
+    create_resource(
+        custom,
+        namespace,
+        constants.CONTAINER_RESTORE_PLURAL,
+        "kept-rs",
+        {"checkpointRef": {"name": "kept-cp"}},
+    )
+    done = wait_resource_phase(
+        custom,
+        namespace,
+        constants.CONTAINER_RESTORE_PLURAL,
+        "kept-rs",
+        phases=("Succeeded", "Failed"),
+    )
+    assert done["phase"] == "Succeeded", done
+    value = read_count(node, "kept")
+    assert value >= at - 1, f"restored from the kept checkpoint (~{at}), not started over"
+    wait_counting(node, "kept", above=value)
+    assert logged_counts(node, "kept")[:1] == [1]
+    sh(node, "podman rm -f -t 0 kept")
+    # The adopted checkpoint is the operator's again: deleting it removes its archive.
+    custom.delete_namespaced_custom_object(
+        constants.GROUP, constants.VERSION, namespace, plural, "kept-cp"
+    )
+    deadline = time.monotonic() + 60
+    while sh(node, f"ls -d {STORE}/{uid} 2>/dev/null || true"):
+        assert time.monotonic() < deadline, "the reinstalled operator did not adopt it"
+        time.sleep(0.5)

@@ -176,3 +176,46 @@ def test_the_helpers_podman_service_killed_is_started_again_and_migrations_go_on
         assert time.monotonic() < deadline, "the helper did not start its podman service again"
         time.sleep(0.5)
     sh(target, "podman rm -f -t 0 unserved")
+
+
+def test_a_cancel_whose_rollback_cannot_reach_the_target_holds_until_the_source_runs(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str, slow_link: NodeSpec
+) -> None:
+    """Deleted during Restoring with the target cut off: the target may be starting its copy,
+    so the source must not run before that copy is gone, and the resource must not go
+    before the source runs. It stays (finalizer, RollingBack) until the link is back."""
+    source, target = ferry.node_specs()[0], slow_link
+    name = "cancel-cut"
+    start_counter(source, name, namespace, blob_bytes=64 << 20)
+    create_migration(custom, namespace, name, move(source, target, name))
+    wait_migration(custom, namespace, name, lambda s: s.get("phase") == "Restoring", poll=0.02)
+    procs.run(["ip", "link", "set", target.host_veth, "down"])
+    plural = constants.CONTAINER_MIGRATION_PLURAL
+    custom.delete_namespaced_custom_object(
+        constants.GROUP, constants.VERSION, namespace, plural, name
+    )
+    held_until = time.monotonic() + 25
+    while time.monotonic() < held_until:
+        body = custom.get_namespaced_custom_object(
+            constants.GROUP, constants.VERSION, namespace, plural, name
+        )
+        assert constants.MIGRATION_FINALIZER in body["metadata"]["finalizers"]
+        assert body["status"]["phase"] == "RollingBack", body["status"]
+        assert container_state(source, name) != "running", "the source ran beside a copy"
+        time.sleep(1)
+    assert target.name in body["status"]["message"], body["status"]["message"]
+
+    procs.run(["ip", "link", "set", target.host_veth, "up"])
+    back = time.monotonic()
+    deadline = back + 120
+    while name in {
+        item["metadata"]["name"]
+        for item in custom.list_namespaced_custom_object(
+            constants.GROUP, constants.VERSION, namespace, plural
+        )["items"]
+    }:
+        assert time.monotonic() < deadline, "the cancel never finished after the link came back"
+        time.sleep(0.5)
+    print(f"cancel finished {time.monotonic() - back:.1f}s after the link came back")
+    assert_one_copy_on_the_source(source, target, name)
+    sh(source, f"podman rm -f -t 0 {name}")

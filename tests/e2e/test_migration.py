@@ -459,3 +459,35 @@ def test_a_criu_failure_says_what_broke_and_what_to_do(
     assert "Dumping FAILED" in criu_log, "the whole log, not only its error lines"
     assert "exit code: " in files[f"{node_a.name}.checkpoint.podman.txt"]
     sh(node_a, "podman rm -f -t 0 talker")
+
+
+def test_kept_checkpoint_archives_stay_with_their_migration_and_go_with_it(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node_a, node_b = ferry.node_specs()[:2]
+    start_counter(node_a, "keeper", namespace)
+    body = migrate(
+        custom,
+        namespace,
+        {
+            "source": {"node": node_a.name, "container": "keeper"},
+            "target": {"node": node_b.name},
+            "keepCheckpoint": True,
+        },
+    )
+    assert body["status"]["phase"] == "Succeeded", body["status"]
+    uid, name = body["metadata"]["uid"], body["metadata"]["name"]
+    staged = f"/var/lib/ferry-helper/staging/{uid}"
+    for node in (node_a, node_b):
+        assert sh(node, f"ls {staged}"), f"{node.name} kept no archive"
+    custom.delete_namespaced_custom_object(
+        constants.GROUP, constants.VERSION, namespace, constants.CONTAINER_MIGRATION_PLURAL, name
+    )
+    deadline = time.monotonic() + 60
+    while not gone(custom, namespace, name):
+        assert time.monotonic() < deadline, "the migration was never released"
+        time.sleep(0.3)
+    for node in (node_a, node_b):
+        assert sh(node, f"ls -d {staged} 2>/dev/null || true") == "", f"{node.name} kept it"
+    wait_counting(node_b, "keeper", above=read_count(node_b, "keeper"))
+    sh(node_b, "podman rm -f -t 0 keeper")
