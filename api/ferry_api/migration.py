@@ -158,9 +158,9 @@ class ContainerMigrationSpec(SpecModel):
     )
     keep_checkpoint: bool = Field(
         default=False,
-        description="Keep the checkpoint archive on both nodes after the migration ends "
+        description="Keep the checkpoint archive on the source node after the migration ends "
         "(Archive only), until this ContainerMigration is deleted (ttlSecondsAfterFinished "
-        "deletes it): the archives go with it.",
+        "deletes it): the archive goes with it.",
     )
     memory_transfer: MemoryTransfer = Field(
         default=MemoryTransfer.ARCHIVE,

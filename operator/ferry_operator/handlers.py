@@ -106,16 +106,14 @@ async def deleted(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> Non
 
 
 async def _delete_kept_archives(body: kopf.Body, memo: kopf.Memo) -> None:
-    """``keepCheckpoint``'s archives stay on both nodes as long as their migration does."""
+    """``keepCheckpoint``'s archive stays on the source as long as its migration does."""
     resource = _parsed(parse_container_migration, body)
-    target = resource.status.target_node
-    if not resource.spec.keep_checkpoint or target is None:
+    if not resource.spec.keep_checkpoint or resource.status.target_node is None:
         return
     helpers = await memo.kube.node_helpers()
     request = CleanupRequest(uid=resource.metadata.uid or "", runtime=resource.status.runtime)
-    for node in (resource.spec.source.node, target):
-        if (helper := helpers.get(node)) is None:
-            continue  # its node is gone, and the archive with it
+    node = resource.spec.source.node
+    if (helper := helpers.get(node)) is not None:  # else its node is gone, and the archive
         try:
             await memo.helpers.call(peer_of(helper), request)
         except (Refusal, RemoteError) as error:

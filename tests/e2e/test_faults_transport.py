@@ -194,6 +194,7 @@ def test_a_cancel_whose_rollback_cannot_reach_the_target_holds_until_the_source_
     custom.delete_namespaced_custom_object(
         constants.GROUP, constants.VERSION, namespace, plural, name
     )
+    wait_migration(custom, namespace, name, lambda s: s.get("phase") == "RollingBack", poll=0.2)
     held_until = time.monotonic() + 25
     while time.monotonic() < held_until:
         body = custom.get_namespaced_custom_object(

@@ -461,10 +461,11 @@ def test_a_criu_failure_says_what_broke_and_what_to_do(
     sh(node_a, "podman rm -f -t 0 talker")
 
 
-def test_kept_checkpoint_archives_stay_with_their_migration_and_go_with_it(
+def test_a_kept_checkpoint_archive_stays_with_its_migration_and_goes_with_it(
     ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
 ) -> None:
     node_a, node_b = ferry.node_specs()[:2]
+    sh(node_b, "podman rm -f -t 0 -i keeper")
     start_counter(node_a, "keeper", namespace)
     body = migrate(
         custom,
@@ -478,8 +479,7 @@ def test_kept_checkpoint_archives_stay_with_their_migration_and_go_with_it(
     assert body["status"]["phase"] == "Succeeded", body["status"]
     uid, name = body["metadata"]["uid"], body["metadata"]["name"]
     staged = f"/var/lib/ferry-helper/staging/{uid}"
-    for node in (node_a, node_b):
-        assert sh(node, f"ls {staged}"), f"{node.name} kept no archive"
+    assert "checkpoint.tar" in sh(node_a, f"ls {staged}"), "the source kept no archive"
     custom.delete_namespaced_custom_object(
         constants.GROUP, constants.VERSION, namespace, constants.CONTAINER_MIGRATION_PLURAL, name
     )
