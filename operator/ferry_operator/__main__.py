@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from .kube import Kube, api_client
@@ -51,6 +52,9 @@ def uninstall_cleanup(args: argparse.Namespace) -> int:
                 Kube(api),
                 grace_seconds=args.timeout,
                 delete_checkpoints=args.delete_checkpoints,
+                operator=(
+                    (args.namespace, args.operator_deployment) if args.operator_deployment else None
+                ),
             )
         )
     print("\n".join(done) or "no Ferry objects: nothing to cancel or release")
@@ -77,6 +81,16 @@ def parser() -> argparse.ArgumentParser:
         help="cancel what is in flight, then release every Ferry object (checkpoints stay)",
     )
     cl.add_argument("--timeout", type=float, default=120)
+    cl.add_argument(
+        "--operator-deployment",
+        default="",
+        help="the operator's Deployment, scaled to 0 before the finalizers are released",
+    )
+    cl.add_argument(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE", ""),
+        help="its namespace (default: $POD_NAMESPACE)",
+    )
     cl.add_argument(
         "--delete-checkpoints",
         action="store_true",

@@ -8,7 +8,9 @@ is waited for. Then the operator's finalizer is taken off every Ferry object
 left, so nothing hangs on a finalizer nobody will clear, and what users keep
 stays: stored ContainerCheckpoints (their archives on the nodes, their images
 in registries), schedules and the records of finished migrations and restores.
-The next install's operator adopts them again (kopf puts its finalizer back).
+The operator is stopped first (``--operator-deployment``: scaled to 0), since a
+running kopf puts its finalizer straight back; the next install's operator
+adopts them again the same way.
 
 ``--delete-checkpoints`` (the chart's ``uninstall.deleteCheckpoints``) also
 deletes every ContainerCheckpoint and ContainerRestore, and with a checkpoint
@@ -73,6 +75,18 @@ DELETED_WHEN_ASKED = frozenset(
 POLL_SECONDS = 1.0
 
 
+async def _stop(kube: Kube, namespace: str, name: str, *, until: float) -> list[str]:
+    """Scale the operator's Deployment to 0 and wait until none of its pods is left."""
+    selector = await kube.scale_deployment(namespace, name, 0)
+    if selector is None:
+        return [f"no Deployment {namespace}/{name}: no operator to stop"]
+    while pods := await kube.pod_names(namespace, selector):
+        if time.monotonic() > until:
+            return [f"stopped {namespace}/{name}, but {', '.join(pods)} still ran"]
+        await asyncio.sleep(POLL_SECONDS)
+    return [f"stopped the operator ({namespace}/{name} scaled to 0)"]
+
+
 def _in_flight(kind: Kind, item: dict[str, Any]) -> bool:
     return (item.get("status") or {}).get("phase") not in kind.settled
 
@@ -87,9 +101,18 @@ async def _items(kube: Kube) -> list[tuple[Kind, dict[str, Any]]]:
 
 
 async def cleanup(
-    kube: Kube, *, grace_seconds: float, delete_checkpoints: bool = False
+    kube: Kube,
+    *,
+    grace_seconds: float,
+    delete_checkpoints: bool = False,
+    operator: tuple[str, str] | None = None,
 ) -> list[str]:
-    """Cancel or wait for what is in flight, then release every object left; what was done."""
+    """Cancel or wait for what is in flight, stop the ``operator`` Deployment (namespace,
+    name), then release every object left; what was done.
+
+    The operator must be gone before the finalizers are taken off: a running kopf
+    puts its finalizer straight back on every object its handlers serve.
+    """
     done = []
     for kind, item in await _items(kube):
         meta = item["metadata"]
@@ -108,6 +131,8 @@ async def cleanup(
         if not busy:
             break
         await asyncio.sleep(POLL_SECONDS)
+    if operator is not None:
+        done += await _stop(kube, *operator, until=deadline + grace_seconds)
     for kind, item in await _items(kube):
         meta = item["metadata"]
         finalizers = meta.get("finalizers") or []

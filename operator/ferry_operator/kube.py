@@ -230,6 +230,29 @@ class Kube:
             {"metadata": {"finalizers": finalizers}},
         )
 
+    # -- the operator's own Deployment (stopped by the uninstall hook)
+
+    async def scale_deployment(self, namespace: str, name: str, replicas: int) -> str | None:
+        """Set a Deployment's replicas; its pods' label selector, or None if it is gone."""
+        try:
+            deployment = await _call(
+                self.apps.patch_namespaced_deployment,
+                name,
+                namespace,
+                {"spec": {"replicas": replicas}},
+            )
+        except ApiError as error:
+            if error.status == HTTP_NOT_FOUND:
+                return None
+            raise
+        labels = deployment.spec.selector.match_labels or {}
+        return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+    async def pod_names(self, namespace: str, selector: str) -> list[str]:
+        """Names of the pods ``selector`` matches, terminating ones included."""
+        listed = await _call(self.core.list_namespaced_pod, namespace, label_selector=selector)
+        return [p.metadata.name for p in listed.items if p.metadata and p.metadata.name]
+
     # -- pods a PodMigration moves, and their ReplicaSets
 
     async def pod(self, namespace: str, name: str) -> dict[str, Any] | None:

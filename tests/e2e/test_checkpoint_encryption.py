@@ -71,6 +71,8 @@ def ferry(local_cluster: ClusterConfig) -> Iterator[ClusterConfig]:
     with_keys(local_cluster, KEYS)
     yield local_cluster
     deploy.deploy(local_cluster)  # the chart's defaults again, for the modules after this
+    for secret in (KEYS, OTHER_KEYS):
+        ferry_pods.kubectl(local_cluster, "delete", "secret", secret, "-n", deploy.NAMESPACE)
 
 
 def checkpoint(

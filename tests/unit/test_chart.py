@@ -833,17 +833,33 @@ def test_ssh_create_off_renders_no_keygen() -> None:
 def test_pre_delete_hook_clears_migrations_with_its_own_narrow_role() -> None:
     objects = _render()
     job = _one(objects, "Job", "ferry-uninstall-cleanup")
-    assert _container(job)["command"] == ["ferry-operator", "uninstall-cleanup"]
+    assert _container(job)["command"] == [
+        "ferry-operator",
+        "uninstall-cleanup",
+        "--operator-deployment=ferry-operator",
+        "--namespace=ferry-system",
+    ]
     assert _grants(_rules(objects, "ClusterRole", "ferry-uninstall-cleanup")) == {
         ("ferry.dev", plural, verb)
         for plural in OPERATED
         for verb in ("get", "list", "delete", "patch")
     }
+    # In its own namespace: the operator's Deployment by name (to stop it), and pods
+    # (to see it gone).
+    role = _rules(objects, "Role", "ferry-uninstall-cleanup")
+    assert _grants(role) == {
+        ("apps", "deployments", "get"),
+        ("apps", "deployments", "patch"),
+        ("", "pods", "list"),
+    }
+    assert role[0]["resourceNames"] == ["ferry-operator"]
     hooked = [o for o in objects if o["metadata"]["name"] == "ferry-uninstall-cleanup"]
     assert sorted(o["kind"] for o in hooked) == [
         "ClusterRole",
         "ClusterRoleBinding",
         "Job",
+        "Role",
+        "RoleBinding",
         "ServiceAccount",
     ]
     for obj in hooked:
@@ -857,11 +873,7 @@ def test_pre_delete_hook_clears_migrations_with_its_own_narrow_role() -> None:
 def test_uninstall_keeps_checkpoints_unless_told() -> None:
     objects = _render("uninstall.deleteCheckpoints=true")
     job = _one(objects, "Job", "ferry-uninstall-cleanup")
-    assert _container(job)["command"] == [
-        "ferry-operator",
-        "uninstall-cleanup",
-        "--delete-checkpoints",
-    ]
+    assert _container(job)["command"][-1] == "--delete-checkpoints"
     # The same grants either way: deleting a checkpoint is a delete it has already.
     assert _rules(objects, "ClusterRole", "ferry-uninstall-cleanup") == _rules(
         _render(), "ClusterRole", "ferry-uninstall-cleanup"
