@@ -111,6 +111,35 @@ def wait_resource_phase(
     return status
 
 
+def take_checkpoint(
+    custom: CustomObjectsApi,
+    namespace: str,
+    name: str,
+    node: str,
+    container: str,
+    **spec: Any,
+) -> dict[str, Any]:
+    """A ContainerCheckpoint of ``container`` on ``node``, waited for to Ready or Failed."""
+    plural = constants.CONTAINER_CHECKPOINT_PLURAL
+    create_resource(
+        custom,
+        namespace,
+        plural,
+        name,
+        {"source": {"node": node, "container": container}, **spec},
+    )
+    return wait_resource_phase(custom, namespace, plural, name, phases=("Ready", "Failed"))
+
+
+def restore_checkpoint(
+    custom: CustomObjectsApi, namespace: str, name: str, spec: dict[str, Any]
+) -> dict[str, Any]:
+    """A ContainerRestore of ``spec``, waited for to Succeeded or Failed."""
+    plural = constants.CONTAINER_RESTORE_PLURAL
+    create_resource(custom, namespace, plural, name, spec)
+    return wait_resource_phase(custom, namespace, plural, name, phases=("Succeeded", "Failed"))
+
+
 FINAL_PHASES = ("Succeeded", "Failed", "Cancelled")
 
 

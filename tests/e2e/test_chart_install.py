@@ -20,10 +20,10 @@ from ferry_cluster.workloads import logged_counts, read_count, run_counter, sh, 
 from kubernetes import client
 from support import (
     create_migration,
-    create_resource,
     get_resource,
+    restore_checkpoint,
+    take_checkpoint,
     wait_migration,
-    wait_resource_phase,
 )
 
 pytestmark = pytest.mark.e2e
@@ -223,10 +223,7 @@ def test_an_uninstall_keeps_stored_checkpoints_and_a_reinstall_restores_them(
     plural = constants.CONTAINER_CHECKPOINT_PLURAL
     run_counter(node, "kept", labels={constants.NAMESPACE_LABEL: namespace})
     wait_counting(node, "kept", above=3)
-    create_resource(
-        custom, namespace, plural, "kept-cp", {"source": {"node": node.name, "container": "kept"}}
-    )
-    ready = wait_resource_phase(custom, namespace, plural, "kept-cp", phases=("Ready", "Failed"))
+    ready = take_checkpoint(custom, namespace, "kept-cp", node.name, "kept")
     assert ready["phase"] == "Ready", ready
     uid = get_resource(custom, namespace, plural, "kept-cp")["metadata"]["uid"]
     at = read_count(node, "kept")
@@ -241,20 +238,7 @@ def test_an_uninstall_keeps_stored_checkpoints_and_a_reinstall_restores_them(
 
     deploy.deploy(installed)
 
-    create_resource(
-        custom,
-        namespace,
-        constants.CONTAINER_RESTORE_PLURAL,
-        "kept-rs",
-        {"checkpointRef": {"name": "kept-cp"}},
-    )
-    done = wait_resource_phase(
-        custom,
-        namespace,
-        constants.CONTAINER_RESTORE_PLURAL,
-        "kept-rs",
-        phases=("Succeeded", "Failed"),
-    )
+    done = restore_checkpoint(custom, namespace, "kept-rs", {"checkpointRef": {"name": "kept-cp"}})
     assert done["phase"] == "Succeeded", done
     value = read_count(node, "kept")
     assert value >= at - 1, f"restored from the kept checkpoint (~{at}), not started over"

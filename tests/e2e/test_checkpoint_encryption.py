@@ -29,7 +29,7 @@ from ferry_cluster.workloads import (
     wait_counting,
 )
 from kubernetes import client
-from support import create_resource, get_resource, wait_resource_phase
+from support import get_resource, restore_checkpoint, take_checkpoint
 
 pytestmark = pytest.mark.e2e
 
@@ -78,19 +78,10 @@ def ferry(local_cluster: ClusterConfig) -> Iterator[ClusterConfig]:
 def checkpoint(
     custom: client.CustomObjectsApi, namespace: str, name: str, node: NodeSpec, container: str
 ) -> dict[str, Any]:
-    plural = constants.CONTAINER_CHECKPOINT_PLURAL
-    create_resource(
-        custom, namespace, plural, name, {"source": {"node": node.name, "container": container}}
-    )
-    return wait_resource_phase(custom, namespace, plural, name, phases=("Ready", "Failed"))
+    return take_checkpoint(custom, namespace, name, node.name, container)
 
 
-def restore(
-    custom: client.CustomObjectsApi, namespace: str, name: str, spec: dict[str, Any]
-) -> dict[str, Any]:
-    plural = constants.CONTAINER_RESTORE_PLURAL
-    create_resource(custom, namespace, plural, name, spec)
-    return wait_resource_phase(custom, namespace, plural, name, phases=("Succeeded", "Failed"))
+restore = restore_checkpoint
 
 
 def stored_archive(custom: client.CustomObjectsApi, namespace: str, name: str) -> str:

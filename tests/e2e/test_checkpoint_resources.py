@@ -29,7 +29,13 @@ from ferry_cluster.workloads import (
 )
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from support import create_resource, get_resource, wait_resource_phase
+from support import (
+    create_resource,
+    get_resource,
+    restore_checkpoint,
+    take_checkpoint,
+    wait_resource_phase,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -88,25 +94,10 @@ def resumed_once(logged: list[int]) -> bool:
 def checkpoint(
     custom: client.CustomObjectsApi, namespace: str, name: str, node: NodeSpec, container: str
 ) -> dict[str, Any]:
-    create_resource(
-        custom,
-        namespace,
-        constants.CONTAINER_CHECKPOINT_PLURAL,
-        name,
-        {"source": {"node": node.name, "container": container}, "compression": "zstd"},
-    )
-    return wait_resource_phase(
-        custom, namespace, constants.CONTAINER_CHECKPOINT_PLURAL, name, phases=("Ready", "Failed")
-    )
+    return take_checkpoint(custom, namespace, name, node.name, container, compression="zstd")
 
 
-def restore(
-    custom: client.CustomObjectsApi, namespace: str, name: str, spec: dict[str, Any]
-) -> dict[str, Any]:
-    create_resource(custom, namespace, constants.CONTAINER_RESTORE_PLURAL, name, spec)
-    return wait_resource_phase(
-        custom, namespace, constants.CONTAINER_RESTORE_PLURAL, name, phases=("Succeeded", "Failed")
-    )
+restore = restore_checkpoint
 
 
 def test_a_checkpoint_restored_in_place_takes_the_counter_back(
