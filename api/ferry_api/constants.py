@@ -66,3 +66,20 @@ POD_MIGRATION_SHORT_NAMES: Final = ("pmig",)
 POD_MIGRATION_UID_LABEL: Final = f"{GROUP}/pod-migration-uid"
 #: On a replacement pod: the pod it replaces (namespace/name).
 MIGRATED_FROM_ANNOTATION: Final = f"{GROUP}/migrated-from"
+
+NODE_EVACUATION_KIND: Final = "NodeEvacuation"
+NODE_EVACUATION_LIST_KIND: Final = "NodeEvacuationList"
+NODE_EVACUATION_PLURAL: Final = "nodeevacuations"
+NODE_EVACUATION_SINGULAR: Final = "nodeevacuation"
+NODE_EVACUATION_SHORT_NAMES: Final = ("nev",)
+#: On the migrations a NodeEvacuation makes: its name.
+EVACUATION_LABEL: Final = f"{GROUP}/evacuation"
+#: On a pod: ``migrate`` lets a NodeEvacuation move it (pods are not moved otherwise).
+EVACUATION_ANNOTATION: Final = f"{GROUP}/evacuation"
+EVACUATION_MIGRATE: Final = "migrate"
+
+MIGRATION_POLICY_KIND: Final = "MigrationPolicy"
+MIGRATION_POLICY_LIST_KIND: Final = "MigrationPolicyList"
+MIGRATION_POLICY_PLURAL: Final = "migrationpolicies"
+MIGRATION_POLICY_SINGULAR: Final = "migrationpolicy"
+MIGRATION_POLICY_SHORT_NAMES: Final = ("mpol",)

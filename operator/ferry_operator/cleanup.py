@@ -43,6 +43,13 @@ MIGRATION_SETTLED = frozenset({"Succeeded", "Failed", "Cancelled"})
 #: Every kind the operator holds with its finalizer, in the order they are
 #: handled: a restore goes before the checkpoints it reads.
 KINDS: tuple[Kind, ...] = (
+    # An evacuation in flight is cancelled first: its migrations go with it.
+    Kind(
+        constants.NODE_EVACUATION_KIND,
+        constants.NODE_EVACUATION_PLURAL,
+        frozenset({"Succeeded", "Incomplete"}),
+        cancellable=True,
+    ),
     Kind(
         constants.CONTAINER_MIGRATION_KIND,
         constants.CONTAINER_MIGRATION_PLURAL,
@@ -93,7 +100,8 @@ def _in_flight(kind: Kind, item: dict[str, Any]) -> bool:
 
 def _named(kind: Kind, item: dict[str, Any]) -> str:
     meta = item["metadata"]
-    return f"{kind.name} {meta['namespace']}/{meta['name']}"
+    where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{kind.name} {where}{meta['name']}"
 
 
 async def _items(kube: Kube) -> list[tuple[Kind, dict[str, Any]]]:
@@ -118,7 +126,7 @@ async def cleanup(
         meta = item["metadata"]
         deleted = delete_checkpoints and kind.name in DELETED_WHEN_ASKED
         if deleted or (kind.cancellable and _in_flight(kind, item)):
-            await kube.delete(kind.plural, meta["namespace"], meta["name"])
+            await kube.delete(kind.plural, meta.get("namespace", ""), meta["name"])
             what = "deleted" if deleted else "cancelled (deleted; the operator rolls it back)"
             done.append(f"{what}: {_named(kind, item)}")
     deadline = time.monotonic() + grace_seconds
@@ -139,7 +147,7 @@ async def cleanup(
         if constants.MIGRATION_FINALIZER not in finalizers:
             continue
         kept = [f for f in finalizers if f != constants.MIGRATION_FINALIZER]
-        await kube.set_finalizers(kind.plural, meta["namespace"], meta["name"], kept)
+        await kube.set_finalizers(kind.plural, meta.get("namespace", ""), meta["name"], kept)
         state = "still in flight after the timeout" if _in_flight(kind, item) else "kept"
         done.append(f"released ({state}): {_named(kind, item)}")
     return done

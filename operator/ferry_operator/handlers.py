@@ -26,6 +26,7 @@ import asyncssh
 import kopf
 from ferry_api import constants
 from ferry_api.checkpoint import parse_container_checkpoint, parse_container_restore
+from ferry_api.evacuation import parse_node_evacuation
 from ferry_api.migration import parse_container_migration
 from ferry_api.podmigration import parse_pod_migration
 from ferry_wire import RemoteError
@@ -33,6 +34,7 @@ from ferry_wire.migration import CleanupRequest
 from prometheus_client import start_http_server
 
 from .checkpoint import CheckpointTaker, delete_stored
+from .evacuation import Evacuator
 from .expiry import delete_when_expired
 from .helperclient import HelperClient
 from .kube import Kube, api_client
@@ -51,6 +53,7 @@ RESOURCE = (constants.GROUP, constants.VERSION, constants.CONTAINER_MIGRATION_PL
 CHECKPOINT = (constants.GROUP, constants.VERSION, constants.CONTAINER_CHECKPOINT_PLURAL)
 RESTORE = (constants.GROUP, constants.VERSION, constants.CONTAINER_RESTORE_PLURAL)
 POD_MIGRATION = (constants.GROUP, constants.VERSION, constants.POD_MIGRATION_PLURAL)
+EVACUATION = (constants.GROUP, constants.VERSION, constants.NODE_EVACUATION_PLURAL)
 
 
 @kopf.on.startup()
@@ -313,3 +316,16 @@ async def restore_expiry(
 async def restore_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """The restored container stays; only the failure logs go with the resource."""
     await _delete_failure_logs(body, memo)
+
+
+# A NodeEvacuation lives as long as its workloads move: one daemon reads its
+# children and starts the next ones; a finished one returns at once.
+@kopf.daemon(*EVACUATION, cancellation_polling=0.5)
+async def evacuate(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    await Evacuator(
+        resource=_parsed(parse_node_evacuation, body),
+        kube=memo.kube,
+        helpers=memo.helpers,
+        settings=memo.settings,
+        events=KopfEvents(body),
+    ).run(stopped)

@@ -130,7 +130,18 @@ class Kube:
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: dict[str, Any]
     ) -> None:
-        """Merge ``status`` into the status of one of our namespaced resources."""
+        """Merge ``status`` into the status of one of our resources (namespace "": one of
+        the cluster-scoped ones)."""
+        if not namespace:
+            await _call(
+                self.custom.patch_cluster_custom_object_status,
+                constants.GROUP,
+                constants.VERSION,
+                plural,
+                name,
+                {"status": status},
+            )
+            return
         await _call(
             self.custom.patch_namespaced_custom_object_status,
             constants.GROUP,
@@ -186,8 +197,18 @@ class Kube:
         return [item for item in items if isinstance(item, dict)]
 
     async def delete(self, plural: str, namespace: str, name: str) -> None:
-        """Delete one of our namespaced resources; one already gone is fine."""
+        """Delete one of our resources (namespace "": a cluster-scoped one); one already gone
+        is fine."""
         try:
+            if not namespace:
+                await _call(
+                    self.custom.delete_cluster_custom_object,
+                    constants.GROUP,
+                    constants.VERSION,
+                    plural,
+                    name,
+                )
+                return
             await _call(
                 self.custom.delete_namespaced_custom_object,
                 constants.GROUP,
@@ -220,6 +241,16 @@ class Kube:
     async def set_finalizers(
         self, plural: str, namespace: str, name: str, finalizers: list[str]
     ) -> None:
+        if not namespace:
+            await _call(
+                self.custom.patch_cluster_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                plural,
+                name,
+                {"metadata": {"finalizers": finalizers}},
+            )
+            return
         await _call(
             self.custom.patch_namespaced_custom_object,
             constants.GROUP,
@@ -263,6 +294,14 @@ class Kube:
             if error.status == HTTP_NOT_FOUND:
                 return None
             raise
+
+    async def cordon(self, node: str) -> bool:
+        """Mark ``node`` unschedulable (kubectl cordon); False if it already was."""
+        current = await _call(self.core.read_node, node)
+        if current.spec is not None and current.spec.unschedulable:
+            return False
+        await _call(self.core.patch_node, node, {"spec": {"unschedulable": True}})
+        return True
 
     async def running_pods(self) -> list[dict[str, Any]]:
         """Every pod not finished, in every namespace (what holds its node's resources)."""

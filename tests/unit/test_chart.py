@@ -505,7 +505,12 @@ def test_operator_cannot_touch_secrets_or_exec() -> None:
         ("events.k8s.io", "events"),
         ("", "configmaps"),
         ("", "pods"),
+        # A NodeEvacuation: its status, and the cordon of its node.
+        ("ferry.dev", "nodeevacuations"),
+        ("ferry.dev", "nodeevacuations/status"),
+        ("", "nodes"),
     }
+    assert {v for g, r, v in grants if (g, r) == ("", "nodes")} == {"get", "list", "patch"}
 
 
 def test_operator_serves_each_of_its_kinds_alike() -> None:
@@ -515,9 +520,10 @@ def test_operator_serves_each_of_its_kinds_alike() -> None:
         status_verbs = {v for g, r, v in grants if (g, r) == ("ferry.dev", f"{plural}/status")}
         extra = {
             "containercheckpoints": {"create", "delete"},  # schedules and their retention
-            "containermigrations": {"delete"},  # ttlSecondsAfterFinished
+            # ttlSecondsAfterFinished; a NodeEvacuation creates one per workload
+            "containermigrations": {"delete", "create"},
             "containerrestores": {"delete"},  # ttlSecondsAfterFinished
-            "podmigrations": {"delete"},  # ttlSecondsAfterFinished
+            "podmigrations": {"delete", "create"},
         }.get(plural, set())
         assert verbs == {"get", "list", "watch", "patch"} | extra, plural
         assert status_verbs == {"get", "patch"}, plural
@@ -841,7 +847,7 @@ def test_pre_delete_hook_clears_migrations_with_its_own_narrow_role() -> None:
     ]
     assert _grants(_rules(objects, "ClusterRole", "ferry-uninstall-cleanup")) == {
         ("ferry.dev", plural, verb)
-        for plural in OPERATED
+        for plural in (*OPERATED, "nodeevacuations")
         for verb in ("get", "list", "delete", "patch")
     }
     # In its own namespace: the operator's Deployment by name (to stop it), and pods
@@ -1039,7 +1045,10 @@ def test_templated_crds_are_the_generated_ones_kept_on_uninstall() -> None:
         o["metadata"]["name"]: o for _, o in rendered if o["kind"] == "CustomResourceDefinition"
     }
     assert sorted(by_name) == sorted(c["metadata"]["name"] for c in generated)
-    assert set(by_name) == {f"{plural}.ferry.dev" for plural in (*OPERATED, "nodehelpers")}
+    assert set(by_name) == {
+        f"{plural}.ferry.dev"
+        for plural in (*OPERATED, "nodehelpers", "nodeevacuations", "migrationpolicies")
+    }
     # One template per CRD, named after it.
     assert {
         source: obj["metadata"]["name"]

@@ -67,6 +67,8 @@ def test_output_is_deterministic_and_has_the_header() -> None:
         "ferry.dev_containercheckpoints.yaml",
         "ferry.dev_containermigrations.yaml",
         "ferry.dev_containerrestores.yaml",
+        "ferry.dev_migrationpolicies.yaml",
+        "ferry.dev_nodeevacuations.yaml",
         "ferry.dev_nodehelpers.yaml",
         "ferry.dev_podmigrations.yaml",
     ]

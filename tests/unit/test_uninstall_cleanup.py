@@ -22,6 +22,7 @@ def item(name: str, phase: str | None) -> dict[str, Any]:
 class Cluster:
     def __init__(self) -> None:
         self.objects: dict[str, list[dict[str, Any]]] = {
+            constants.NODE_EVACUATION_PLURAL: [],
             constants.CONTAINER_MIGRATION_PLURAL: [item("moving", "Transferring")],
             constants.POD_MIGRATION_PLURAL: [item("done", "Succeeded")],
             constants.CONTAINER_RESTORE_PLURAL: [],

@@ -44,6 +44,21 @@ class InspectRequest(Request[Container]):
     memory: bool = False
 
 
+class ContainerList(Reply):
+    """The running containers a label selects, in every runtime the helper drives."""
+
+    containers: tuple[Container, ...] = ()
+
+
+class ListContainersRequest(Request[ContainerList]):
+    """Every running container carrying ``label`` (any value): what a NodeEvacuation moves."""
+
+    operation: ClassVar[Operation] = Operation.LIST_CONTAINERS
+    reply: ClassVar[type[Reply]] = ContainerList
+
+    label: str = Field(min_length=1, max_length=317)
+
+
 class ImagePresence(Reply):
     present: bool
 

@@ -11,6 +11,7 @@ from ferry_wire.containers import (
     ImageReceiveRequest,
     ImageSendRequest,
     InspectRequest,
+    ListContainersRequest,
 )
 from ferry_wire.migration import (
     CheckpointRequest,
@@ -41,6 +42,7 @@ from ferry_wire.stored import (
 _ALL: tuple[type[Request[Any]], ...] = (
     ProbeRequest,
     InspectRequest,
+    ListContainersRequest,
     ImageHasRequest,
     ImageSendRequest,
     ImageReceiveRequest,

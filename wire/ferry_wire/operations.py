@@ -23,6 +23,7 @@ class Operation(StrEnum):
 
     PROBE = "probe"
     INSPECT = "inspect"
+    LIST_CONTAINERS = "list-containers"
     IMAGE_HAS = "image-has"
     IMAGE_SEND = "image-send"
     IMAGE_RECEIVE = "image-receive"

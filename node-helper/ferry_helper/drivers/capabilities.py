@@ -60,6 +60,10 @@ class Driver(Protocol):
         """The container named ``container`` (a name or an ID), None if there is none."""
         ...
 
+    async def running_labelled(self, label: str) -> list[str]:
+        """Names of the running containers carrying the label ``label`` (any value)."""
+        ...
+
     async def memory_bytes(self, container: str) -> int | None:
         """The memory ``container`` uses now; None where the runtime cannot say quickly."""
         ...

@@ -18,12 +18,14 @@ from pathlib import Path
 from ferry_wire import Reason, RemoteError
 from ferry_wire.containers import (
     Container,
+    ContainerList,
     ImageHasRequest,
     ImagePresence,
     ImageReceiveRequest,
     ImageSendRequest,
     ImageShipped,
     InspectRequest,
+    ListContainersRequest,
 )
 
 from ..drivers.errors import RuntimeCommandError
@@ -44,6 +46,24 @@ def _sha256(path: Path) -> str:
 class Containers:
     def __init__(self, context: NodeContext) -> None:
         self.context = context
+
+    async def list_containers(self, request: ListContainersRequest, _: Channel) -> ContainerList:
+        """The running containers carrying ``label``, in every runtime this node has."""
+        found: list[Container] = []
+        for runtime in self.context.drivers:
+            try:
+                names = await self.context.driver(runtime).running_labelled(request.label)
+            except RuntimeCommandError as error:
+                logger.warning("%s does not answer: %s", runtime, error)
+                continue
+            for name in names:
+                try:
+                    found.append(
+                        await self.inspect(InspectRequest(container=name, runtime=runtime), _)
+                    )
+                except RemoteError:
+                    continue  # gone in between
+        return ContainerList(containers=tuple(found))
 
     async def inspect(self, request: InspectRequest, _: Channel) -> Container:
         runtimes = [request.runtime] if request.runtime else list(self.context.drivers)

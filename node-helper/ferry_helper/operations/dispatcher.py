@@ -39,6 +39,7 @@ from ferry_wire.containers import (
     ImageReceiveRequest,
     ImageSendRequest,
     InspectRequest,
+    ListContainersRequest,
 )
 from ferry_wire.migration import (
     CheckpointRequest,
@@ -199,6 +200,7 @@ class Operations:
                 route(FetchLogsRequest, node_steps.fetch_logs),
                 route(AuthorizePeerRequest, node_steps.authorize_peer),
                 route(InspectRequest, containers.inspect),
+                route(ListContainersRequest, containers.list_containers),
                 route(ImageHasRequest, containers.image_has),
                 route(ImageSendRequest, containers.image_send),
                 route(ImageReceiveRequest, containers.image_receive),
