@@ -34,6 +34,8 @@ examples:
   kubectl ferry nodes                                    what each node can do (CRIU, runtimes)
   kubectl ferry inspect nightly-web                      what a ContainerCheckpoint holds
   kubectl ferry logs web-x7k2p                           the full logs of a failed step
+  kubectl ferry drain node-a --max-parallel 2            move everything off node-a, 2 at once
+  kubectl ferry policies                                 the MigrationPolicies in force
 """
 
 
@@ -196,6 +198,32 @@ def build_parser() -> Parser:
     logs.add_argument("--file", metavar="F", help="only this log (e.g. dump.log)")
     logs.add_argument("--output-dir", metavar="DIR", help="write the logs into DIR")
     logs.set_defaults(run=commands.logs_command)
+
+    drain = commands_.add_parser(
+        "drain",
+        parents=below,
+        help="cordon a node and live-migrate every workload Ferry may move off it "
+        "(a NodeEvacuation); exit 1 unless all moved",
+    )
+    drain.add_argument("node", metavar="NODE", help="the node to empty")
+    drain.add_argument("--name", help="the NodeEvacuation's name (default: drain-NODE)")
+    drain.add_argument(
+        "--max-parallel", type=int, metavar="N", help="migrations out of the node at once"
+    )
+    drain.add_argument("--no-cordon", action="store_true", help="leave the node schedulable")
+    drain.add_argument(
+        "--timeout", type=int, metavar="SECONDS", help="each migration's timeout (10-3600)"
+    )
+    drain.add_argument(
+        "--dry-run", action="store_true", help="print the NodeEvacuation, create nothing"
+    )
+    drain.add_argument("--no-watch", action="store_true", help="create, do not follow")
+    drain.set_defaults(run=commands.drain_command)
+
+    policies = commands_.add_parser(
+        "policies", parents=below, help="the MigrationPolicies and what each sets"
+    )
+    policies.set_defaults(run=commands.policies)
     return parser
 
 

@@ -15,7 +15,7 @@ from ferry_api.diagnostics import FailureLogs
 from ferry_api.migration import ContainerMigration, parse_container_migration
 from ferry_api.nodehelper import NodeHelper, parse_node_helper
 
-from ferry_kubectl import logs, manifest, render
+from ferry_kubectl import drain, logs, manifest, render
 from ferry_kubectl.errors import PluginError
 from ferry_kubectl.kube import (
     CHECKPOINT,
@@ -265,4 +265,50 @@ def logs_command(env: Env) -> int:
     else:
         sys.stdout.write(logs.as_text(files))
         sys.stdout.flush()
+    return 0
+
+
+def drain_command(env: Env) -> int:
+    """Evacuate a node: create its NodeEvacuation (or find it) and follow it to its end."""
+    args = env.args
+    body = drain.manifest(
+        args.node,
+        name=args.name,
+        max_parallel=args.max_parallel,
+        cordon=not args.no_cordon,
+        timeout=args.timeout,
+    )
+    name = body["metadata"]["name"]
+    if args.dry_run:
+        print(manifest.dump([body], output="json" if env.output.json else "yaml"))
+        return 0
+    existing = {e["metadata"]["name"]: e for e in env.cluster.list(drain.EVACUATION, None)}
+    if name in existing:
+        if existing[name]["spec"]["nodeName"] != args.node:
+            raise PluginError(
+                f"{drain.EVACUATION.describe(name, None)} evacuates "
+                f"{existing[name]['spec']['nodeName']}, not {args.node}: pick another --name"
+            )
+        env.output.line(f"{drain.EVACUATION.resource_name(name)} exists: following it")
+    else:
+        env.cluster.create(drain.EVACUATION, "", body)
+        env.output.line(f"{drain.EVACUATION.resource_name(name)} created")
+    if args.no_watch:
+        return 0
+    try:
+        final = drain.follow(lambda: env.cluster.get(drain.EVACUATION, name, ""), name, env.output)
+    except KeyboardInterrupt:
+        warn(
+            f"stopped following; the evacuation goes on (kubectl ferry drain {args.node} "
+            "follows it again)"
+        )
+        raise
+    if env.output.json:
+        print_json(final.get("status") or {})
+    return 0 if (final.get("status") or {}).get("phase") == "Succeeded" else 1
+
+
+def policies(env: Env) -> int:
+    found = sorted(env.cluster.list(drain.POLICY, None), key=lambda p: p["metadata"]["name"])
+    drain.print_policies(found, env.output)
     return 0

@@ -208,6 +208,15 @@ class Cluster:
         metadata = body.get("metadata", {})
         name = metadata.get("name") or f"{metadata.get('generateName', '')}*"
         with api_errors("create", kind.describe(name, namespace), not_found=kind.not_served()):
+            if not kind.namespaced:
+                created = self.custom.create_cluster_custom_object(
+                    constants.GROUP,
+                    constants.VERSION,
+                    kind.plural,
+                    body,
+                    _request_timeout=REQUEST_TIMEOUT_SECONDS,
+                )
+                return cast(dict[str, Any], created)
             created = self.custom.create_namespaced_custom_object(
                 constants.GROUP,
                 constants.VERSION,
