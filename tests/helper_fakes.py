@@ -60,6 +60,9 @@ class DockerLike:
     async def memory_bytes(self, container: str) -> int | None:
         return None
 
+    async def running_labelled(self, label: str) -> list[str]:
+        return ["web"] if label in self.web.labels else []
+
     async def image_exists(self, image_id: str) -> bool:
         return False
 

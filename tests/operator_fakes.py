@@ -214,6 +214,9 @@ class FakeKube:
     #: Errors the next status patches raise, one each.
     patch_errors: list[BaseException] = field(default_factory=list)
     protocol: int = PROTOCOL_VERSION
+    #: What list_everywhere returns, by plural (MigrationPolicies, say).
+    listed: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    namespace_label_values: dict[str, str] = field(default_factory=dict)
 
     async def nodes(self) -> list[dict[str, Any]]:
         return [{"metadata": {"name": n, "labels": {}}, "spec": {}} for n in self.node_list]
@@ -233,6 +236,12 @@ class FakeKube:
 
     async def delete(self, plural: str, namespace: str, name: str) -> None:
         self.deleted.append(name)
+
+    async def list_everywhere(self, plural: str) -> list[dict[str, Any]]:
+        return list(self.listed.get(plural, []))
+
+    async def namespace_labels(self, namespace: str) -> dict[str, str]:
+        return dict(self.namespace_label_values)
 
     async def put_config_map(self, *args: Any, **kwargs: Any) -> None:
         raise ApiError(500, "not in this test")

@@ -27,6 +27,7 @@ from ferry_api.conditions import Conditions
 from ferry_api.definition import PrinterColumn, ResourceDefinition
 from ferry_api.diagnostics import FailureLogs
 from ferry_api.meta import ObjectMeta
+from ferry_api.migrationpolicy import AppliedPolicy
 from ferry_api.runtime import Runtime
 
 #: A Kubernetes node name (DNS-1123 subdomain).
@@ -371,6 +372,10 @@ class ContainerMigrationStatus(StatusModel):
         default=None,
         ge=0,
         description="Memory the container used at validation, as its runtime reports it.",
+    )
+    policy: AppliedPolicy | None = Field(
+        default=None,
+        description="The MigrationPolicy that governs this migration and what it set.",
     )
     pages_bytes: int | None = Field(
         default=None,

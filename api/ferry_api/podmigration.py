@@ -33,6 +33,7 @@ from ferry_api.migration import (
     TargetRef,
     Timings,
 )
+from ferry_api.migrationpolicy import AppliedPolicy
 
 PodName = Annotated[str, Field(min_length=1, max_length=253, pattern=NODE_NAME_PATTERN)]
 
@@ -100,6 +101,10 @@ class PodMigrationStatus(StatusModel):
     )
     containers: tuple[str, ...] = Field(
         default=(), description="The pod's containers, checkpointed and restored together."
+    )
+    policy: AppliedPolicy | None = Field(
+        default=None,
+        description="The MigrationPolicy that governs this migration and what it set.",
     )
     start_time: AwareDatetime | None = Field(
         default=None, description="When the operator started the migration."

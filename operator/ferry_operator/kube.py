@@ -295,6 +295,11 @@ class Kube:
                 return None
             raise
 
+    async def namespace_labels(self, namespace: str) -> dict[str, str]:
+        """A namespace's labels (a MigrationPolicy's namespaceSelector reads them)."""
+        found = await _call(self.core.read_namespace, namespace)
+        return dict(found.metadata.labels or {}) if found.metadata else {}
+
     async def cordon(self, node: str) -> bool:
         """Mark ``node`` unschedulable (kubectl cordon); False if it already was."""
         current = await _call(self.core.read_node, node)

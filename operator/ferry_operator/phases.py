@@ -27,19 +27,18 @@ import datetime
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import kopf
 from ferry_api.conditions import ConditionStatus
-from ferry_api.meta import ObjectMeta
 from ferry_api.migration import Failure, Phase, PhaseTransition
-from pydantic import BaseModel
 
-from . import metrics
+from . import metrics, progress
 from .expiry import delete_when_expired
 from .kube import Kube
 from .policy import Failure as StepFailure
 from .policy import Kind, as_failure, backoff, kind_of
+from .shapes import Identity, MigrationResource, MigrationStatus
 from .slots import NodeSlots
 from .status import Clock, Events, StatusRecorder
 
@@ -72,69 +71,6 @@ class Stage:
     then: Phase
     #: Done while the next phase is written (it saves a round trip before the freeze).
     prepare: Callable[[], Awaitable[None]] | None = None
-
-
-class MigrationStatus(Protocol):
-    """What the loop reads of a migration's status (both kinds have it)."""
-
-    @property
-    def phase(self) -> Phase | None: ...
-    @property
-    def phase_transitions(self) -> tuple[PhaseTransition, ...]: ...
-    @property
-    def failure(self) -> Failure | None: ...
-    @property
-    def start_time(self) -> datetime.datetime | None: ...
-    @property
-    def completion_time(self) -> datetime.datetime | None: ...
-    @property
-    def message(self) -> str | None: ...
-
-
-class MigrationSpec(Protocol):
-    @property
-    def timeout_seconds(self) -> int: ...
-    @property
-    def ttl_seconds_after_finished(self) -> int | None: ...
-
-
-class MigrationResource(Protocol):
-    """What the loop reads of the resource it drives (both kinds have it)."""
-
-    @property
-    def metadata(self) -> ObjectMeta: ...
-    @property
-    def spec(self) -> MigrationSpec: ...
-    @property
-    def status(self) -> BaseModel: ...
-
-
-@dataclass(frozen=True, kw_only=True)
-class Identity:
-    """Which resource the loop drives, and the limits its spec sets."""
-
-    kind: str
-    plural: str
-    uid: str
-    namespace: str
-    name: str
-    generation: int | None
-    timeout_seconds: int
-    ttl_seconds_after_finished: int | None
-
-    @classmethod
-    def of(cls, resource: MigrationResource, *, kind: str, plural: str) -> Identity:
-        meta = resource.metadata
-        return cls(
-            kind=kind,
-            plural=plural,
-            uid=meta.uid or "",
-            namespace=meta.namespace or "",
-            name=meta.name or "",
-            generation=meta.generation,
-            timeout_seconds=resource.spec.timeout_seconds,
-            ttl_seconds_after_finished=resource.spec.ttl_seconds_after_finished,
-        )
 
 
 class PhaseLoop(abc.ABC):
@@ -205,9 +141,17 @@ class PhaseLoop(abc.ABC):
         return self.status.phase
 
     def deadline(self) -> datetime.datetime:
-        """When the migration must be over: its start plus ``spec.timeoutSeconds``."""
+        """When the migration must be over: its start plus ``spec.timeoutSeconds``, or plus
+        its MigrationPolicy's completion timeout when that is shorter."""
         started = self.status.start_time or self.clock()
-        return started + datetime.timedelta(seconds=self.identity.timeout_seconds)
+        return started + datetime.timedelta(seconds=self.timeout_seconds())
+
+    def timeout_seconds(self) -> int:
+        applied = self.status.policy
+        own = self.identity.timeout_seconds
+        if applied is None or applied.completion_timeout_seconds is None:
+            return own
+        return min(own, applied.completion_timeout_seconds)
 
     def _log_name(self) -> str:
         return f"{self.identity.namespace}/{self.identity.name}"
@@ -329,7 +273,7 @@ class PhaseLoop(abc.ABC):
             raise self._timeout()
         try:
             async with asyncio.timeout(remaining) as deadline:
-                await stage.run()
+                await self._watched(stage.run())
                 if stage.then not in UNSLOTTED:
                     # Held before the next phase is entered: a migration waiting for a slot
                     # shows Validating (and why it waits), never a phase it has not begun.
@@ -343,11 +287,39 @@ class PhaseLoop(abc.ABC):
                 raise self._timeout() from None
             raise
 
+    async def _watched(self, step: Awaitable[None]) -> None:
+        """``step``, under the MigrationPolicy's progress timeout if it sets one."""
+        applied = self.status.policy
+        if applied is None or applied.progress_timeout_seconds is None:
+            await step
+            return
+        await progress.watched(
+            step,
+            limit=applied.progress_timeout_seconds,
+            mark=self._progress_mark,
+            failure=lambda: StepFailure(
+                reason="ProgressTimeout",
+                message=f"no progress for {applied.progress_timeout_seconds}s in "
+                f"{self.phase.value if self.phase else '?'} (MigrationPolicy {applied.name}: "
+                "progressTimeoutSeconds)",
+            ),
+        )
+
+    def _progress_mark(self) -> tuple[object, ...]:
+        progress = self.status.progress
+        return (self.phase, progress.model_dump() if progress is not None else None)
+
     def _timeout(self) -> StepFailure:
-        seconds = self.identity.timeout_seconds
+        seconds = self.timeout_seconds()
+        which = (
+            "spec.timeoutSeconds"
+            if seconds == self.identity.timeout_seconds
+            else f"MigrationPolicy {self.status.policy.name if self.status.policy else ''}: "
+            "completionTimeoutPerGiBSeconds"
+        )
         return StepFailure(
             reason="Timeout",
-            message=f"the migration did not finish within {seconds}s (spec.timeoutSeconds)",
+            message=f"the migration did not finish within {seconds}s ({which})",
         )
 
     async def _failed(self, phase: Phase, error: Exception, attempt: int) -> None:
@@ -400,11 +372,28 @@ class PhaseLoop(abc.ABC):
                 f"{'has' if len(full) == 1 else 'have'} {limit} migration(s) in flight "
                 "(operator.maxMigrationsPerNode); nothing is frozen yet"
             )
+            applied = self.status.policy
+            if applied is not None and applied.parallel_outbound_migrations_per_node:
+                text = (
+                    f"waiting for a free slot on {', '.join(full)}: at most "
+                    f"{applied.parallel_outbound_migrations_per_node} migration(s) may leave "
+                    f"{self.slot_nodes()[0]} at once (MigrationPolicy {applied.name}) and "
+                    f"{limit} use a node (operator.maxMigrationsPerNode); nothing is frozen yet"
+                )
             self.events.normal("WaitingForNode", text)
             self.record.update(message=text)
             await self.record.write()
 
-        await self.slots.acquire(self.identity.uid, self.slot_nodes(), force=force, on_wait=waiting)
+        applied = self.status.policy
+        limit = applied.parallel_outbound_migrations_per_node if applied is not None else None
+        source = self.slot_nodes()[0]
+        await self.slots.acquire(
+            self.identity.uid,
+            self.slot_nodes(),
+            force=force,
+            on_wait=waiting,
+            outbound=(source, limit) if limit else None,
+        )
 
     # -- endings -----------------------------------------------------------------------
 

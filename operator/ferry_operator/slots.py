@@ -27,6 +27,9 @@ class NodeSlots:
         self.limit = limit
         self._held: Counter[str] = Counter()
         self._holders: dict[str, frozenset[str]] = {}
+        #: Migrations leaving each node (a MigrationPolicy's parallelOutboundMigrationsPerNode).
+        self._leaving: Counter[str] = Counter()
+        self._source_of: dict[str, str] = {}
         self._changed = asyncio.Condition()
 
     def in_flight(self, node: str) -> int:
@@ -44,10 +47,13 @@ class NodeSlots:
         *,
         force: bool = False,
         on_wait: OnWait | None = None,
+        outbound: tuple[str, int] | None = None,
     ) -> None:
         """Take a slot on each of ``nodes`` for migration ``uid``; wait while one is full.
 
-        ``on_wait`` hears the full nodes once, when the migration starts waiting.
+        ``outbound`` (source node, limit): also wait while that many migrations leave
+        the source. ``on_wait`` hears the full nodes once, when the migration starts
+        waiting.
         """
         wanted = frozenset(nodes)
         reported = False
@@ -56,9 +62,14 @@ class NodeSlots:
                 if uid in self._holders:
                     return
                 full = [] if force else self._full(wanted)
+                if not force and outbound is not None and self._leaving[outbound[0]] >= outbound[1]:
+                    full = sorted({*full, outbound[0]})
                 if not full:
                     self._held.update(wanted)
                     self._holders[uid] = wanted
+                    if outbound is not None:
+                        self._leaving[outbound[0]] += 1
+                        self._source_of[uid] = outbound[0]
                     return
                 if reported or on_wait is None:
                     await self._changed.wait()
@@ -70,4 +81,6 @@ class NodeSlots:
         async with self._changed:
             nodes = self._holders.pop(uid, frozenset())
             self._held.subtract(nodes)
+            if (source := self._source_of.pop(uid, None)) is not None:
+                self._leaving[source] -= 1
             self._changed.notify_all()

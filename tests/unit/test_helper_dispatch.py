@@ -29,7 +29,7 @@ from ferry_helper.drivers.records import ContainerInfo
 from ferry_helper.operations import Channel, Operations
 from ferry_helper.server import HelperServer
 from ferry_wire import OPERATOR_USER, PEER_USER, PROTOCOL_VERSION, Peer, Reason, RemoteError
-from ferry_wire.containers import Container, InspectRequest
+from ferry_wire.containers import Container, ContainerList, InspectRequest, ListContainersRequest
 from ferry_wire.contract import REQUESTS
 from ferry_wire.migration import CheckpointRequest, PageServerLink
 from ferry_wire.node import ProbeReply, ProbeRequest
@@ -287,3 +287,17 @@ def test_a_stopping_helper_lets_the_operation_in_flight_end(tmp_path: Path) -> N
     assert waited == 1, "the stop must wait for the inspect in flight"
     assert left == 0
     assert events == ["result"], "and its client still gets the answer"
+
+
+def test_list_containers_finds_the_running_containers_a_label_selects(tmp_path: Path) -> None:
+    """What a NodeEvacuation moves: every running container labelled ferry.dev/namespace."""
+    operations, _ = docker_only(tmp_path)
+    listed = asyncio.run(
+        operations.run(ListContainersRequest(label="ferry.dev/namespace"), Channel())
+    )
+    assert isinstance(listed, ContainerList)
+    assert [(c.name, c.runtime) for c in listed.containers] == [("web", Runtime.DOCKER)]
+    assert listed.containers[0].labels["ferry.dev/namespace"] == "team-a"
+    none = asyncio.run(operations.run(ListContainersRequest(label="app"), Channel()))
+    assert isinstance(none, ContainerList)
+    assert none.containers == ()

@@ -27,6 +27,7 @@ from ferry_wire.migration import (
 from ferry_wire.pages import PagesIdentityRequest, PagesOpenRequest
 
 from .. import metrics, validation
+from ..governing import governing
 from ..peers import peer_of
 from ..phases import COND_SUCCEEDED, COND_VALIDATED
 from ..policy import Failure
@@ -72,6 +73,12 @@ class Steps:
         c.record.update(
             memory_transfer=validation.choose_memory_transfer(spec, runtime, checked.memory_bytes),
             memory_bytes=checked.memory_bytes,
+            policy=await governing(
+                c.kube,
+                namespace=c.namespace,
+                labels=checked.labels,
+                memory_bytes=checked.memory_bytes,
+            ),
         )
         c.image = (checked.image_id, checked.image_name)
         c.container_id = checked.id

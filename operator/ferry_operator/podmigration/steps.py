@@ -26,6 +26,7 @@ from ferry_wire.pods import PodCheckpointRequest, PodImagesRequest, PodThawReque
 from ferry_wire.pods import PodContainer as WireContainer
 
 from .. import metrics, validation
+from ..governing import governing
 from ..helperclient import HelperClient
 from ..kube import Kube
 from ..peers import peer_of
@@ -188,11 +189,13 @@ class PodSteps:
         validation.check_compatible(helpers[source], helpers[target])
         c.peer_pair = (peer_of(helpers[source]), peer_of(helpers[target]))
         names = tuple(x.name for x in movable.containers)
+        labels = (movable.body.get("metadata") or {}).get("labels") or {}
         c.record.update(
             source_node=source,
             source_pod_uid=movable.uid,
             target_node=target,
             containers=names,
+            policy=await governing(c.kube, namespace=c.namespace, labels=labels, memory_bytes=None),
         )
         owner = f"ReplicaSet {movable.owner}" if movable.owner else "no owner"
         c.record.condition(
