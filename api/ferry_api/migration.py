@@ -245,6 +245,13 @@ class Timings(StatusModel):
         default=None,
         description="From the freeze on the source to the container running on the target.",
     )
+    transfer_bytes_per_second: float | None = Field(
+        default=None,
+        ge=0,
+        description="The rate the source's helper measured on the stream to the target (the "
+        "archive; with a page server and a bandwidth limit, the memory): what a "
+        "MigrationPolicy's bandwidthPerMigration held it to.",
+    )
     total_seconds: Seconds | None = Field(
         default=None, description="From the start of the migration to its end."
     )

@@ -13,6 +13,12 @@ another host key) becomes the stream's reason (:func:`failing_as`), so the
 operator never reads "the helper was not heard" from a helper it did hear.
 What the target decided (``ChecksumMismatch``, ``UnsafeArchive``, ...) passes
 through as the target said it.
+
+A migration's bandwidth limit holds the source's writes to its rate: given a
+:class:`~.pacing.Pacer` with one, :func:`stream_file` writes pieces of the
+pacer's burst and waits for each (see :mod:`.pacing`); without one it writes
+whole chunks as fast as the link drains. Either way the pacer measures the
+average from the first byte to the target's reply.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from ferry_wire import PEER_USER, Peer, Reason, RemoteError, Reply, Request, fra
 from ferry_wire.errors import TRANSIENT, UNTRUSTED
 
 from .archive_check import ArchiveCheck, UnsafeArchive
+from .pacing import Pacer
 
 CHUNK = 1 << 20
 ProgressCallback = Callable[[int, int], Awaitable[None]]
@@ -69,9 +76,15 @@ async def stream_file(
     path: Path,
     on_progress: ProgressCallback | None = None,
     finish_seconds: float = 600,
+    pacer: Pacer | None = None,
 ) -> ReplyT:
-    """Send ``path`` into the operation ``header`` asks for on ``peer``; the peer's reply."""
+    """Send ``path`` into the operation ``header`` asks for on ``peer``; the peer's reply.
+
+    With ``pacer`` the archive's bytes go at its rate (if it has one), and it
+    measures them until the peer's reply.
+    """
     total = (await asyncio.to_thread(path.stat)).st_size
+    size = pacer.piece if pacer is not None and pacer.limited else CHUNK
     async with ssh.connect(peer, username=PEER_USER, client_key=client_key, streaming=True) as conn:
         process = await conn.create_process(
             header.operation.value, encoding=None, **ssh.stream_options()
@@ -79,7 +92,9 @@ async def stream_file(
         process.stdin.write(framing.request_line(header))
         sent = 0
         with path.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
+            while chunk := handle.read(size):
+                if pacer is not None:
+                    await pacer.spend(len(chunk))
                 process.stdin.write(chunk)
                 await process.stdin.drain()
                 sent += len(chunk)
@@ -87,6 +102,8 @@ async def stream_file(
                     await on_progress(sent, total)
         process.stdin.write_eof()
         reply = await framing.read_reply(process.stdout, header, node=peer.node)
+        if pacer is not None:
+            pacer.finish()
         await process.wait(timeout=finish_seconds)
         return reply
 

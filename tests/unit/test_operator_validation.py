@@ -18,7 +18,7 @@ from ferry_operator.validation import (
     choose_memory_transfer,
     choose_target,
 )
-from ferry_wire import PROTOCOL_VERSION
+from ferry_wire import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION
 from ferry_wire.containers import Container
 
 NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
@@ -141,7 +141,7 @@ def test_no_eligible_target_is_refused_with_a_pointer() -> None:
     assert refused.value.reason == "NoEligibleTarget"
 
 
-@pytest.mark.parametrize("protocol", [None, 1, 2])
+@pytest.mark.parametrize("protocol", [None, 1, MIN_PROTOCOL_VERSION - 1])
 def test_a_helper_older_than_the_operators_protocol_is_no_source_and_no_target(
     protocol: int | None,
 ) -> None:
@@ -149,7 +149,8 @@ def test_a_helper_older_than_the_operators_protocol_is_no_source_and_no_target(
     with pytest.raises(Refusal) as refused:
         check_source(spec(), nodes=NODES, helpers=old, now=NOW, stale_seconds=60)
     assert refused.value.reason == "SourceNotReady"
-    assert f"speaks protocol {protocol or 1} and this operator needs 3" in refused.value.message
+    needs = f"speaks protocol {protocol or 1} and this operator needs {MIN_PROTOCOL_VERSION}"
+    assert needs in refused.value.message
     assert "upgrade the node-helper DaemonSet" in refused.value.message
     old = helpers(**{"node-b": helper("node-b", protocol=protocol)})
     chosen = choose_target(

@@ -24,10 +24,11 @@ from ferry_wire.operations import OPERATOR_USER, PEER_USER, Operation, allowed
 #: 2: every request and reply typed, camelCase, errors with a Reason;
 #: 3: stored archives sealed at rest, their sha256 (and a registry image's digest)
 #: sent with every restore and send, checked before anything runs.
-PROTOCOL_VERSION = 3
-#: The oldest helper protocol an operator of this package drives (a 2 helper would
-#: refuse the digests a restore now carries).
-MIN_PROTOCOL_VERSION = 3
+#: 4: list-containers (NodeEvacuation), bandwidth limits on the streams.
+PROTOCOL_VERSION = 4
+#: The oldest helper protocol an operator of this package drives (an older helper would
+#: refuse the fields a request may now carry, or not know list-containers).
+MIN_PROTOCOL_VERSION = 4
 
 __all__ = [
     "MIN_PROTOCOL_VERSION",

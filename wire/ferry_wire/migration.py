@@ -36,6 +36,9 @@ class Checkpointed(Reply):
     container_id: str
     #: The memory went to a page server, not into the archive.
     page_server: bool = False
+    #: The average rate the memory went to the page server at, measured by the source's
+    #: bandwidth relay (from its first byte to the end); None: no limit, so no relay.
+    bytes_per_second: float | None = Field(default=None, ge=0)
 
 
 class DumpOptions(WireModel):
@@ -58,6 +61,10 @@ class CheckpointRequest(DumpOptions, Request[Checkpointed]):
 
     #: Send the memory to this page server instead of into the archive (podman only).
     page_server: PageServerLink | None = None
+    #: The migration's bandwidth limit for the memory sent to ``page_server``: the dump
+    #: goes through a local relay that holds it to this rate. None: no limit. Ignored
+    #: without a page server: the dump then sends nothing (``send`` has its own limit).
+    bandwidth_bytes_per_second: int | None = Field(default=None, gt=0)
 
 
 class TransferProgress(Reply):
@@ -73,6 +80,9 @@ class Sent(Reply):
 
     seconds: float = Field(ge=0)
     bytes: int = Field(ge=0)
+    #: The average rate the archive went at, measured by the source from its first byte
+    #: to the target's reply (limited or not); None from helpers before it was measured.
+    bytes_per_second: float | None = Field(default=None, ge=0)
 
 
 class SendRequest(Request[Sent]):
@@ -85,6 +95,8 @@ class SendRequest(Request[Sent]):
     target: Peer
     #: The migration's private peer key (OpenSSH), granted on the target.
     credential: str = Field(repr=False)
+    #: The migration's bandwidth limit: the archive is sent at most this fast. None: no limit.
+    bandwidth_bytes_per_second: int | None = Field(default=None, gt=0)
 
 
 class Received(Reply):

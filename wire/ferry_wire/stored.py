@@ -126,6 +126,8 @@ class SendStoredRequest(Request[Sent]):
     #: The archive's sha256 the operator recorded: checked before anything is sent
     #: (``CheckpointTampered``); None: the helper's own record.
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    #: The restore's bandwidth limit: the archive is sent at most this fast. None: no limit.
+    bandwidth_bytes_per_second: int | None = Field(default=None, gt=0)
 
 
 class Deleted(Reply):

@@ -7,6 +7,11 @@ goes to the migrations' staging or to the checkpoint store. A migration's
 ``send`` and a stored checkpoint's ``send-stored`` stream it the same way
 (:meth:`Archives.send`), to the target helper as a peer, under the grant the
 operator made for that UID.
+
+A migration's bandwidth limit holds both to its rate (see
+:mod:`ferry_helper.pacing`): a send's archive, and a page-server dump's memory
+(through a relay, see :mod:`ferry_helper.pagerelay`). Each reply says the
+average rate measured.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ferry_wire.migration import (
 
 from ..drivers.errors import RuntimeCommandError
 from ..drivers.records import CheckpointOptions, CheckpointResult
+from ..pacing import Pacer
 from ..staging import Staging
 from ..transfer import credential, failing_as, stream_file
 from .context import Channel, NodeContext
@@ -72,13 +78,16 @@ class Archives:
         into: Staging,
         *,
         page_server: PageServerLink | None = None,
+        bandwidth: int | None = None,
     ) -> Checkpointed:
         """Checkpoint the container into ``into``'s archive of the request's UID (claimed),
-        its memory to ``page_server`` when there is one."""
+        its memory to ``page_server`` when there is one, at most ``bandwidth`` bytes per
+        second then."""
         if page_server is not None:
             self.context.page_server(request.runtime)  # refused before the claim
         options = self.claim(request, container_id)
         archive = into.archive(request.uid)
+        pacer = Pacer(bandwidth) if page_server is not None and bandwidth is not None else None
         try:
             result: CheckpointResult
             if page_server is not None:
@@ -90,6 +99,7 @@ class Archives:
                     container_id=container_id,
                     archive=archive,
                     options=options,
+                    pacer=pacer,
                 )
             else:
                 async with self.context.criu_runs.shared():
@@ -107,6 +117,7 @@ class Archives:
             statistics=result.statistics.reported(),
             container_id=container_id,
             page_server=page_server is not None,
+            bytes_per_second=pacer.measured() if pacer is not None else None,
         )
 
     async def send(
@@ -118,14 +129,17 @@ class Archives:
         target: Peer,
         key: str,
         channel: Channel,
+        bandwidth: int | None = None,
     ) -> Sent:
         """Stream the checkpoint of ``uid`` in ``source`` into ``into`` on ``target``,
-        as a peer holding the private ``key`` granted there."""
+        as a peer holding the private ``key`` granted there, at most ``bandwidth`` bytes
+        per second."""
         checkpoint = source.recorded_model(uid, "checkpoint", Checkpointed)
         archive = source.archive(uid)
         if checkpoint is None or not archive.exists():
             raise RemoteError(Reason.NO_CHECKPOINT, f"no checkpoint {uid} here")
         client_key = credential(key)
+        pacer = Pacer(bandwidth)
         started = time.monotonic()
         with failing_as(Reason.TRANSFER_FAILED, f"streaming to {target.node}"):
             await stream_file(
@@ -136,5 +150,10 @@ class Archives:
                 ),
                 path=archive,
                 on_progress=channel.progress("archive"),
+                pacer=pacer,
             )
-        return Sent(seconds=time.monotonic() - started, bytes=checkpoint.size_bytes)
+        return Sent(
+            seconds=time.monotonic() - started,
+            bytes=checkpoint.size_bytes,
+            bytes_per_second=pacer.measured(),
+        )

@@ -78,7 +78,11 @@ class MigrationSteps:
             return done
         container_id = await self.archives.container_id(request.container, request.runtime)
         checkpointed = await self.archives.dump(
-            request, container_id, self.staging, page_server=request.page_server
+            request,
+            container_id,
+            self.staging,
+            page_server=request.page_server,
+            bandwidth=request.bandwidth_bytes_per_second,
         )
         self.staging.record_model(request.uid, "checkpoint", checkpointed)
         return checkpointed
@@ -93,6 +97,7 @@ class MigrationSteps:
             target=request.target,
             key=request.credential,
             channel=channel,
+            bandwidth=request.bandwidth_bytes_per_second,
         )
         self.staging.record_model(request.uid, "send", sent)
         return sent

@@ -8,8 +8,9 @@ migration's cleanup stops the server and removes the pages.
 
 Source: ``pages-identity`` makes the source's certificate for the link, the
 checkpoint dumps with the page server configured (alone among this helper's
-CRIU runs), and ``pages-fetch`` takes the pages back into the source
-container's checkpoint directory when a rollback needs them.
+CRIU runs; under a bandwidth limit through a local relay that paces it, see
+:mod:`ferry_helper.pagerelay`), and ``pages-fetch`` takes the pages back into
+the source container's checkpoint directory when a rollback needs them.
 
 Every step is keyed by the migration's UID and journaled in its staging
 directory, like the rest of the protocol. Only a driver with the page-server
@@ -38,10 +39,11 @@ from ferry_wire.pages import (
     PagesSent,
 )
 
-from .. import criu_tls, pagefiles, pagestream
+from .. import criu_tls, pagefiles, pagerelay, pagestream
 from ..drivers.capabilities import PageServerCapable
 from ..drivers.errors import RuntimeCommandError
 from ..drivers.records import CheckpointOptions, CheckpointResult
+from ..pacing import Pacer
 from ..staging import JournalEntry
 from ..transfer import credential
 from .context import Channel, NodeContext
@@ -137,8 +139,13 @@ class PageSteps:
         container_id: str,
         archive: Path,
         options: CheckpointOptions,
+        pacer: Pacer | None = None,
     ) -> CheckpointResult:
-        """Checkpoint with the memory sent to the page server at ``link``; the small archive."""
+        """Checkpoint with the memory sent to the page server at ``link``; the small archive.
+
+        With a ``pacer`` that has a rate, CRIU sends to a relay on the node's loopback
+        that holds the memory to it (and the pacer measures it); it ends with the dump.
+        """
         driver = self.context.page_server(runtime)
         tls = None
         if link.cert is not None:
@@ -157,9 +164,19 @@ class PageSteps:
             CheckpointStarted(container_id=container_id, page_server=True, runtime=runtime),
         )
         async with self.context.criu_runs.exclusive():
-            return await driver.checkpoint_to_page_server(
-                container, archive, options, address=link.address, port=link.port, tls=tls
-            )
+            if pacer is None or not pacer.limited:
+                return await driver.checkpoint_to_page_server(
+                    container, archive, options, address=link.address, port=link.port, tls=tls
+                )
+            async with pagerelay.PageRelay(link.address, link.port, pacer) as relay:
+                try:
+                    return await driver.checkpoint_to_page_server(
+                        container, archive, options, address=relay.address, port=relay.port, tls=tls
+                    )
+                except RuntimeCommandError as error:
+                    if relay.failure is None:
+                        raise
+                    raise _unreachable(error, relay.failure) from None
 
     def dumped_to_page_server(self, uid: str) -> CheckpointStarted | None:
         """What migration ``uid`` dumped to a page server here, if it did."""
@@ -356,3 +373,17 @@ class PageSteps:
                 await watcher
         if server is not None:
             await server.stop()
+
+
+def _unreachable(error: RuntimeCommandError, failure: str) -> RuntimeCommandError:
+    """``error`` of a dump through a relay that could not reach the page server: what
+    CRIU saw is the relay's reset, what broke is the link to the page server."""
+    return type(error)(
+        command=error.command,
+        exit_code=error.exit_code,
+        stderr=error.stderr,
+        decisive_line=f"{failure} (CRIU: {error.decisive_line})",
+        criu_log=error.criu_log,
+        criu_errors=error.criu_errors,
+        criu_log_tail=error.criu_log_tail,
+    )

@@ -215,6 +215,7 @@ class StoredCheckpoints:
             target=request.target,
             key=request.credential,
             channel=channel,
+            bandwidth=request.bandwidth_bytes_per_second,
         )
 
     def _stored(self, uid: str) -> Stored:

@@ -118,6 +118,11 @@ class Context:
 
     # -- what is asked once and kept
 
+    def bandwidth(self) -> int | None:
+        """Bytes per second the migration's MigrationPolicy allows its stream; None: any."""
+        applied = self.status.policy
+        return applied.bandwidth_bytes_per_second if applied is not None else None
+
     async def peers(self) -> tuple[Peer, Peer]:
         """Source and target helpers, looked up once: no API round trip during the freeze."""
         if self.peer_pair is None:

@@ -168,11 +168,14 @@ class Steps:
             file_locks=spec.file_locks,
             compression=spec.compression,
             page_server=page_server,
+            bandwidth_bytes_per_second=c.bandwidth() if page_server is not None else None,
         )
         c.frozen_at = c.clock()
         c.record.update(freeze_time=c.frozen_at)
         result = await c.helpers.call(source, request)
         self._timings(checkpoint_seconds=round(result.seconds, 3))
+        if result.bytes_per_second is not None:
+            self._timings(transfer_bytes_per_second=round(result.bytes_per_second))
         c.record.update(
             archive=Archive(
                 bytes=result.size_bytes, sha256=result.sha256, compression=spec.compression
@@ -223,11 +226,18 @@ class Steps:
         credential = c.credential or await c.grant(target)
         result = await c.helpers.call(
             source,
-            SendRequest(uid=c.uid, target=target, credential=credential),
+            SendRequest(
+                uid=c.uid,
+                target=target,
+                credential=credential,
+                bandwidth_bytes_per_second=c.bandwidth(),
+            ),
             on_progress=self._on_progress,
         )
         metrics.BYTES.inc(result.bytes)
         self._timings(transfer_seconds=round(result.seconds, 3))
+        if result.bytes_per_second is not None and not c.pages:
+            self._timings(transfer_bytes_per_second=round(result.bytes_per_second))
         c.record.update(progress=Progress(bytes_sent=result.bytes, bytes_total=result.bytes))
         c.record.condition(
             COND_TRANSFERRED,

@@ -253,10 +253,20 @@ class PodSteps:
         source, target = await c.peers()
         credential = c.credential or await c.grant(target)
         result = await c.helpers.call(
-            source, SendRequest(uid=c.uid, target=target, credential=credential)
+            source,
+            SendRequest(
+                uid=c.uid,
+                target=target,
+                credential=credential,
+                bandwidth_bytes_per_second=(
+                    c.status.policy.bandwidth_bytes_per_second if c.status.policy else None
+                ),
+            ),
         )
         metrics.BYTES.inc(result.bytes)
         self._timings(transfer_seconds=round(result.seconds, 3))
+        if result.bytes_per_second is not None:
+            self._timings(transfer_bytes_per_second=round(result.bytes_per_second))
         c.record.update(progress=Progress(bytes_sent=result.bytes, bytes_total=result.bytes))
         c.record.condition(
             COND_TRANSFERRED,
