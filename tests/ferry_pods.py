@@ -11,8 +11,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from ferry_cluster import cluster, deploy, nodes, procs
@@ -173,3 +177,24 @@ def all_logs(config: ClusterConfig) -> list[str]:
         *(deploy.helper_pod(config, n) for n in config.node_specs()),
     ]
     return [deploy.logs(config, name, tail=-1) for name in names]
+
+
+def kubectl_ferry(
+    config: ClusterConfig, *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """``kubectl ferry ARGS`` with the admin's kubeconfig and the plugin on PATH."""
+    plugin_dir = Path(sys.executable).parent
+    assert (plugin_dir / "kubectl-ferry").is_file(), "the package installs kubectl-ferry"
+    env = {
+        **os.environ,
+        "PATH": f"{plugin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "KUBECONFIG": str(config.admin_kubeconfig),
+    }
+    return subprocess.run(
+        [str(config.bin_dir / "kubectl"), "ferry", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -8,13 +8,10 @@ goes to a pipe, so it is the plain one: phase lines, then the timings table.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
+import ferry_pods
 import pytest
 from ferry_api import constants
 from ferry_cluster.config import ClusterConfig, NodeSpec
@@ -43,25 +40,7 @@ MOVE_PHASES = [
 ]
 
 
-def kubectl_ferry(
-    config: ClusterConfig, *args: str, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    """``kubectl ferry ARGS`` with the admin's kubeconfig and the plugin on PATH."""
-    plugin_dir = Path(sys.executable).parent
-    assert (plugin_dir / "kubectl-ferry").is_file(), "the package installs kubectl-ferry"
-    env = {
-        **os.environ,
-        "PATH": f"{plugin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "KUBECONFIG": str(config.admin_kubeconfig),
-    }
-    return subprocess.run(
-        [str(config.bin_dir / "kubectl"), "ferry", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+kubectl_ferry = ferry_pods.kubectl_ferry
 
 
 def migrations(admin_api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:

@@ -36,7 +36,7 @@ from . import plan, workloads
 log = logging.getLogger(__name__)
 
 #: How often the children's statuses are read.
-POLL_SECONDS = 2.0
+POLL_SECONDS = 1.0
 #: Migrations out of the node at once when neither the spec nor a policy says.
 DEFAULT_MAX_PARALLEL = 2
 COND_COMPLETE = "Complete"
