@@ -80,6 +80,13 @@ class MigrationPolicySpec(SpecModel):
         description="Migrations that may leave one node at once (KubeVirt: 2); more wait, "
         "before anything is frozen.",
     )
+    parallel_migrations_per_cluster: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Migrations this policy governs that may run in the cluster at once "
+        "(KubeVirt: 5); more wait, before anything is frozen.",
+    )
     bandwidth_per_migration: str | None = Field(
         default=None,
         pattern=QUANTITY_PATTERN,
@@ -156,6 +163,9 @@ class AppliedPolicy(StatusModel):
     name: str = Field(description="The MigrationPolicy.")
     parallel_outbound_migrations_per_node: int | None = Field(
         default=None, description="Migrations that may leave the source node at once."
+    )
+    parallel_migrations_per_cluster: int | None = Field(
+        default=None, description="Migrations that may run in the cluster at once."
     )
     bandwidth_bytes_per_second: int | None = Field(
         default=None, description="bandwidthPerMigration, in bytes per second."

@@ -37,6 +37,7 @@ def applied(policy: MigrationPolicy, memory_bytes: int | None) -> AppliedPolicy:
     return AppliedPolicy(
         name=policy.metadata.name or "",
         parallel_outbound_migrations_per_node=spec.parallel_outbound_migrations_per_node,
+        parallel_migrations_per_cluster=spec.parallel_migrations_per_cluster,
         bandwidth_bytes_per_second=(
             quantity_bytes(spec.bandwidth_per_migration) if spec.bandwidth_per_migration else None
         ),

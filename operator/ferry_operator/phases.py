@@ -39,7 +39,7 @@ from .kube import Kube
 from .policy import Failure as StepFailure
 from .policy import Kind, as_failure, backoff, kind_of
 from .shapes import Identity, MigrationResource, MigrationStatus
-from .slots import NodeSlots
+from .slots import CLUSTER, NodeSlots
 from .status import Clock, Events, StatusRecorder
 
 log = logging.getLogger(__name__)
@@ -373,7 +373,13 @@ class PhaseLoop(abc.ABC):
                 "(operator.maxMigrationsPerNode); nothing is frozen yet"
             )
             applied = self.status.policy
-            if applied is not None and applied.parallel_outbound_migrations_per_node:
+            if applied is not None and CLUSTER in full:
+                text = (
+                    f"waiting for a free slot: {applied.parallel_migrations_per_cluster} "
+                    f"migration(s) already run in the cluster (MigrationPolicy {applied.name}: "
+                    "parallelMigrationsPerCluster); nothing is frozen yet"
+                )
+            elif applied is not None and applied.parallel_outbound_migrations_per_node:
                 text = (
                     f"waiting for a free slot on {', '.join(full)}: at most "
                     f"{applied.parallel_outbound_migrations_per_node} migration(s) may leave "
@@ -393,6 +399,7 @@ class PhaseLoop(abc.ABC):
             force=force,
             on_wait=waiting,
             outbound=(source, limit) if limit else None,
+            cluster_limit=applied.parallel_migrations_per_cluster if applied else None,
         )
 
     # -- endings -----------------------------------------------------------------------

@@ -19,6 +19,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 
 OnWait = Callable[[list[str]], Awaitable[None]]
+#: How waiting names the cluster-wide limit among the full nodes.
+CLUSTER = "the cluster"
 
 
 class NodeSlots:
@@ -48,12 +50,13 @@ class NodeSlots:
         force: bool = False,
         on_wait: OnWait | None = None,
         outbound: tuple[str, int] | None = None,
+        cluster_limit: int | None = None,
     ) -> None:
         """Take a slot on each of ``nodes`` for migration ``uid``; wait while one is full.
 
         ``outbound`` (source node, limit): also wait while that many migrations leave
-        the source. ``on_wait`` hears the full nodes once, when the migration starts
-        waiting.
+        the source; ``cluster_limit``: while that many hold slots anywhere. ``on_wait``
+        hears the full nodes (and :data:`CLUSTER`) once, when the migration starts waiting.
         """
         wanted = frozenset(nodes)
         reported = False
@@ -64,6 +67,8 @@ class NodeSlots:
                 full = [] if force else self._full(wanted)
                 if not force and outbound is not None and self._leaving[outbound[0]] >= outbound[1]:
                     full = sorted({*full, outbound[0]})
+                if not force and cluster_limit and len(self._holders) >= cluster_limit:
+                    full = [*full, CLUSTER]
                 if not full:
                     self._held.update(wanted)
                     self._holders[uid] = wanted

@@ -201,6 +201,22 @@ def outcome_lines(migration: Moving) -> list[str]:
     return lines
 
 
+def phase_shown(migration: ContainerMigration) -> str:
+    """The phase, and for a migration queued for a slot, that it waits and for what."""
+    status = migration.status
+    if status.phase is None:
+        return NONE
+    message = status.message or ""
+    if message.startswith(WAITING_PREFIX):
+        why = message.removeprefix(WAITING_PREFIX).lstrip(": ").split("; nothing is frozen")[0]
+        return f"{status.phase.value} (queued: {why})"
+    return status.phase.value
+
+
+#: How the operator's message for a migration waiting for a node's slot begins.
+WAITING_PREFIX = "waiting for a free slot"
+
+
 def migration_headers(all_namespaces: bool) -> list[str]:
     headers = ["NAME", "PHASE", "CONTAINER", "SOURCE -> TARGET", "DOWNTIME", "AGE"]
     return ["NAMESPACE", *headers] if all_namespaces else headers
@@ -213,7 +229,7 @@ def migration_cells(
     downtime = timings.downtime_seconds if timings else None
     cells = [
         migration.metadata.name,
-        migration.status.phase.value if migration.status.phase else NONE,
+        phase_shown(migration),
         migration.spec.source.container,
         route(migration),
         NONE if downtime is None else f"{downtime:.3f}s",
@@ -230,6 +246,8 @@ def migration_json(migration: ContainerMigration) -> dict[str, Any]:
         "namespace": migration.metadata.namespace,
         "name": migration.metadata.name,
         "phase": migration.status.phase.value if migration.status.phase else None,
+        "queued": (migration.status.message or "").startswith(WAITING_PREFIX),
+        "message": migration.status.message,
         "container": migration.spec.source.container,
         "sourceNode": migration.spec.source.node,
         "targetNode": target_node(migration),

@@ -733,6 +733,8 @@ def test_list_json_and_text(fake: FakeCluster, capsys: pytest.CaptureFixture[str
             "namespace": "apps",
             "name": "web-x7k2p",
             "phase": "Succeeded",
+            "queued": False,
+            "message": None,
             "container": "web",
             "sourceNode": "node-a",
             "targetNode": "node-b",
@@ -844,3 +846,22 @@ def test_migrate_pod_makes_a_pod_migration_and_refuses_container_flags(
     code, _, err = run(capsys, "migrate", "pod/Bad_Name", "--dry-run")
     assert code == 1
     assert "'Bad_Name' is not a pod name" in err
+
+
+def test_a_migration_queued_for_a_slot_says_so_in_the_list(
+    fake: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = succeeded_body()
+    body["status"] = {
+        "phase": "Validating",
+        "message": "waiting for a free slot: node-a already has 2 migration(s) in flight "
+        "(operator.maxMigrationsPerNode); nothing is frozen yet",
+    }
+    fake.objects[(constants.CONTAINER_MIGRATION_PLURAL, "web-x7k2p")] = body
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    assert "Validating (queued: node-a already has 2 migration(s) in flight" in " ".join(
+        out.split()
+    )
+    code, out, _ = run(capsys, "ls", "-o", "json")
+    assert json.loads(out)[0]["queued"] is True

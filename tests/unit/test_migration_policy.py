@@ -108,3 +108,25 @@ def test_a_step_that_stops_progressing_is_stopped(monkeypatch: pytest.MonkeyPatc
         await asyncio.sleep(0.05)
 
     asyncio.run(progress.watched(finishes(), limit=1, mark=lambda: 0, failure=RuntimeError))
+
+
+def test_at_most_the_policys_count_run_in_the_cluster() -> None:
+    async def main() -> list[str]:
+        slots = NodeSlots(10)
+        waited: list[str] = []
+
+        async def on_wait(full: list[str]) -> None:
+            waited.extend(full)
+
+        await slots.acquire("m1", ["node-a", "node-b"], cluster_limit=2)
+        await slots.acquire("m2", ["node-c", "node-d"], cluster_limit=2)
+        third = asyncio.create_task(
+            slots.acquire("m3", ["node-e", "node-f"], cluster_limit=2, on_wait=on_wait)
+        )
+        await asyncio.sleep(0.05)
+        assert not third.done(), "a third ran beside two"
+        await slots.release("m2")
+        await asyncio.wait_for(third, 1)
+        return waited
+
+    assert asyncio.run(main()) == ["the cluster"]
