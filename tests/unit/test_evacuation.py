@@ -20,6 +20,7 @@ from ferry_api.evacuation import (
     parse_node_evacuation,
 )
 from ferry_operator.evacuation import Evacuator, plan
+from ferry_operator.policy import ApiError
 from operator_fakes import SETTINGS, T0, Clock, FakeEvents, FakeHelpers, FakeKube
 
 NODE = "node-a"
@@ -175,3 +176,20 @@ def test_a_workload_no_node_takes_is_refused_and_reported_and_the_rest_go_on() -
     assert set(stuck.tried) == {"node-b", "node-c"}
     assert "avx512" in (stuck.message or "")
     assert (evacuator.status.moved, evacuator.status.refused) == (1, 1)
+
+
+def test_a_workload_whose_migration_cannot_be_created_is_refused_not_stuck() -> None:
+    evacuator, kube = evacuation([workload("lost"), workload("fine")], limit=2)
+
+    async def create(plural: str, namespace: str, body: dict[str, Any]) -> bool:
+        if body["spec"]["source"]["container"] == "lost":
+            raise ApiError(404, 'namespaces "team-a" not found')
+        kube.children[body["metadata"]["name"]] = {"body": body, "status": {}}
+        return True
+
+    kube.create = create  # type: ignore[method-assign]
+    asyncio.run(evacuator.step())
+    lost = next(w for w in evacuator.status.workloads if w.name == "lost")
+    assert lost.state == WorkloadState.REFUSED
+    assert lost.reason == "MigrationNotCreated"
+    assert len(kube.running()) == 1, "the other one goes on"

@@ -29,6 +29,7 @@ from ferry_api.evacuation import (
 
 from ..helperclient import HelperClient
 from ..kube import Kube
+from ..policy import ApiError, Kind, kind_of
 from ..settings import Settings
 from ..status import Clock, Events, StatusRecorder, utc_now
 from . import plan, workloads
@@ -208,11 +209,22 @@ class Evacuator:
                 )
                 continue
             name = plan.child_name(self.name, workload)
-            await self.kube.create(
-                plan.kind_plural(workload.kind),
-                workload.namespace,
-                self._child(workload, name, target),
-            )
+            try:
+                await self.kube.create(
+                    plan.kind_plural(workload.kind),
+                    workload.namespace,
+                    self._child(workload, name, target),
+                )
+            except ApiError as error:
+                if kind_of(error) is Kind.TRANSIENT:
+                    raise  # the daemon is run again by kopf, and resumes from status
+                current[i] = self._ended(
+                    workload,
+                    WorkloadState.REFUSED,
+                    "MigrationNotCreated",
+                    f"its migration could not be created in {workload.namespace}: {error}",
+                )
+                continue
             current[i] = workload.model_copy(
                 update={"state": WorkloadState.MIGRATING, "migration": name, "target": target}
             )
