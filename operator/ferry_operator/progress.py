@@ -1,7 +1,10 @@
-"""A step stopped when it stops progressing (a MigrationPolicy's progressTimeoutSeconds).
+"""A transfer's progress in status, and a step stopped when it stops progressing.
 
-Progress is whatever ``mark`` returns changing: for a migration, its phase and
-its transfer's byte counts in status. A link that stalls without breaking
+:class:`ProgressWrites` keeps every report of a transfer in the status model
+(what ``kubectl ferry watch`` draws, and what a MigrationPolicy's
+progressTimeoutSeconds watches) and writes it at most every second.
+:func:`watched` stops a step once ``mark`` (for a migration: its phase and its
+transfer's byte counts) stops changing: a link that stalls without breaking
 (SSH keepalives still answered) is noticed here, not by the connection.
 """
 
@@ -10,9 +13,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ferry_api.migration import Progress
+from ferry_wire.migration import TransferProgress
+
+from .status import StatusRecorder
 
 #: How often the mark is read.
 POLL_SECONDS = 1.0
+#: How often a transfer's progress is written to status.
+WRITE_INTERVAL = 1.0
+
+
+class ProgressWrites:
+    """The ``on_progress`` of a send: every report into status, written now and then."""
+
+    def __init__(self, record: StatusRecorder[Any]) -> None:
+        self.record = record
+        self._written = 0.0
+
+    async def __call__(self, progress: TransferProgress) -> None:
+        self.record.update(
+            progress=Progress(bytes_sent=progress.bytes_sent, bytes_total=progress.bytes_total)
+        )
+        now = asyncio.get_running_loop().time()
+        if now - self._written >= WRITE_INTERVAL:
+            self._written = now
+            await self.record.write()
 
 
 async def watched(

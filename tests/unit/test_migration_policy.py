@@ -7,10 +7,16 @@ from typing import Any
 
 import pytest
 from ferry_api import constants
+from ferry_api.migration import ContainerMigrationStatus
 from ferry_api.migrationpolicy import choose_policy, parse_migration_policy, quantity_bytes
 from ferry_operator import progress
 from ferry_operator.governing import applied
 from ferry_operator.slots import NodeSlots
+from ferry_operator.status import StatusRecorder
+from ferry_wire.migration import TransferProgress
+from operator_fakes import Clock, FakeKube
+
+MIB = 1 << 20
 
 
 def policy(name: str, **spec: Any) -> Any:
@@ -130,3 +136,26 @@ def test_at_most_the_policys_count_run_in_the_cluster() -> None:
         return waited
 
     assert asyncio.run(main()) == ["the cluster"]
+
+
+def test_every_progress_report_reaches_the_status_model_and_writes_are_spaced() -> None:
+    """What the progress timeout watches (both kinds): each report, in memory at once."""
+    kube = FakeKube(Clock())
+    record = StatusRecorder(
+        ContainerMigrationStatus(),
+        kube=kube,  # type: ignore[arg-type]
+        plural=constants.CONTAINER_MIGRATION_PLURAL,
+        namespace="team-a",
+        name="move",
+        generation=1,
+    )
+    writes = progress.ProgressWrites(record)
+
+    async def main() -> None:
+        for sent in (1, 2, 3):
+            await writes(TransferProgress(bytes_sent=sent * MIB, bytes_total=3 * MIB))
+
+    asyncio.run(main())
+    assert record.status.progress is not None
+    assert record.status.progress.bytes_sent == 3 * MIB
+    assert len(kube.statuses) == 1, "written once within a second, not per report"

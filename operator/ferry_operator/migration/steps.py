@@ -22,7 +22,6 @@ from ferry_wire.migration import (
     PageServerLink,
     RestoreRequest,
     SendRequest,
-    TransferProgress,
 )
 from ferry_wire.pages import PagesIdentityRequest, PagesOpenRequest
 
@@ -31,20 +30,19 @@ from ..governing import governing
 from ..peers import peer_of
 from ..phases import COND_SUCCEEDED, COND_VALIDATED
 from ..policy import Failure
+from ..progress import ProgressWrites
 from .context import Context
 
 COND_CHECKPOINTED = "Checkpointed"
 COND_TRANSFERRED = "Transferred"
 COND_RESTORED = "Restored"
 CONDITIONS = (COND_VALIDATED, COND_CHECKPOINTED, COND_TRANSFERRED, COND_RESTORED, COND_SUCCEEDED)
-#: How often the transfer's progress is written to status.
-PROGRESS_WRITE_INTERVAL = 1.0
 
 
 class Steps:
     def __init__(self, context: Context) -> None:
         self.c = context
-        self._last_progress_write = 0.0
+        self._progress = ProgressWrites(context.record)
 
     def _timings(self, **changes: float) -> None:
         current = self.c.status.timings or Timings()
@@ -232,7 +230,7 @@ class Steps:
                 credential=credential,
                 bandwidth_bytes_per_second=c.bandwidth(),
             ),
-            on_progress=self._on_progress,
+            on_progress=self._progress,
         )
         metrics.BYTES.inc(result.bytes)
         self._timings(transfer_seconds=round(result.seconds, 3))
@@ -245,15 +243,6 @@ class Steps:
             "ChecksumVerified",
             f"{result.bytes} bytes received by {target.node}, sha256 verified",
         )
-
-    async def _on_progress(self, progress: TransferProgress) -> None:
-        self.c.record.update(
-            progress=Progress(bytes_sent=progress.bytes_sent, bytes_total=progress.bytes_total)
-        )
-        now = asyncio.get_running_loop().time()
-        if now - self._last_progress_write >= PROGRESS_WRITE_INTERVAL:
-            self._last_progress_write = now
-            await self.c.record.write()
 
     # -- Restoring ---------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from ..kube import Kube
 from ..peers import peer_of
 from ..phases import COND_SUCCEEDED, COND_VALIDATED
 from ..policy import Failure, Refusal
+from ..progress import ProgressWrites
 from ..settings import Settings
 from ..slots import NodeSlots
 from ..status import Clock, Events, StatusRecorder
@@ -262,6 +263,7 @@ class PodSteps:
                     c.status.policy.bandwidth_bytes_per_second if c.status.policy else None
                 ),
             ),
+            on_progress=ProgressWrites(c.record),
         )
         metrics.BYTES.inc(result.bytes)
         self._timings(transfer_seconds=round(result.seconds, 3))
