@@ -103,6 +103,16 @@ class CliDriver:
             raise await self._failure(output)
         return output
 
+    async def running_labelled(self, label: str) -> list[str]:
+        """Names of the running containers carrying ``label`` (podman's and docker's ``ps``
+        take the same filter)."""
+        output = await self._run(
+            ["ps", "--filter", f"label={label}", "--format", "{{.Names}}"], limit=self._quick
+        )
+        if output.returncode != 0:
+            raise await self._failure(output)
+        return output.stdout.split()
+
     async def _failure(
         self, output: CommandOutput, *, criu_log: Path | None = None
     ) -> RuntimeCommandError:

@@ -153,14 +153,6 @@ class DockerDriver(CliDriver):
                 decisive_line=f"unexpected inspect output: {error}",
             ) from error
 
-    async def running_labelled(self, label: str) -> list[str]:
-        output = await self._run(
-            ["ps", "--filter", f"label={label}", "--format", "{{.Names}}"], limit=self._quick
-        )
-        if output.returncode != 0:
-            raise await self._failure(output)
-        return output.stdout.split()
-
     async def memory_bytes(self, container: str) -> int | None:
         """Not asked of docker: its containers move their memory in the archive only."""
         return None

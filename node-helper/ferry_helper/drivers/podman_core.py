@@ -150,14 +150,6 @@ class PodmanCore(CliDriver):
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise self._unexpected(output, error) from error
 
-    async def running_labelled(self, label: str) -> list[str]:
-        output = await self._run(
-            ["ps", "--filter", f"label={label}", "--format", "{{.Names}}"], limit=self._quick
-        )
-        if output.returncode != 0:
-            raise await self._failure(output)
-        return output.stdout.split()
-
     async def image_exists(self, image_id: str) -> bool:
         with contextlib.suppress(ServiceUnavailable):
             return await self._by_api(
