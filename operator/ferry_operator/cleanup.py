@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ferry_api import constants
+from ferry_api.migration import Phase
 
 from .kube import Kube
 
@@ -39,7 +40,7 @@ class Kind:
     cancellable: bool
 
 
-MIGRATION_SETTLED = frozenset({"Succeeded", "Failed", "Cancelled"})
+MIGRATION_SETTLED = frozenset(phase.value for phase in Phase if phase.is_final)
 #: Every kind the operator holds with its finalizer, in the order they are
 #: handled: a restore goes before the checkpoints it reads.
 KINDS: tuple[Kind, ...] = (

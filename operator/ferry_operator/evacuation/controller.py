@@ -174,9 +174,10 @@ class Evacuator:
     def _ended(
         self, workload: EvacuatedWorkload, state: WorkloadState, reason: str, message: str
     ) -> EvacuatedWorkload:
-        where = f"runs on {self.node}" if state != WorkloadState.MOVED else ""
+        """A workload that did not move (Refused or Failed): it runs on the node."""
         self.events.warning(
-            "NotMoved", f"{self._named(workload)} {state.value.lower()} ({reason}): {where}"
+            "NotMoved",
+            f"{self._named(workload)} {state.value.lower()} ({reason}): runs on {self.node}",
         )
         return workload.model_copy(update={"state": state, "reason": reason, "message": message})
 

@@ -20,9 +20,10 @@ from typing import Any
 from ferry_api import constants
 from ferry_api.evacuation import EvacuatedWorkload, WorkloadKind, WorkloadState
 
+from ..phases import FINAL
+
 #: Refusals a different target may not give: try the next node.
 TARGET_REASON = re.compile(r"^(Target|Incompatible|NoEligibleTarget|HelperGone)")
-FINAL = {"Succeeded", "Failed", "Cancelled"}
 MAX_NAME = 253
 
 

@@ -69,11 +69,12 @@ async def targets(
     kube: Kube, source: str, *, stale_seconds: float, now: datetime.datetime
 ) -> list[str]:
     """Nodes a workload may be sent to: Ready helper, not cordoned, not the source."""
-    cluster = await Cluster.read(kube)
+    nodes = await kube.nodes()  # read once: the names and the cordons
+    cluster = Cluster(
+        nodes=[n["metadata"]["name"] for n in nodes], helpers=await kube.node_helpers()
+    )
     schedulable = {
-        n["metadata"]["name"]
-        for n in await kube.nodes()
-        if not (n.get("spec") or {}).get("unschedulable")
+        n["metadata"]["name"] for n in nodes if not (n.get("spec") or {}).get("unschedulable")
     }
     fit = []
     for node in sorted(schedulable - {source}):
