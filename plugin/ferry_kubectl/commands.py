@@ -296,7 +296,7 @@ def drain_command(env: Env) -> int:
     if args.no_watch:
         return 0
     try:
-        final = drain.follow(lambda: env.cluster.get(drain.EVACUATION, name, ""), name, env.output)
+        final = drain.follow(lambda: env.cluster.get(drain.EVACUATION, name, ""), env.output)
     except KeyboardInterrupt:
         warn(
             f"stopped following; the evacuation goes on (kubectl ferry drain {args.node} "

@@ -58,13 +58,10 @@ def workload_line(workload: dict[str, Any], node: str) -> str:
     return f"{what}: {str(state).lower()} ({reason}: {message}); it still runs on {node}"
 
 
-def follow(
-    get: Callable[[], dict[str, Any]], name: str, out: Output, *, timeout: float | None = None
-) -> dict[str, Any]:
+def follow(get: Callable[[], dict[str, Any]], out: Output) -> dict[str, Any]:
     """Print each workload once its move ends, and the summary; the last body seen."""
     shown: set[tuple[str, str, str]] = set()
     started = False
-    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         body = get()
         status = body.get("status") or {}
@@ -79,8 +76,6 @@ def follow(
                 out.line(workload_line(workload, node))
         if status.get("phase") in FINAL:
             out.line(status.get("message") or str(status.get("phase")))
-            return body
-        if deadline is not None and time.monotonic() > deadline:
             return body
         time.sleep(POLL_SECONDS)
 

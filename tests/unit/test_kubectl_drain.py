@@ -70,7 +70,7 @@ def test_follow_prints_each_workload_once_and_the_summary() -> None:
     )
     out, buffer = plain()
     drain.POLL_SECONDS = 0.0
-    final = drain.follow(lambda: next(bodies), "drain-node-a", out)
+    final = drain.follow(lambda: next(bodies), out)
     assert final["status"]["phase"] == "Incomplete"
     lines = buffer.getvalue().splitlines()
     assert lines == [
