@@ -74,9 +74,15 @@ NODE_EVACUATION_SINGULAR: Final = "nodeevacuation"
 NODE_EVACUATION_SHORT_NAMES: Final = ("nev",)
 #: On the migrations a NodeEvacuation makes: its name.
 EVACUATION_LABEL: Final = f"{GROUP}/evacuation"
-#: On a pod: ``migrate`` lets a NodeEvacuation move it (pods are not moved otherwise).
+#: On a pod: ``migrate`` lets a NodeEvacuation (and so ``kubectl drain``) move it, and
+#: keeps it where it is if it cannot move; ``migrate-or-evict`` lets an eviction of a pod
+#: that could not move go ahead. Pods are not moved otherwise.
 EVACUATION_ANNOTATION: Final = f"{GROUP}/evacuation"
 EVACUATION_MIGRATE: Final = "migrate"
+EVACUATION_MIGRATE_OR_EVICT: Final = "migrate-or-evict"
+EVACUATION_CHOICES: Final = (EVACUATION_MIGRATE, EVACUATION_MIGRATE_OR_EVICT)
+#: On a NodeEvacuation: what made it (``eviction``: the eviction webhook, for a drain).
+EVACUATION_TRIGGER_LABEL: Final = f"{GROUP}/evacuation-trigger"
 
 MIGRATION_POLICY_KIND: Final = "MigrationPolicy"
 MIGRATION_POLICY_LIST_KIND: Final = "MigrationPolicyList"

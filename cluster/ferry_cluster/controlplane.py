@@ -118,6 +118,10 @@ def apiserver_args(config: ClusterConfig) -> list[str]:
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--authorization-mode=Node,RBAC",
         "--enable-admission-plugins=NodeRestriction",
+        # Webhooks (Ferry's eviction webhook) are called at their Service's endpoints: the
+        # host routes the pod network but runs no kube-proxy, so a ClusterIP is unreachable
+        # from here (as on clusters whose control plane runs off the pod network).
+        "--enable-aggregator-routing=true",
         # `kubectl logs` and `exec` go through the API server to the kubelets.
         f"--kubelet-client-certificate={pki.directory / 'apiserver-kubelet-client.crt'}",
         f"--kubelet-client-key={pki.directory / 'apiserver-kubelet-client.key'}",

@@ -34,7 +34,7 @@ from ferry_wire.migration import CleanupRequest
 from prometheus_client import start_http_server
 
 from .checkpoint import CheckpointTaker, delete_stored
-from .evacuation import Evacuator
+from .evacuation import Evacuator, eviction
 from .expiry import delete_when_expired
 from .helperclient import HelperClient
 from .kube import Kube, api_client
@@ -47,13 +47,15 @@ from .restore import Restorer
 from .schedule import Scheduler
 from .settings import Settings
 from .slots import NodeSlots
-from .status import KopfEvents
+from .status import KopfEvents, utc_now
 
 RESOURCE = (constants.GROUP, constants.VERSION, constants.CONTAINER_MIGRATION_PLURAL)
 CHECKPOINT = (constants.GROUP, constants.VERSION, constants.CONTAINER_CHECKPOINT_PLURAL)
 RESTORE = (constants.GROUP, constants.VERSION, constants.CONTAINER_RESTORE_PLURAL)
 POD_MIGRATION = (constants.GROUP, constants.VERSION, constants.POD_MIGRATION_PLURAL)
 EVACUATION = (constants.GROUP, constants.VERSION, constants.NODE_EVACUATION_PLURAL)
+
+log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
@@ -75,6 +77,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.driving = {}
     if own.metrics_port:
         start_http_server(own.metrics_port)
+    if own.webhook_port:
+        # The chart owns the ValidatingWebhookConfiguration (and its CA): kopf only serves.
+        settings.admission.server = kopf.WebhookServer(
+            addr="0.0.0.0",  # noqa: S104 - the API server reaches it through a Service
+            port=own.webhook_port,
+            certfile=str(own.webhook_cert_dir / "tls.crt"),
+            pkeyfile=str(own.webhook_cert_dir / "tls.key"),
+        )
+        settings.admission.managed = None
 
 
 # cancellation_polling: how soon kopf notices the daemon has returned after a
@@ -329,3 +340,29 @@ async def evacuate(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped
         settings=memo.settings,
         events=KopfEvents(body),
     ).run(stopped)
+
+
+# kubectl drain evicts; a pod that opted in is live-migrated instead (see .evacuation.eviction).
+@kopf.on.validate("", "v1", "pods", subresource="eviction", operations=["CREATE"], id="evictions")
+async def evicting(
+    body: kopf.Body, dryrun: bool, warnings: list[str], memo: kopf.Memo, **_: Any
+) -> None:
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    try:
+        verdict = await eviction.review(
+            memo.kube,
+            namespace,
+            name,
+            now=utc_now(),
+            dry_run=dryrun,
+            own_pod=memo.settings.own_pod,
+        )
+    except Exception as error:  # a pod is never evicted because Ferry failed to look
+        log.warning("eviction of %s/%s: %s", namespace, name, error)
+        raise kopf.AdmissionError(
+            f"Ferry could not yet tell whether to live-migrate this pod ({error}); ask again",
+            code=eviction.RETRY_LATER,
+        ) from error
+    warnings.extend(verdict.warnings)
+    if not verdict.allowed:
+        raise kopf.AdmissionError(verdict.message, code=verdict.code)

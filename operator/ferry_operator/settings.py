@@ -23,6 +23,13 @@ class Settings:
     #: Registries (``host[:port]``, optionally with a path) checkpoint images may be pushed
     #: to; empty: any the helpers' credentials reach.
     allowed_registries: tuple[str, ...] = ()
+    #: Port of the admission webhook that turns evictions into migrations (0: off); it
+    #: serves TLS with ``tls.crt`` and ``tls.key`` from ``webhook_cert_dir``.
+    webhook_port: int = 0
+    webhook_cert_dir: Path = Path("/etc/ferry/webhook")
+    #: The operator's own pod (namespace, name), from the downward API; it leaves a drained
+    #: node after the pods it live-migrates off it.
+    own_pod: tuple[str, str] | None = None
 
     def registry_allowed(self, repository: str) -> bool:
         """Whether ``repository`` (``host[:port]/path``) is one an allowed entry covers."""
@@ -42,6 +49,13 @@ class Settings:
             helper_stale_seconds=float(env.get("FERRY_HELPER_STALE_SECONDS", "120")),
             metrics_port=int(env.get("FERRY_METRICS_PORT", "8080")),
             max_migrations_per_node=int(env.get("FERRY_MAX_MIGRATIONS_PER_NODE", "2")),
+            own_pod=(
+                (env["POD_NAMESPACE"], env["POD_NAME"])
+                if env.get("POD_NAMESPACE") and env.get("POD_NAME")
+                else None
+            ),
+            webhook_port=int(env.get("FERRY_WEBHOOK_PORT", "0")),
+            webhook_cert_dir=Path(env.get("FERRY_WEBHOOK_CERT_DIR", "/etc/ferry/webhook")),
             allowed_registries=tuple(
                 entry.strip()
                 for entry in env.get("FERRY_ALLOWED_REGISTRIES", "").split(",")

@@ -10,6 +10,7 @@ fails the tests: run ``make prepare``.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import re
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 from ferry_api.diagnostics import LOGS_LABEL
 from ferry_cluster.config import ClusterConfig
 
@@ -66,6 +68,10 @@ OPERATOR_ENV = [
     {"name": "FERRY_MAX_MIGRATIONS_PER_NODE", "value": "2"},
     {"name": "FERRY_METRICS_PORT", "value": "8080"},
     {"name": "FERRY_ALLOWED_REGISTRIES", "value": ""},
+    {"name": "FERRY_WEBHOOK_PORT", "value": "9443"},
+    {"name": "FERRY_WEBHOOK_CERT_DIR", "value": "/etc/ferry/webhook"},
+    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
 ]
 HELPER_ENV = [
     {"name": "FERRY_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
@@ -83,7 +89,12 @@ HELPER_ENV = [
 #: Value sets that switch templates on and off: every check on all objects runs on each.
 VARIANTS = {
     "defaults": (),
-    "everything-off": ("crds.enabled=false", "ssh.create=false", "operator.metrics.port=0"),
+    "everything-off": (
+        "crds.enabled=false",
+        "ssh.create=false",
+        "operator.metrics.port=0",
+        "operator.evictionWebhook.enabled=false",
+    ),
     "overrides": (
         "fullnameOverride=ship",
         "operator.serviceAccount.create=false",
@@ -211,7 +222,9 @@ def test_every_object_and_pod_carries_the_labels(variant: str) -> None:
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_one_resource_per_template_file(variant: str) -> None:
     sources = [source for source, _ in _render_with_sources(*VARIANTS[variant])]
-    assert sorted(s for s in set(sources) if sources.count(s) > 1) == []
+    repeated = sorted(s for s in set(sources) if sources.count(s) > 1)
+    # The webhook's TLS Secret and its configuration hold one generated CA: one rendering.
+    assert [s for s in repeated if s != "ferry/templates/operator-webhook.yaml"] == []
 
 
 def test_namespaced_objects_live_in_the_release_namespace() -> None:
@@ -221,6 +234,7 @@ def test_namespaced_objects_live_in_the_release_namespace() -> None:
         "CustomResourceDefinition",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
+        "ValidatingWebhookConfiguration",
     }
     for obj in _render():
         namespace = obj["metadata"].get("namespace")
@@ -251,7 +265,11 @@ def test_operator_deployment() -> None:
     assert container["command"] == ["ferry-operator"]
     assert "args" not in container
     assert container["env"] == OPERATOR_ENV
-    assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "metrics", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "webhook", "containerPort": 9443, "protocol": "TCP"},
+    ]
+    assert container["readinessProbe"]["tcpSocket"] == {"port": "webhook"}
     assert container["resources"]["requests"] == {"cpu": "50m", "memory": "128Mi"}
     assert {"name": "ssh", "mountPath": "/etc/ferry/ssh", "readOnly": True} in container[
         "volumeMounts"
@@ -278,7 +296,7 @@ def test_operator_values_reach_its_environment() -> None:
         "Deployment",
     )
     container = _container(deployment)
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert env == {
         "FERRY_SSH_KEY": "/etc/ferry/ssh/operator",
         "FERRY_ALLOW_ANY_NAMESPACE": "true",
@@ -286,16 +304,87 @@ def test_operator_values_reach_its_environment() -> None:
         "FERRY_MAX_MIGRATIONS_PER_NODE": "5",
         "FERRY_METRICS_PORT": "9090",
         "FERRY_ALLOWED_REGISTRIES": "registry.example.com/team,localhost:5000",
+        "FERRY_WEBHOOK_PORT": "9443",
+        "FERRY_WEBHOOK_CERT_DIR": "/etc/ferry/webhook",
     }
     assert container["ports"][0]["containerPort"] == 9090
     assert container["image"] == "registry.example/ferry-op:dev"
 
 
 def test_metrics_off_means_no_port_and_no_probe() -> None:
-    container = _container(_one(_render("operator.metrics.port=0"), "Deployment"))
-    assert "ports" not in container
+    objects = _render("operator.metrics.port=0")
+    container = _container(_one(objects, "Deployment"))
+    assert [p["name"] for p in container["ports"]] == ["webhook"]
     assert "livenessProbe" not in container
     assert {"name": "FERRY_METRICS_PORT", "value": "0"} in container["env"]
+    assert [p["name"] for p in _one(objects, "Service")["spec"]["ports"]] == ["webhook"]
+    both_off = _render("operator.metrics.port=0", "operator.evictionWebhook.enabled=false")
+    assert "ports" not in _container(_one(both_off, "Deployment"))
+    assert _names(both_off, "Service") == set()
+
+
+def test_the_eviction_webhook_reaches_the_operator_over_tls_it_trusts() -> None:
+    objects = _render()
+    service = _one(objects, "Service", "ferry-operator")
+    deployment = _one(objects, "Deployment", "ferry-operator")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert {"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"} in service[
+        "spec"
+    ]["ports"]
+    config = _one(objects, "ValidatingWebhookConfiguration", "ferry-evictions")
+    (hook,) = config["webhooks"]
+    assert hook["clientConfig"]["service"] == {
+        "name": "ferry-operator",
+        "namespace": NAMESPACE,
+        "path": "/evictions",
+        "port": 443,
+    }
+    assert hook["rules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE"],
+            "resources": ["pods/eviction"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert (hook["failurePolicy"], hook["sideEffects"], hook["timeoutSeconds"]) == (
+        "Ignore",
+        "NoneOnDryRun",
+        10,
+    )
+    # The served certificate is signed by the CA the API server is given, for the Service.
+    secret = _one(objects, "Secret", "ferry-webhook-tls")
+    assert secret["data"]["ca.crt"] == hook["clientConfig"]["caBundle"]
+    certificate = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    authority = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    certificate.verify_directly_issued_by(authority)
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert f"ferry-operator.{NAMESPACE}.svc" in names.value.get_values_for_type(x509.DNSName)
+    mount = {"name": "webhook-tls", "mountPath": "/etc/ferry/webhook", "readOnly": True}
+    assert mount in _container(deployment)["volumeMounts"]
+    volume = next(v for v in _pod_spec(deployment)["volumes"] if v["name"] == "webhook-tls")
+    assert volume["secret"]["secretName"] == "ferry-webhook-tls"
+    # Creating the evacuation a drain starts is the one write it adds to the operator's role.
+    role = _one(objects, "ClusterRole", "ferry-operator")
+    rule = next(r for r in role["rules"] if r["resources"] == ["nodeevacuations"])
+    assert "create" in rule["verbs"]
+
+
+def test_the_eviction_webhook_can_fail_closed_or_be_left_out() -> None:
+    closed = _render("operator.evictionWebhook.failurePolicy=Fail")
+    config = _one(closed, "ValidatingWebhookConfiguration")
+    assert config["webhooks"][0]["failurePolicy"] == "Fail"
+    off = _render("operator.evictionWebhook.enabled=false")
+    assert _names(off, "ValidatingWebhookConfiguration") == set()
+    assert "ferry-webhook-tls" not in _names(off, "Secret")
+    container = _container(_one(off, "Deployment"))
+    assert {"name": "FERRY_WEBHOOK_PORT", "value": "0"} in container["env"]
+    assert "readinessProbe" not in container
+    role = _one(off, "ClusterRole", "ferry-operator")
+    rule = next(r for r in role["rules"] if r["resources"] == ["nodeevacuations"])
+    assert "create" not in rule["verbs"]
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -786,8 +875,9 @@ def test_keygen_job_makes_both_secrets_before_install_and_upgrade() -> None:
     ]
     assert _container(job)["image"] == "ferry/operator:0.1.0"
     assert _pod_spec(job)["restartPolicy"] == "Never"
-    # The chart makes no Secret: Helm cannot derive an OpenSSH public key.
-    assert _names(objects, "Secret") == set()
+    # The chart makes no SSH Secret: Helm cannot derive an OpenSSH public key (the
+    # webhook's TLS Secret is the only one it renders).
+    assert _names(objects, "Secret") == {"ferry-webhook-tls"}
     rbac = [o for o in objects if o["metadata"]["name"] == "ferry-ssh-keygen"]
     assert sorted(o["kind"] for o in rbac) == ["Job", "Role", "RoleBinding", "ServiceAccount"]
     for obj in rbac:

@@ -3,8 +3,8 @@
 Containers: the running podman and docker containers carrying
 ``ferry.dev/namespace`` (their migration goes into that namespace), as the
 node's helper lists them. Pods: the pods bound to the node and annotated
-``ferry.dev/evacuation: migrate`` (a pod opts in: Ferry never moves one
-unasked). Targets: every other node whose helper is Ready and which is not
+``ferry.dev/evacuation: migrate`` or ``migrate-or-evict`` (a pod opts in:
+Ferry never moves one unasked). Targets: every other node whose helper is Ready and which is not
 cordoned; each migration's own validation then checks the workload fits.
 """
 
@@ -47,7 +47,7 @@ def opted_in(pod: dict[str, Any], node: str) -> bool:
     annotations = meta.get("annotations") or {}
     return (
         spec.get("nodeName") == node
-        and annotations.get(constants.EVACUATION_ANNOTATION) == constants.EVACUATION_MIGRATE
+        and annotations.get(constants.EVACUATION_ANNOTATION) in constants.EVACUATION_CHOICES
         and meta.get("deletionTimestamp") is None
     )
 
