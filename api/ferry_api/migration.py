@@ -29,6 +29,8 @@ from ferry_api.diagnostics import FailureLogs
 from ferry_api.meta import ObjectMeta
 from ferry_api.migrationpolicy import AppliedPolicy
 from ferry_api.runtime import Runtime
+from ferry_api.transfer import AUTO_PAGE_SERVER_MIN_BYTES
+from ferry_api.transfer import MemoryTransfer as MemoryTransfer  # noqa: PLC0414 - re-exported
 
 #: A Kubernetes node name (DNS-1123 subdomain).
 NODE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -75,21 +77,6 @@ class Compression(StrEnum):
     ZSTD = "zstd"
     GZIP = "gzip"
     NONE = "none"
-
-
-class MemoryTransfer(StrEnum):
-    """How the container's memory reaches the target node."""
-
-    #: PageServer for a podman container using at least AUTO_PAGE_SERVER_MIN_BYTES, else Archive.
-    AUTO = "Auto"
-    #: Inside the checkpoint archive, streamed over SSH after the dump.
-    ARCHIVE = "Archive"
-    #: During the dump, from CRIU on the source to CRIU's page server on the target.
-    PAGE_SERVER = "PageServer"
-
-
-#: The memory from which ``Auto`` sends it through the page server (see ``make bench``).
-AUTO_PAGE_SERVER_MIN_BYTES = 64 << 20
 
 
 class SourceRef(SpecModel):
@@ -163,9 +150,10 @@ class ContainerMigrationSpec(SpecModel):
         "(Archive only), until this ContainerMigration is deleted (ttlSecondsAfterFinished "
         "deletes it): the archive goes with it.",
     )
-    memory_transfer: MemoryTransfer = Field(
-        default=MemoryTransfer.ARCHIVE,
-        description="How the memory reaches the target. Archive: in the checkpoint archive, "
+    memory_transfer: MemoryTransfer | None = Field(
+        default=None,
+        description="How the memory reaches the target (default: the MigrationPolicy's "
+        "memoryTransfer, else Archive). Archive: in the checkpoint archive, "
         "streamed over SSH after the dump. PageServer (podman only): straight from the dump "
         "to CRIU's page server on the target, so it is written once and the archive left to "
         "send is small; much less downtime for containers with a lot of memory, but a "

@@ -20,6 +20,7 @@ from ferry_api import constants
 from ferry_api.base import SpecModel, StatusModel, parse_body
 from ferry_api.definition import PrinterColumn, ResourceDefinition
 from ferry_api.meta import ObjectMeta
+from ferry_api.transfer import MemoryTransfer
 
 #: A Kubernetes quantity of bytes: 20Mi, 100M, 1Gi, 5000000.
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?$"
@@ -109,6 +110,12 @@ class MigrationPolicySpec(SpecModel):
         "(at least one GiB counted; KubeVirt: 150); the shorter of this and its own "
         "timeoutSeconds applies.",
     )
+    memory_transfer: MemoryTransfer | None = Field(
+        default=None,
+        description="memoryTransfer for the ContainerMigrations that do not set it. A default, "
+        "not a demand: PageServer (or Auto) falls back to Archive where the migration cannot "
+        "use it (docker, keepCheckpoint).",
+    )
 
 
 class MigrationPolicyStatus(StatusModel):
@@ -177,6 +184,9 @@ class AppliedPolicy(StatusModel):
         default=None,
         description="completionTimeoutPerGiBSeconds times the workload's memory in GiB "
         "(at least 1), when the policy sets it.",
+    )
+    memory_transfer: MemoryTransfer | None = Field(
+        default=None, description="Its memoryTransfer, for a migration that sets none."
     )
 
 

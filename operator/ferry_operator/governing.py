@@ -43,6 +43,7 @@ def applied(policy: MigrationPolicy, memory_bytes: int | None) -> AppliedPolicy:
         ),
         progress_timeout_seconds=spec.progress_timeout_seconds,
         completion_timeout_seconds=math.ceil(per_gib * gib) if per_gib is not None else None,
+        memory_transfer=spec.memory_transfer,
     )
 
 

@@ -14,13 +14,12 @@ from typing import Protocol
 from ferry_api import constants
 from ferry_api.conditions import ConditionStatus, find_condition
 from ferry_api.migration import (
-    AUTO_PAGE_SERVER_MIN_BYTES,
     ContainerMigrationSpec,
-    MemoryTransfer,
     SourceRef,
 )
 from ferry_api.nodehelper import CgroupVersion, NodeHelper
 from ferry_api.runtime import Runtime
+from ferry_api.transfer import AUTO_PAGE_SERVER_MIN_BYTES, MemoryTransfer
 from ferry_wire import MIN_PROTOCOL_VERSION
 from ferry_wire.containers import Container
 
@@ -252,19 +251,31 @@ def check_target_free(container: str, target: str, existing: Container | None) -
 
 
 def choose_memory_transfer(
-    spec: ContainerMigrationSpec, runtime: Runtime, memory_bytes: int | None
+    spec: ContainerMigrationSpec,
+    runtime: Runtime,
+    memory_bytes: int | None,
+    *,
+    policy_default: MemoryTransfer | None = None,
 ) -> MemoryTransfer:
-    """How the memory moves: as asked, or for Auto by the container's memory.
+    """How the memory moves: as asked, else as the governing policy says, else Archive;
+    for Auto by the container's memory.
 
     Below ``AUTO_PAGE_SERVER_MIN_BYTES`` the archive is quicker (the page
     server's set-up costs more than the memory's copy, ``make bench``); above,
     the page server's single write of the memory wins by far. Auto keeps the
     archive for docker, for a checkpoint to keep, and when the runtime did not
-    say how much memory the container uses.
+    say how much memory the container uses. A policy's default is not a demand:
+    where the migration cannot use the page server it is Archive, not a refusal.
     """
     check_memory_transfer(spec, runtime)
-    if spec.memory_transfer != MemoryTransfer.AUTO:
-        return spec.memory_transfer
+    asked = spec.memory_transfer
+    if asked is None:
+        asked = policy_default or MemoryTransfer.ARCHIVE
+        unusable = runtime != Runtime.PODMAN or spec.keep_checkpoint
+        if asked == MemoryTransfer.PAGE_SERVER and unusable:
+            return MemoryTransfer.ARCHIVE
+    if asked != MemoryTransfer.AUTO:
+        return asked
     if runtime != Runtime.PODMAN or spec.keep_checkpoint or memory_bytes is None:
         return MemoryTransfer.ARCHIVE
     if memory_bytes >= AUTO_PAGE_SERVER_MIN_BYTES:

@@ -172,3 +172,28 @@ def test_a_transfer_that_stops_progressing_fails_at_the_progress_timeout(
     wait_counting(source, name, above=read_count(source, name), timeout=30)
     assert counted_without_restart(logged_counts(source, name)), "the process started over"
     sh(source, f"podman rm -f -t 0 {name}")
+
+
+def test_a_policys_memory_transfer_is_used_by_a_migration_that_sets_none(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str, policy: Any
+) -> None:
+    policy("pages", "pages", memoryTransfer="PageServer")
+    source, target = ferry.node_specs()[:2]
+    for name, asked in (("by-policy", None), ("by-spec", "Archive")):
+        run_counter(source, name, labels={constants.NAMESPACE_LABEL: namespace, LABEL: "pages"})
+        wait_counting(source, name, above=3, timeout=60)
+        spec: dict[str, Any] = {
+            "source": {"node": source.name, "container": name},
+            "target": {"node": target.name},
+        }
+        if asked:
+            spec["memoryTransfer"] = asked
+        create_migration(custom, namespace, name, spec)
+        status = wait_migration(custom, namespace, name, timeout=180, poll=0.5)
+        assert status["phase"] == "Succeeded", status
+        assert status["policy"] == {"name": "pages", "memoryTransfer": "PageServer"}
+        # The policy's default where the migration set none; the migration's own choice else.
+        assert status["memoryTransfer"] == (asked or "PageServer"), status
+        wait_counting(target, name, above=read_count(target, name))
+        assert counted_without_restart(logged_counts(target, name))
+        sh(target, f"podman rm -f -t 0 {name}")

@@ -59,8 +59,9 @@ def test_spec_defaults() -> None:
     assert spec.keep_checkpoint is False
     assert spec.timeout_seconds == 300
     assert spec.runtime is None, "the runtime that has the container"
-    # Not Auto: with the page server a rollback needs the target (the memory is there).
-    assert spec.memory_transfer is MemoryTransfer.ARCHIVE
+    # Unset: a MigrationPolicy's memoryTransfer, else Archive (not Auto: with the page
+    # server a rollback needs the target, the memory is there).
+    assert spec.memory_transfer is None
     assert spec.page_server_tls is True
 
 

@@ -280,6 +280,26 @@ def test_auto_sends_the_memory_of_big_podman_containers_through_the_page_server(
         choose_memory_transfer(pages, docker, big)
 
 
+def test_a_policys_memory_transfer_is_the_default_not_a_demand() -> None:
+    big, podman, docker = 64 << 20, Runtime.PODMAN, Runtime.DOCKER
+    pages, auto = MemoryTransfer.PAGE_SERVER, MemoryTransfer.AUTO
+    unset = spec()
+    assert unset.memory_transfer is None
+    assert choose_memory_transfer(unset, podman, 0, policy_default=pages) is pages
+    assert choose_memory_transfer(unset, podman, big, policy_default=auto) is pages
+    # Where the page server cannot go, the policy's default gives way (no refusal).
+    assert (
+        choose_memory_transfer(unset, docker, big, policy_default=pages) is MemoryTransfer.ARCHIVE
+    )
+    kept = spec(keepCheckpoint=True)
+    assert choose_memory_transfer(kept, podman, big, policy_default=pages) is MemoryTransfer.ARCHIVE
+    # The migration's own choice beats the policy's.
+    archive = spec(memoryTransfer="Archive")
+    assert choose_memory_transfer(archive, podman, big, policy_default=pages) is (
+        MemoryTransfer.ARCHIVE
+    )
+
+
 def test_a_target_holding_the_source_containers_id_is_refused() -> None:
     container_id = "9066fe4df646" + "0" * 52
     check_target_id_free(container_id, "node-b", None)

@@ -68,15 +68,18 @@ class Steps:
             uid=c.uid,
         )
         runtime = checked.runtime
+        policy = await governing(
+            c.kube, namespace=c.namespace, labels=checked.labels, memory_bytes=checked.memory_bytes
+        )
         c.record.update(
-            memory_transfer=validation.choose_memory_transfer(spec, runtime, checked.memory_bytes),
-            memory_bytes=checked.memory_bytes,
-            policy=await governing(
-                c.kube,
-                namespace=c.namespace,
-                labels=checked.labels,
-                memory_bytes=checked.memory_bytes,
+            memory_transfer=validation.choose_memory_transfer(
+                spec,
+                runtime,
+                checked.memory_bytes,
+                policy_default=policy.memory_transfer if policy else None,
             ),
+            memory_bytes=checked.memory_bytes,
+            policy=policy,
         )
         c.image = (checked.image_id, checked.image_name)
         c.container_id = checked.id
@@ -112,8 +115,10 @@ class Steps:
     def _memory_plan(self) -> str:
         """How the memory moves, and why when Auto chose: for the Validated condition."""
         spec, status = self.c.spec, self.c.status
-        chosen = status.memory_transfer or spec.memory_transfer
+        chosen = status.memory_transfer or spec.memory_transfer or MemoryTransfer.ARCHIVE
         plan = f"memory by {chosen.value}"
+        if spec.memory_transfer is None and status.policy and status.policy.memory_transfer:
+            plan += f" (MigrationPolicy {status.policy.name})"
         if spec.memory_transfer == MemoryTransfer.AUTO:
             used = status.memory_bytes
             plan += f" (Auto: {used / (1 << 20):.0f} MiB in use)" if used is not None else " (Auto)"
