@@ -30,6 +30,7 @@ from ferry_api.migration import (
     Timings,
     parse_container_migration,
 )
+from ferry_api.migrationpolicy import parse_migration_policy
 from ferry_api.nodehelper import CgroupVersion, NodeHelperStatus, parse_node_helper
 from ferry_api.runtime import Runtime
 from ferry_cluster.config import ClusterConfig
@@ -431,8 +432,36 @@ def test_every_example_parses_with_its_model(example: str) -> None:
             constants.CONTAINER_MIGRATION_KIND: parse_container_migration,
             constants.CONTAINER_CHECKPOINT_KIND: parse_container_checkpoint,
             constants.CONTAINER_RESTORE_KIND: parse_container_restore,
+            constants.MIGRATION_POLICY_KIND: parse_migration_policy,
         }[body["kind"]]
         assert parse(body).metadata.name == body["metadata"]["name"]
+
+
+def test_the_examples_applied_together_do_not_fight_over_a_container() -> None:
+    """A GitOps base applies them all at once: none may move a container another
+    checkpoints, and a restore's name must be free where it restores."""
+    bodies = [
+        b
+        for p in sorted(EXAMPLES.glob("*.yaml"))
+        if p.name != "kustomization.yaml"
+        for b in yaml.safe_load_all(p.read_text())
+        if b
+    ]
+    moved = {
+        (b["spec"]["source"]["node"], b["spec"]["source"]["container"])
+        for b in bodies
+        if b["kind"] == constants.CONTAINER_MIGRATION_KIND
+    }
+    checkpointed = {
+        (b["spec"]["source"]["node"], b["spec"]["source"]["container"])
+        for b in bodies
+        if b["kind"] == constants.CONTAINER_CHECKPOINT_KIND
+    }
+    assert moved
+    assert checkpointed
+    assert moved.isdisjoint(checkpointed)
+    restored = {b["spec"].get("name") for b in bodies if b["kind"] == "ContainerRestore"}
+    assert restored.isdisjoint({name for _, name in moved | checkpointed})
 
 
 def test_checkpoint_and_restore_defaults() -> None:
@@ -461,4 +490,5 @@ def test_the_examples_are_one_kustomize_base() -> None:
         "ContainerCheckpoint",
         "ContainerMigration",
         "ContainerRestore",
+        "MigrationPolicy",
     ]
