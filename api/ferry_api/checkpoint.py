@@ -115,7 +115,9 @@ class ContainerCheckpointSpec(SpecModel):
     )
     tcp_established: bool = Field(
         default=False,
-        description="Checkpoint established TCP connections (CRIU --tcp-established).",
+        description="Checkpoint established TCP connections (CRIU --tcp-established). They "
+        "can be restored only where the container's address is: on this node (a restore "
+        "elsewhere fails: the address does not move between nodes).",
     )
     file_locks: bool = Field(
         default=False, description="Checkpoint file locks (CRIU --file-locks)."
@@ -215,6 +217,11 @@ class ContainerCheckpointStatus(StatusModel):
         default=None, description="The runtime the container ran in (a restore uses the same)."
     )
     image: StoredImage | None = Field(default=None, description="The container's image.")
+    size_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Bytes stored, wherever: the archive on its node, or the registry image.",
+    )
     archive: Archive | None = Field(
         default=None,
         description="The stored archive (type Node); its sha256 (of the encrypted file when "
@@ -301,7 +308,9 @@ class ContainerRestoreSpec(SpecModel):
         "with. The node must have no container of that name.",
     )
     tcp_established: bool = Field(
-        default=False, description="Restore established TCP connections (CRIU --tcp-established)."
+        default=False,
+        description="Restore established TCP connections (CRIU --tcp-established): on the "
+        "node they were checkpointed on only (they need the container's old address).",
     )
     file_locks: bool = Field(default=False, description="Restore file locks (CRIU --file-locks).")
     timeout_seconds: int = Field(
@@ -329,6 +338,9 @@ class ContainerRestoreStatus(StatusModel):
         default=None, description="Shipping the archive to another node, when it was needed."
     )
     restore_seconds: Seconds | None = Field(default=None, description="The restore itself.")
+    start_time: AwareDatetime | None = Field(
+        default=None, description="When the operator began the restore."
+    )
     completion_time: AwareDatetime | None = Field(
         default=None, description="When the restore reached a final phase."
     )
@@ -382,7 +394,16 @@ CHECKPOINT_DEFINITION = ResourceDefinition(
             description="Container checkpointed.",
         ),
         PrinterColumn(
-            name="Bytes", json_path=".status.archive.bytes", type="integer", description="Size."
+            name="Bytes",
+            json_path=".status.sizeBytes",
+            type="integer",
+            description="Size stored: the archive on its node, or the registry image.",
+        ),
+        PrinterColumn(
+            name="Reason",
+            json_path='.status.conditions[?(@.type=="Ready")].reason',
+            type="string",
+            description="Why it ended as it did (its Ready condition's reason).",
         ),
         _AGE,
     ),
@@ -416,6 +437,12 @@ RESTORE_DEFINITION = ResourceDefinition(
             json_path=".status.containerName",
             type="string",
             description="Restored container.",
+        ),
+        PrinterColumn(
+            name="Reason",
+            json_path='.status.conditions[?(@.type=="Succeeded")].reason',
+            type="string",
+            description="Why it ended as it did (its Succeeded condition's reason).",
         ),
         _AGE,
     ),

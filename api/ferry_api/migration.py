@@ -136,7 +136,10 @@ class ContainerMigrationSpec(SpecModel):
     )
     tcp_established: bool = Field(
         default=False,
-        description="Checkpoint and restore established TCP connections (CRIU --tcp-established).",
+        description="Checkpoint and restore established TCP connections (CRIU "
+        "--tcp-established). Refused at validation for now (TCPEstablishedAcrossNodes): a "
+        "restored connection needs the container's address, which stays on the source "
+        "node's network. Connections survive a ContainerCheckpoint restored on its own node.",
     )
     file_locks: bool = Field(
         default=False, description="Checkpoint and restore file locks (CRIU --file-locks)."
@@ -448,6 +451,12 @@ DEFINITION = ResourceDefinition(
             type="string",
             description="Container moved.",
             priority=1,
+        ),
+        PrinterColumn(
+            name="Reason",
+            json_path='.status.conditions[?(@.type=="Succeeded")].reason',
+            type="string",
+            description="Why it ended as it did (its Succeeded condition's reason).",
         ),
         PrinterColumn(
             name="Downtime",

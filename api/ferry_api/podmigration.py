@@ -197,6 +197,12 @@ DEFINITION = ResourceDefinition(
             description="The replacement pod.",
         ),
         PrinterColumn(
+            name="Reason",
+            json_path='.status.conditions[?(@.type=="Succeeded")].reason',
+            type="string",
+            description="Why it ended as it did (its Succeeded condition's reason).",
+        ),
+        PrinterColumn(
             name="Downtime",
             json_path=".status.timings.downtimeSeconds",
             type="number",

@@ -202,11 +202,13 @@ class CheckpointTaker(OneStep[ContainerCheckpointStatus]):
                     reference=stored.checkpoint_image,
                     digest=stored.digest or "",
                     bytes=stored.size_bytes,
-                )
+                ),
+                size_bytes=stored.size_bytes,
             )
         else:
             where = f"{stored.size_bytes} bytes stored on {spec.source.node}"
             self.record.update(
+                size_bytes=stored.size_bytes,
                 archive=Archive(
                     bytes=stored.size_bytes, sha256=stored.sha256, compression=spec.compression
                 ),

@@ -81,7 +81,13 @@ class Restorer(OneStep[ContainerRestoreStatus]):
         self.runtime = Runtime.PODMAN
 
     async def _enter(self, phase: RestorePhase, message: str) -> None:
-        await self.write(phase=phase, message=message, observed_generation=self.record.generation)
+        started = self.record.status.start_time or self.record.clock().replace(microsecond=0)
+        await self.write(
+            phase=phase,
+            message=message,
+            observed_generation=self.record.generation,
+            start_time=started,
+        )
         self.events.normal(phase.value, message)
 
     async def _end(self, phase: RestorePhase, reason: str, message: str) -> None:

@@ -163,6 +163,7 @@ def test_a_restore_begun_past_its_deadline_fails_without_asking_any_node() -> No
 def test_a_checkpoint_is_restored_in_place_from_its_nodes_store() -> None:
     helpers, _, status = restore()
     assert status["phase"] == "Succeeded", status
+    assert status["startTime"] <= status["completionTime"]
     asked = next(c.request for c in helpers.calls if c.operation == "restore-stored")
     assert isinstance(asked, RestoreStoredRequest)
     assert (asked.checkpoint_uid, asked.name) == (CHECKPOINT_UID, "copy")
