@@ -283,6 +283,27 @@ def choose_memory_transfer(
     return MemoryTransfer.ARCHIVE
 
 
+def check_tcp_established(spec: ContainerMigrationSpec, target: str) -> None:
+    """Established connections move only where the container's address is.
+
+    A restored connection is bound back to the container's address; on another node
+    the container gets another one (each node's network is its own), and CRIU's
+    restore fails: ``Can't bind inet socket back: Cannot assign requested address``.
+    """
+    if not spec.tcp_established:
+        return
+    raise Refusal(
+        reason="TCPEstablishedAcrossNodes",
+        message=(
+            f"tcpEstablished cannot keep {spec.source.container!r}'s TCP connections on "
+            f"{target}: its address stays on {spec.source.node}'s network, so CRIU could not "
+            "bind them back there. Connections survive only a checkpoint restored on the "
+            "same node (ContainerCheckpoint and ContainerRestore, or a rollback). Leave "
+            "tcpEstablished off and close the connections or let the peers reconnect"
+        ),
+    )
+
+
 def check_memory_transfer(spec: ContainerMigrationSpec, runtime: Runtime) -> None:
     """A page-server migration must be of a podman container."""
     if spec.memory_transfer == MemoryTransfer.PAGE_SERVER and runtime != Runtime.PODMAN:

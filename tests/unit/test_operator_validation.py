@@ -15,6 +15,7 @@ from ferry_operator.validation import (
     check_source,
     check_target_free,
     check_target_id_free,
+    check_tcp_established,
     choose_memory_transfer,
     choose_target,
 )
@@ -336,3 +337,12 @@ def test_a_target_without_the_containers_runtime_is_refused_naming_both() -> Non
         spec(), runtime=Runtime.DOCKER, nodes=NODES, helpers=mixed, now=NOW, stale_seconds=60
     )
     assert chosen == "node-c"
+
+
+def test_tcp_established_is_refused_for_a_migration_the_address_cannot_follow() -> None:
+    check_tcp_established(spec(), "node-b")
+    with pytest.raises(Refusal) as refused:
+        check_tcp_established(spec(tcpEstablished=True), "node-b")
+    assert refused.value.reason == "TCPEstablishedAcrossNodes"
+    assert "its address stays on node-a's network" in refused.value.message
+    assert "Leave tcpEstablished off" in refused.value.message

@@ -408,9 +408,14 @@ def test_error_from_a_criu_failure() -> None:
     assert str(error) == (
         "podman container checkpoint failed: inet: Connected TCP socket, consider using "
         f"--tcp-established option. (CRIU log: {USERDATA}/dump.log); to fix: the container "
-        "holds established TCP connections: set spec.tcpEstablished: true (its peers then "
-        "see a pause, not a reset)"
+        "holds established TCP connections: close them before a migration (on another node "
+        "it gets another address, so they cannot follow), or, for a checkpoint restored on "
+        "this same node, set spec.tcpEstablished: true (its peers then see a pause, not a "
+        "reset)"
     )
+    bind = errors.advice(["inet: Can't bind inet socket back: Cannot assign requested address"])
+    assert bind is not None
+    assert bind.startswith("the restored TCP connections need the container's old address")
 
 
 def test_error_without_criu() -> None:

@@ -58,9 +58,17 @@ _PODMAN_LOG_LINE = re.compile(r"^(WARN|INFO|DEBU)\[\d+\]|^time=\S+ level=(warnin
 #: first pattern that matches the decisive line (or a CRIU error) gives advice.
 _ADVICE: tuple[tuple[re.Pattern[str], str], ...] = (
     (
+        re.compile(r"Can't bind inet socket back|Cannot assign requested address"),
+        "the restored TCP connections need the container's old address, which this node "
+        "cannot hold (an address does not move between nodes): restore on the node it was "
+        "checkpointed on, or checkpoint without tcpEstablished",
+    ),
+    (
         re.compile(r"Connected TCP socket|--tcp-established", re.IGNORECASE),
-        "the container holds established TCP connections: set spec.tcpEstablished: true "
-        "(its peers then see a pause, not a reset)",
+        "the container holds established TCP connections: close them before a migration "
+        "(on another node it gets another address, so they cannot follow), or, for a "
+        "checkpoint restored on this same node, set spec.tcpEstablished: true (its peers "
+        "then see a pause, not a reset)",
     ),
     (
         re.compile(r"file locks|--file-locks", re.IGNORECASE),

@@ -86,6 +86,7 @@ class Steps:
         target = validation.choose_target(
             spec, runtime=runtime, nodes=nodes, helpers=helpers, now=now, stale_seconds=stale
         )
+        validation.check_tcp_established(spec, target)
         validation.check_compatible(helpers[spec.source.node], helpers[target])
         target_peer = peer_of(helpers[target])
         by_name, by_id = await asyncio.gather(
