@@ -97,16 +97,8 @@ class CheckpointStorage(SpecModel):
         return self
 
 
-class ContainerCheckpointSpec(SpecModel):
-    """What to checkpoint and how; immutable once created."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {"rule": "self == oldSelf", "message": IMMUTABLE_CHECKPOINT_MESSAGE}
-            ]
-        }
-    )
+class CheckpointTemplateSpec(SpecModel):
+    """What to checkpoint and how: a ContainerCheckpoint's spec, and a schedule's template."""
 
     source: SourceRef = Field(description="The container to checkpoint and the node it runs on.")
     leave_running: bool = Field(
@@ -130,26 +122,40 @@ class ContainerCheckpointSpec(SpecModel):
         description="Container runtime that runs the container (podman or docker). Default: "
         "whichever runtime of the node has it (podman first). Registry storage needs podman.",
     )
+    # A factory, not a default object: the CRD then carries no default holding
+    # ``repository: null``, which the API server refuses.
+    storage: CheckpointStorage = Field(
+        default_factory=CheckpointStorage,
+        description="Where the checkpoint is kept; absent: on the container's node.",
+    )
+
+
+class ContainerCheckpointSpec(CheckpointTemplateSpec):
+    """What to checkpoint and how; immutable once created."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": IMMUTABLE_CHECKPOINT_MESSAGE}
+            ]
+        }
+    )
+
     schedule: str | None = Field(
         default=None,
         max_length=100,
-        description="Cron schedule (five fields, as a CronJob's; an optional sixth, leading "
-        "field gives seconds). With it this resource checkpoints nothing itself: at each "
-        "time it creates a ContainerCheckpoint <name>-<time> with this spec, labelled "
-        f"{constants.SCHEDULE_LABEL}=<name>, and keeps the newest `keep` of them.",
+        description="Deprecated: use a ContainerCheckpointSchedule (its keep can change, it can "
+        "be suspended, and deleting it keeps its checkpoints). Cron schedule (five fields, "
+        "as a CronJob's; an optional sixth, leading field gives seconds). With it this "
+        "resource checkpoints nothing itself: at each time it creates a ContainerCheckpoint "
+        f"<name>-<time> with this spec, labelled {constants.SCHEDULE_LABEL}=<name>, owned by "
+        "it, and keeps the newest `keep` of them.",
     )
     keep: int = Field(
         default=3,
         ge=1,
         le=100,
         description="With schedule: how many of its checkpoints to keep; older ones are deleted.",
-    )
-
-    # A factory, not a default object: the CRD then carries no default holding
-    # ``repository: null``, which the API server refuses.
-    storage: CheckpointStorage = Field(
-        default_factory=CheckpointStorage,
-        description="Where the checkpoint is kept; absent: on the container's node.",
     )
 
     @model_validator(mode="after")
@@ -191,10 +197,18 @@ class ArchiveEncryption(StatusModel):
 
     algorithm: str = Field(description="AES-256-GCM-STREAM-1MiB: AES-256-GCM over 1 MiB chunks.")
     key_name: str = Field(description="The key's name in the helpers' checkpoint-keys Secret.")
-    key_id: str = Field(
+    key_id: str | None = Field(
+        default=None,
+        validation_alias="keyID",
+        serialization_alias="keyID",
         pattern=r"^[0-9a-f]{16}$",
         description="The key's id (an HMAC of the key, revealing nothing of it): a node that "
         "lacks this key refuses the restore (CheckpointKeyMissing).",
+    )
+    deprecated_key_id: str | None = Field(
+        default=None,
+        alias="keyId",
+        description="Deprecated: keyID's former name, on checkpoints written before it.",
     )
     seconds: Seconds | None = Field(
         default=None, description="How long encrypting the archive took, after the dump."
@@ -333,7 +347,17 @@ class ContainerRestoreStatus(StatusModel):
     )
     node: str | None = Field(default=None, description="Node the container is restored on.")
     container_name: str | None = Field(default=None, description="Name of the restored container.")
-    container_id: str | None = Field(default=None, description="ID of the restored container.")
+    container_id: str | None = Field(
+        default=None,
+        description="ID of the restored container.",
+        validation_alias="containerID",
+        serialization_alias="containerID",
+    )
+    deprecated_container_id: str | None = Field(
+        default=None,
+        alias="containerId",
+        description="Deprecated: containerID's former name, on restores written before it.",
+    )
     transfer_seconds: Seconds | None = Field(
         default=None, description="Shipping the archive to another node, when it was needed."
     )

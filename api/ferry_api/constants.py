@@ -33,8 +33,14 @@ NODE_HELPER_SHORT_NAMES: Final = ("nh",)
 #: not a Kubernetes one).
 NAMESPACE_LABEL: Final = f"{GROUP}/namespace"
 
-#: The label on each ContainerCheckpoint a scheduled one made, naming that one.
+#: The label on each ContainerCheckpoint a schedule made, naming the schedule.
 SCHEDULE_LABEL: Final = f"{GROUP}/schedule"
+
+CHECKPOINT_SCHEDULE_KIND: Final = "ContainerCheckpointSchedule"
+CHECKPOINT_SCHEDULE_LIST_KIND: Final = "ContainerCheckpointScheduleList"
+CHECKPOINT_SCHEDULE_PLURAL: Final = "containercheckpointschedules"
+CHECKPOINT_SCHEDULE_SINGULAR: Final = "containercheckpointschedule"
+CHECKPOINT_SCHEDULE_SHORT_NAMES: Final = ("ccs",)
 
 #: The finalizer that holds a ContainerMigration until its rollback or cleanup
 #: on the nodes is done.

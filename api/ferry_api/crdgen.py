@@ -35,6 +35,7 @@ from ferry_api import (
     migrationpolicy,
     nodehelper,
     podmigration,
+    schedule,
 )
 from ferry_api.definition import PrinterColumn, ResourceDefinition
 
@@ -48,6 +49,7 @@ DEFINITIONS: tuple[ResourceDefinition, ...] = (
     podmigration.DEFINITION,
     evacuation.DEFINITION,
     migrationpolicy.DEFINITION,
+    schedule.DEFINITION,
 )
 
 #: Output order of the schema keywords we keep; ``x-kubernetes-*`` ones follow, sorted.

@@ -48,6 +48,7 @@ KEPT_PAGES_MESSAGE = (
     "to the target's page server, so the archive kept would hold none; use memoryTransfer: "
     "Archive to keep a checkpoint"
 )
+RENAMED_TLS_MESSAGE = "pageServerTls is the former name of pageServerTLS: set pageServerTLS only"
 
 
 class Phase(StrEnum):
@@ -121,6 +122,11 @@ class ContainerMigrationSpec(SpecModel):
                     "message": KEPT_PAGES_MESSAGE,
                     "fieldPath": ".keepCheckpoint",
                 },
+                {
+                    "rule": "!has(self.pageServerTLS) || !has(self.pageServerTls)",
+                    "message": RENAMED_TLS_MESSAGE,
+                    "fieldPath": ".pageServerTls",
+                },
             ]
         }
     )
@@ -160,17 +166,25 @@ class ContainerMigrationSpec(SpecModel):
         "streamed over SSH after the dump. PageServer (podman only): straight from the dump "
         "to CRIU's page server on the target, so it is written once and the archive left to "
         "send is small; much less downtime for containers with a lot of memory, but a "
-        "rollback then needs the target to give the memory back (see pageServerTls). "
+        "rollback then needs the target to give the memory back (see pageServerTLS). "
         f"Auto: PageServer for a podman container using {AUTO_PAGE_SERVER_MIN_BYTES >> 20} MiB "
         "of memory or more (as its cgroup counts it, tmpfs included; not with "
         "keepCheckpoint), else Archive; status.memoryTransfer says which.",
     )
-    page_server_tls: bool = Field(
-        default=True,
+    page_server_tls: bool | None = Field(
+        default=None,
+        validation_alias="pageServerTLS",
+        serialization_alias="pageServerTLS",
         description="With memoryTransfer: PageServer, encrypt and authenticate the page "
-        "server's link with TLS and a certificate made for this migration on each end. "
-        "false sends the memory in clear and lets whoever connects first feed the page "
-        "server: only for a node network you trust.",
+        "server's link with TLS and a certificate made for this migration on each end "
+        "(default: true). false sends the memory in clear and lets whoever connects first "
+        "feed the page server: only for a node network you trust.",
+    )
+    deprecated_page_server_tls: bool | None = Field(
+        default=None,
+        alias="pageServerTls",
+        description="Deprecated: the former name of pageServerTLS, still read in v1alpha1 "
+        "(the API server warns); set pageServerTLS instead.",
     )
     timeout_seconds: int = Field(
         default=300,
@@ -200,7 +214,17 @@ class ContainerMigrationSpec(SpecModel):
             raise ValueError(SAME_NODE_MESSAGE)
         if self.memory_transfer == MemoryTransfer.PAGE_SERVER and self.keep_checkpoint:
             raise ValueError(KEPT_PAGES_MESSAGE)
+        if self.page_server_tls is not None and self.deprecated_page_server_tls is not None:
+            raise ValueError(RENAMED_TLS_MESSAGE)
         return self
+
+    @property
+    def pages_over_tls(self) -> bool:
+        """Whether the page server's link uses TLS: pageServerTLS, or its former name, or yes."""
+        for value in (self.page_server_tls, self.deprecated_page_server_tls):
+            if value is not None:
+                return value
+        return True
 
 
 def _to_milliseconds(seconds: float) -> float:

@@ -90,8 +90,16 @@ class PodMigrationStatus(StatusModel):
     source_node: str | None = Field(default=None, description="Node the pod ran on.")
     source_pod_uid: str | None = Field(
         default=None,
+        validation_alias="sourcePodUID",
+        serialization_alias="sourcePodUID",
         description="UID of the pod moved (a pod of the same name made later "
         "is another pod, and is not touched).",
+    )
+    deprecated_source_pod_uid: str | None = Field(
+        default=None,
+        alias="sourcePodUid",
+        description="Deprecated: sourcePodUID's former name, read from migrations written "
+        "before it; no longer written.",
     )
     target_node: str | None = Field(
         default=None, description="Node the pod is restored on (chosen or given)."
@@ -140,6 +148,11 @@ class PodMigrationStatus(StatusModel):
     failure_logs: FailureLogs | None = Field(
         default=None, description="Where the full logs of the failed step are, when one failed."
     )
+
+    @property
+    def moved_pod_uid(self) -> str | None:
+        """The source pod's UID, under its name or its former one."""
+        return self.source_pod_uid or self.deprecated_source_pod_uid
 
 
 class PodMigration(StatusModel):

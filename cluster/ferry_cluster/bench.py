@@ -62,7 +62,7 @@ DEFAULT_METHODS = "manual,ferry,pageserver,auto"
 FERRY_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "ferry": ("Archive", {"memoryTransfer": "Archive"}),
     "pageserver": ("PageServer", {"memoryTransfer": "PageServer"}),
-    "plain": ("PageServer plain", {"memoryTransfer": "PageServer", "pageServerTls": False}),
+    "plain": ("PageServer plain", {"memoryTransfer": "PageServer", "pageServerTLS": False}),
     "auto": ("Auto", {"memoryTransfer": "Auto"}),
 }
 #: Issue 8's targets: (what, threshold), met when below.

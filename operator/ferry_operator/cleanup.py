@@ -38,6 +38,8 @@ class Kind:
     settled: frozenset[str]
     #: Deleting one in flight cancels it (the operator rolls back).
     cancellable: bool
+    #: Whether it has phases at all (a schedule has none: nothing of it is ever in flight).
+    phased: bool = True
 
 
 MIGRATION_SETTLED = frozenset(phase.value for phase in Phase if phase.is_final)
@@ -75,10 +77,22 @@ KINDS: tuple[Kind, ...] = (
         frozenset({"Ready", "Failed", "Scheduled"}),
         cancellable=False,
     ),
+    # A schedule's runs are ContainerCheckpoints (above); the schedule itself only waits.
+    Kind(
+        constants.CHECKPOINT_SCHEDULE_KIND,
+        constants.CHECKPOINT_SCHEDULE_PLURAL,
+        frozenset(),
+        cancellable=False,
+        phased=False,
+    ),
 )
 #: Deleted with --delete-checkpoints: every object of these kinds, settled or not.
 DELETED_WHEN_ASKED = frozenset(
-    {constants.CONTAINER_RESTORE_KIND, constants.CONTAINER_CHECKPOINT_KIND}
+    {
+        constants.CONTAINER_RESTORE_KIND,
+        constants.CONTAINER_CHECKPOINT_KIND,
+        constants.CHECKPOINT_SCHEDULE_KIND,
+    }
 )
 POLL_SECONDS = 1.0
 
@@ -96,7 +110,7 @@ async def _stop(kube: Kube, namespace: str, name: str, *, until: float) -> list[
 
 
 def _in_flight(kind: Kind, item: dict[str, Any]) -> bool:
-    return (item.get("status") or {}).get("phase") not in kind.settled
+    return kind.phased and (item.get("status") or {}).get("phase") not in kind.settled
 
 
 def _named(kind: Kind, item: dict[str, Any]) -> str:

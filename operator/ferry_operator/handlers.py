@@ -29,6 +29,7 @@ from ferry_api.checkpoint import parse_container_checkpoint, parse_container_res
 from ferry_api.evacuation import parse_node_evacuation
 from ferry_api.migration import parse_container_migration
 from ferry_api.podmigration import parse_pod_migration
+from ferry_api.schedule import parse_checkpoint_schedule
 from ferry_wire import RemoteError
 from ferry_wire.migration import CleanupRequest
 from prometheus_client import start_http_server
@@ -44,7 +45,8 @@ from .phases import FINAL, CancelFailed, PhaseLoop
 from .podmigration import PodMigrationMachine
 from .policy import RETRY_MAX_SECONDS, Kind, Refusal, as_failure, kind_of
 from .restore import Restorer
-from .schedule import Scheduler
+from .schedule import Schedule, Scheduler
+from .scheduling import run_schedule
 from .settings import Settings
 from .slots import NodeSlots
 from .status import KopfEvents, utc_now
@@ -54,6 +56,7 @@ CHECKPOINT = (constants.GROUP, constants.VERSION, constants.CONTAINER_CHECKPOINT
 RESTORE = (constants.GROUP, constants.VERSION, constants.CONTAINER_RESTORE_PLURAL)
 POD_MIGRATION = (constants.GROUP, constants.VERSION, constants.POD_MIGRATION_PLURAL)
 EVACUATION = (constants.GROUP, constants.VERSION, constants.NODE_EVACUATION_PLURAL)
+SCHEDULE = (constants.GROUP, constants.VERSION, constants.CHECKPOINT_SCHEDULE_PLURAL)
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +266,8 @@ async def checkpoint_schedule(
     """A scheduled ContainerCheckpoint: makes a checkpoint when one is due, prunes old ones."""
     ran: datetime.datetime | None = None  # the body may not show our own last run yet
     while not stopped:
-        resource = _parsed(parse_container_checkpoint, body)
-        scheduler = Scheduler(resource=resource, kube=memo.kube)
+        schedule = Schedule.of_checkpoint(_parsed(parse_container_checkpoint, body))
+        scheduler = Scheduler(schedule=schedule, kube=memo.kube)
         now = datetime.datetime.now(datetime.UTC)
         due = scheduler.due(now, ran=ran)
         if due <= now:
@@ -274,12 +277,24 @@ async def checkpoint_schedule(
         await stopped.wait((due - now).total_seconds())
 
 
+# The body a daemon holds is kept current by kopf: a changed keep, cron or suspend
+# is seen within SCHEDULE_POLL_SECONDS, and keep at once lowered deletes the surplus.
+@kopf.daemon(*SCHEDULE, cancellation_polling=0.5)
+async def checkpoint_schedules(
+    body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    """A ContainerCheckpointSchedule: a checkpoint when one is due, the oldest pruned."""
+    await run_schedule(
+        lambda: _parsed(parse_checkpoint_schedule, body), memo.kube, stopped, KopfEvents(body)
+    )
+
+
 @kopf.on.delete(*CHECKPOINT)
 async def checkpoint_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Holds the finalizer until what the checkpoint stored (or scheduled) is gone."""
     resource = _parsed(parse_container_checkpoint, body)
     if resource.spec.schedule:
-        await Scheduler(resource=resource, kube=memo.kube).delete_children()
+        await Scheduler(schedule=Schedule.of_checkpoint(resource), kube=memo.kube).delete_children()
     await delete_stored(resource, memo.kube, memo.helpers)
     await _delete_failure_logs(body, memo)
 

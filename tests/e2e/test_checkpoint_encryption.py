@@ -142,7 +142,7 @@ def test_a_helper_with_another_key_refuses_the_checkpoint_and_starts_nothing(
     wait_counting(node, "keyed", above=3)
     status = checkpoint(custom, namespace, "keyed-cp", node, "keyed")
     assert status["phase"] == "Ready", status
-    key_id = status["encryption"]["keyId"]
+    key_id = status["encryption"]["keyID"]
     sh(node, "podman rm -f -t 0 keyed")
 
     with_keys(ferry, OTHER_KEYS)

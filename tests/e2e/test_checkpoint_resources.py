@@ -409,3 +409,82 @@ def test_a_schedule_makes_checkpoints_and_keeps_only_the_newest(
     wait_counting(node, "nightly", above=read_count(node, "nightly"))
     assert counted_without_restart(logged_counts(node, "nightly"))
     sh(node, "podman rm -f -t 0 nightly")
+
+
+def test_a_checkpoint_schedule_can_be_suspended_shrunk_and_deleted_keeping_its_checkpoints(
+    ferry: ClusterConfig, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    node = ferry.node_specs()[0]
+    plural, schedules = constants.CONTAINER_CHECKPOINT_PLURAL, constants.CHECKPOINT_SCHEDULE_PLURAL
+    run_counter(node, "hourly", labels={constants.NAMESPACE_LABEL: namespace})
+    wait_counting(node, "hourly", above=0)
+    # Every 3 seconds (a leading sixth field is seconds), keeping 3.
+    create_resource(
+        custom,
+        namespace,
+        schedules,
+        "hourly",
+        {
+            "schedule": "*/3 * * * * *",
+            "keep": 3,
+            "checkpointTemplate": {
+                "metadata": {"labels": {"team": "a"}},
+                "spec": {"source": {"node": node.name, "container": "hourly"}},
+            },
+        },
+    )
+
+    def children() -> list[str]:
+        listed = custom.list_namespaced_custom_object(
+            constants.GROUP,
+            constants.VERSION,
+            namespace,
+            plural,
+            label_selector=f"{constants.SCHEDULE_LABEL}=hourly,team=a",
+        )["items"]
+        return sorted(c["metadata"]["name"] for c in listed)
+
+    def patch(spec: dict[str, Any]) -> None:
+        custom.patch_namespaced_custom_object(
+            constants.GROUP, constants.VERSION, namespace, schedules, "hourly", {"spec": spec}
+        )
+
+    deadline = time.monotonic() + 90
+    while len(children()) < 3:
+        assert time.monotonic() < deadline, children()
+        time.sleep(0.3)
+    # Suspended: no new checkpoint; the ones kept stay, and status says why.
+    patch({"suspend": True})
+    deadline = time.monotonic() + 30
+    while (
+        get_resource(custom, namespace, schedules, "hourly")["status"].get("message")
+        != "suspended: no checkpoint is made"
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    held = children()
+    time.sleep(7)  # two runs' worth
+    assert children() == held, "nothing made while suspended"
+    # A lowered keep prunes at once (no run needed: it is still suspended).
+    patch({"keep": 1})
+    deadline = time.monotonic() + 30
+    while len(children()) > 1:
+        assert time.monotonic() < deadline, children()
+        time.sleep(0.3)
+    (last,) = children()
+    assert last == held[-1], "the newest is the one kept"
+    assert wait_resource_phase(custom, namespace, plural, last, phases=("Ready", "Failed"))[
+        "phase"
+    ] == ("Ready")
+    # Deleting the schedule keeps its checkpoints (unlike the deprecated scheduled kind).
+    custom.delete_namespaced_custom_object(
+        constants.GROUP, constants.VERSION, namespace, schedules, "hourly"
+    )
+    deadline = time.monotonic() + 30
+    while exists(custom, namespace, schedules, "hourly"):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    time.sleep(2)
+    assert children() == [last]
+    delete_checkpoint(custom, namespace, last)
+    sh(node, "podman rm -f -t 0 hourly")

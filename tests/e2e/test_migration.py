@@ -18,7 +18,7 @@ import ferry_pods
 import pytest
 import yaml
 from ferry_api import constants
-from ferry_cluster import images, procs
+from ferry_cluster import cluster, images, procs
 from ferry_cluster.config import ClusterConfig, NodeSpec
 from ferry_cluster.workloads import (
     counter_script,
@@ -495,3 +495,24 @@ def test_a_kept_checkpoint_archive_stays_with_its_migration_and_goes_with_it(
         assert sh(node, f"ls -d {staged} 2>/dev/null || true") == "", f"{node.name} kept it"
     wait_counting(node_b, "keeper", above=read_count(node_b, "keeper"))
     sh(node_b, "podman rm -f -t 0 keeper")
+
+
+def test_a_former_field_name_is_accepted_with_a_warning(
+    ferry: ClusterConfig, namespace: str
+) -> None:
+    """A manifest from before pageServerTLS was renamed still applies; the API server warns."""
+    manifest = yaml.safe_dump(
+        {
+            "apiVersion": constants.API_VERSION,
+            "kind": constants.CONTAINER_MIGRATION_KIND,
+            "metadata": {"name": "old-names", "namespace": namespace},
+            "spec": {"source": {"node": "node-a", "container": "web"}, "pageServerTls": False},
+        }
+    )
+    applied = procs.run(
+        [*cluster.kubectl(ferry), "apply", "--dry-run=server", "-f", "-"],
+        input_text=manifest,
+    )
+    assert "created (server dry run)" in applied.stdout
+    assert "Warning: spec.pageServerTls is deprecated" in applied.stderr
+    assert "rename it spec.pageServerTLS" in applied.stderr

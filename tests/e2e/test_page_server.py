@@ -79,7 +79,7 @@ def page_spec(source: NodeSpec, target: NodeSpec, container: str, *, tls: bool) 
         "source": {"node": source.name, "container": container},
         "target": {"node": target.name},
         "memoryTransfer": "PageServer",
-        "pageServerTls": tls,
+        "pageServerTLS": tls,
         "compression": "none",
     }
 

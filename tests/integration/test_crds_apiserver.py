@@ -161,10 +161,9 @@ def test_a_valid_migration_is_accepted_and_defaulted(
         "compression": "zstd",
         "keepCheckpoint": False,
         "timeoutSeconds": 300,
-        "memoryTransfer": "Archive",
-        "pageServerTls": True,
     }
     assert "runtime" not in got["spec"], "no default: the runtime that has the container"
+    assert "memoryTransfer" not in got["spec"], "no default: a MigrationPolicy's, else Archive"
     # The API server's defaults are the models' defaults: the body parses back to itself.
     parsed = parse_container_migration(got)
     assert parsed.metadata.namespace == namespace
@@ -172,6 +171,20 @@ def test_a_valid_migration_is_accepted_and_defaulted(
     assert parsed.spec == ContainerMigrationSpec.model_validate(
         {"source": {"node": "node-a", "container": "web"}}
     )
+
+
+def test_a_renamed_field_is_kept_under_its_former_name_and_both_are_refused(
+    custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    source = {"node": "node-a", "container": "web"}
+    _create(custom, namespace, _migration("old-name", {"source": source, "pageServerTls": False}))
+    got = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "old-name")
+    assert got["spec"]["pageServerTls"] is False, "not pruned: a GitOps repo keeps working"
+    assert parse_container_migration(got).spec.pages_over_tls is False
+    body = _refused(
+        custom, namespace, {"source": source, "pageServerTls": False, "pageServerTLS": True}
+    )
+    assert "former name of pageServerTLS" in body
 
 
 def test_a_missing_container_is_refused(custom: client.CustomObjectsApi, namespace: str) -> None:
@@ -248,6 +261,11 @@ def _full_status() -> ContainerMigrationStatus:
         Condition(type="Restored", status=ConditionStatus.TRUE, reason="Running", message="ok"),
         now=T0,
     )
+    conditions = set_condition(
+        conditions,
+        Condition(type="Succeeded", status=ConditionStatus.TRUE, reason="Migrated", message="ok"),
+        now=T0,
+    )
     return ContainerMigrationStatus(
         phase=Phase.SUCCEEDED,
         conditions=conditions,
@@ -291,8 +309,8 @@ def test_status_written_from_the_models_is_stored_whole_and_shown_by_kubectl(
     assert parse_container_migration(got).status == status
 
     table = _kubectl(local_cluster, "get", "containermigrations", "-n", namespace).splitlines()
-    assert table[0].split() == ["NAME", "PHASE", "SOURCE", "TARGET", "DOWNTIME", "AGE"]
-    assert table[1].split()[:5] == ["shown", "Succeeded", "node-a", "node-b", "0.412"]
+    assert table[0].split() == ["NAME", "PHASE", "SOURCE", "TARGET", "REASON", "DOWNTIME", "AGE"]
+    assert table[1].split()[:6] == ["shown", "Succeeded", "node-a", "node-b", "Migrated", "0.412"]
     wide = _kubectl(local_cluster, "get", "cmig", "-n", namespace, "-o", "wide").splitlines()
     assert "CONTAINER" in wide[0].split()
     explained = _kubectl(local_cluster, "explain", "containermigration.spec.source")

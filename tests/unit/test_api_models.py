@@ -32,7 +32,9 @@ from ferry_api.migration import (
 )
 from ferry_api.migrationpolicy import parse_migration_policy
 from ferry_api.nodehelper import CgroupVersion, NodeHelperStatus, parse_node_helper
+from ferry_api.podmigration import PodMigrationStatus
 from ferry_api.runtime import Runtime
+from ferry_api.schedule import parse_checkpoint_schedule
 from ferry_cluster.config import ClusterConfig
 from pydantic import ValidationError
 
@@ -63,7 +65,8 @@ def test_spec_defaults() -> None:
     # Unset: a MigrationPolicy's memoryTransfer, else Archive (not Auto: with the page
     # server a rollback needs the target, the memory is there).
     assert spec.memory_transfer is None
-    assert spec.page_server_tls is True
+    assert spec.page_server_tls is None
+    assert spec.pages_over_tls is True
 
 
 def test_spec_round_trips_through_camel_case_wire_names() -> None:
@@ -78,7 +81,7 @@ def test_spec_round_trips_through_camel_case_wire_names() -> None:
         "timeoutSeconds": 60,
         "runtime": "podman",
         "memoryTransfer": "Archive",
-        "pageServerTls": True,
+        "pageServerTLS": True,
     }
     spec = ContainerMigrationSpec.model_validate(wire)
     assert spec.tcp_established is True
@@ -100,11 +103,28 @@ def test_a_page_server_migration_keeps_no_checkpoint() -> None:
         {
             "source": {"node": "node-a", "container": "web"},
             "memoryTransfer": "PageServer",
-            "pageServerTls": False,
+            "pageServerTLS": False,
         }
     )
     assert plain.memory_transfer is MemoryTransfer.PAGE_SERVER
-    assert plain.page_server_tls is False
+    assert plain.pages_over_tls is False
+
+
+def test_a_renamed_field_is_read_under_its_former_name_but_not_both() -> None:
+    """pageServerTls became pageServerTLS (the API conventions' acronyms): a manifest in a
+    GitOps repository keeps working for v1alpha1; naming both is refused."""
+    source = {"node": "node-a", "container": "web"}
+    old = ContainerMigrationSpec.model_validate({"source": source, "pageServerTls": False})
+    assert old.pages_over_tls is False
+    assert ContainerMigrationSpec.model_validate({"source": source}).pages_over_tls is True
+    with pytest.raises(ValidationError, match="former name of pageServerTLS"):
+        ContainerMigrationSpec.model_validate(
+            {"source": source, "pageServerTls": False, "pageServerTLS": True}
+        )
+    # Statuses written before the renames still say what they said.
+    status = PodMigrationStatus.model_validate({"sourcePodUid": "u-1"})
+    assert status.moved_pod_uid == "u-1"
+    assert to_wire(PodMigrationStatus(source_pod_uid="u-2"))["sourcePodUID"] == "u-2"
 
 
 def test_python_code_may_use_field_names() -> None:
@@ -433,6 +453,7 @@ def test_every_example_parses_with_its_model(example: str) -> None:
             constants.CONTAINER_CHECKPOINT_KIND: parse_container_checkpoint,
             constants.CONTAINER_RESTORE_KIND: parse_container_restore,
             constants.MIGRATION_POLICY_KIND: parse_migration_policy,
+            constants.CHECKPOINT_SCHEDULE_KIND: parse_checkpoint_schedule,
         }[body["kind"]]
         assert parse(body).metadata.name == body["metadata"]["name"]
 
@@ -452,10 +473,17 @@ def test_the_examples_applied_together_do_not_fight_over_a_container() -> None:
         for b in bodies
         if b["kind"] == constants.CONTAINER_MIGRATION_KIND
     }
-    checkpointed = {
-        (b["spec"]["source"]["node"], b["spec"]["source"]["container"])
+    templates = [
+        b["spec"]["checkpointTemplate"]["spec"]
         for b in bodies
-        if b["kind"] == constants.CONTAINER_CHECKPOINT_KIND
+        if b["kind"] == constants.CHECKPOINT_SCHEDULE_KIND
+    ]
+    checkpointed = {
+        (spec["source"]["node"], spec["source"]["container"])
+        for spec in [
+            *(b["spec"] for b in bodies if b["kind"] == constants.CONTAINER_CHECKPOINT_KIND),
+            *templates,
+        ]
     }
     assert moved
     assert checkpointed
@@ -487,7 +515,7 @@ def test_the_examples_are_one_kustomize_base() -> None:
     kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(rendered) if doc)
     assert kinds == [
         "ContainerCheckpoint",
-        "ContainerCheckpoint",
+        "ContainerCheckpointSchedule",
         "ContainerMigration",
         "ContainerRestore",
         "MigrationPolicy",

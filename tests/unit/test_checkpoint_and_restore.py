@@ -344,7 +344,7 @@ def test_an_encrypted_archive_says_with_which_key() -> None:
     _, status = take(answers={StoreCheckpointRequest: sealed})
     assert status["phase"] == "Ready", status
     assert status["encryption"]["keyName"] == "key"
-    assert status["encryption"]["keyId"] == "0123456789abcdef"
+    assert status["encryption"]["keyID"] == "0123456789abcdef"
     assert status["encryption"]["algorithm"] == "AES-256-GCM-STREAM-1MiB"
     assert status["archive"]["sha256"] == "c" * 64
     assert "encrypted with key 'key'" in status["message"]

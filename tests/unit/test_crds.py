@@ -65,6 +65,7 @@ def test_output_is_deterministic_and_has_the_header() -> None:
     assert first == second
     assert sorted(first) == [
         "ferry.dev_containercheckpoints.yaml",
+        "ferry.dev_containercheckpointschedules.yaml",
         "ferry.dev_containermigrations.yaml",
         "ferry.dev_containerrestores.yaml",
         "ferry.dev_migrationpolicies.yaml",

@@ -1,4 +1,5 @@
-"""Scheduled ContainerCheckpoints: when runs are due, which checkpoints go (pure logic)."""
+"""Checkpoint schedules: when runs are due, which checkpoints go, and a schedule's loop
+(suspend, a lowered keep, missed runs) against a fake API server."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from ferry_api.checkpoint import (
     is_valid_schedule,
     parse_container_checkpoint,
 )
-from ferry_operator.schedule import Scheduler, next_run, to_prune
+from ferry_api.schedule import parse_checkpoint_schedule
+from ferry_operator.schedule import Schedule, Scheduler, next_run, to_prune
+from ferry_operator.scheduling import run_schedule
 from pydantic import ValidationError
 
 T0 = datetime.datetime(2026, 11, 25, 12, 0, 0, tzinfo=datetime.UTC)
@@ -92,7 +95,7 @@ def test_a_run_repeated_after_a_crash_makes_no_second_checkpoint() -> None:
         }
     )
     kube = Children()
-    scheduler = Scheduler(resource=schedule, kube=kube)  # type: ignore[arg-type]
+    scheduler = Scheduler(schedule=Schedule.of_checkpoint(schedule), kube=kube)  # type: ignore[arg-type]
     due = scheduler.due(T0 + datetime.timedelta(minutes=7))
     assert due == T0
     asyncio.run(scheduler.run(due))
@@ -100,3 +103,98 @@ def test_a_run_repeated_after_a_crash_makes_no_second_checkpoint() -> None:
     asyncio.run(scheduler.run(scheduler.due(T0 + datetime.timedelta(minutes=9))))
     assert list(kube.objects) == ["nightly-20261125120000"]
     assert kube.status["lastScheduleTime"] == "2026-11-25T12:00:00Z"
+    # The deprecated kind owns its children (they go with it).
+    assert kube.objects["nightly-20261125120000"]["metadata"]["ownerReferences"][0]["name"] == (
+        "nightly"
+    )
+
+
+def schedule_body(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "ContainerCheckpointSchedule",
+        "metadata": {
+            "name": "hourly",
+            "namespace": "team-a",
+            "uid": "2b6f7b8e-2f3c-4f7e-9a51-3c2d1e0f9a8b",
+            "creationTimestamp": "2026-11-25T09:30:00Z",
+            "generation": 1,
+        },
+        "spec": {
+            "schedule": "0 * * * *",
+            "checkpointTemplate": {
+                "metadata": {"labels": {"team": "a"}},
+                "spec": {"source": {"node": "node-a", "container": "web"}},
+            },
+            **spec,
+        },
+    }
+
+
+class Stopped:
+    """kopf's DaemonStopped, stopping after ``passes`` waits; the clock moves with each."""
+
+    def __init__(self, clock: list[datetime.datetime], passes: int) -> None:
+        self.clock, self.passes, self.waits = clock, passes, 0
+
+    def __bool__(self) -> bool:
+        return self.waits >= self.passes
+
+    async def wait(self, seconds: float) -> None:
+        self.waits += 1
+        self.clock[0] += datetime.timedelta(seconds=seconds)
+
+
+class Events:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def normal(self, reason: str, message: str) -> None:
+        self.seen.append((reason, message))
+
+    def warning(self, reason: str, message: str) -> None:
+        self.seen.append((reason, message))
+
+
+def run(body: dict[str, Any], kube: Children, *, at: datetime.datetime, passes: int) -> Events:
+    clock, events = [at], Events()
+    asyncio.run(
+        run_schedule(
+            lambda: parse_checkpoint_schedule(body),
+            kube,  # type: ignore[arg-type]
+            Stopped(clock, passes),  # type: ignore[arg-type]
+            events,
+            clock=lambda: clock[0],
+            poll_seconds=600,
+        )
+    )
+    return events
+
+
+def test_a_schedule_makes_one_checkpoint_for_the_runs_it_missed_then_keeps_time() -> None:
+    kube = Children()
+    # Created 09:30, first seen at 12:07: 10, 11 and 12 o'clock were missed: one run, 12:00.
+    run(schedule_body(), kube, at=T0 + datetime.timedelta(minutes=7), passes=8)
+    names = sorted(kube.objects)
+    assert names[0] == "hourly-20261125120000"
+    assert names[1:] == ["hourly-20261125130000"], "then on time, one an hour"
+    child = kube.objects["hourly-20261125120000"]
+    assert child["metadata"]["labels"] == {"team": "a", "ferry.dev/schedule": "hourly"}
+    assert "ownerReferences" not in child["metadata"], "its checkpoints outlive the schedule"
+    assert child["spec"]["source"] == {"node": "node-a", "container": "web"}
+
+
+def test_a_suspended_schedule_makes_none_and_a_lowered_keep_prunes_at_once() -> None:
+    kube = Children()
+    for hour in (9, 10, 11):
+        name = f"hourly-20261125{hour:02d}0000"
+        kube.objects[name] = {
+            "metadata": {"name": name, "creationTimestamp": f"2026-11-25T{hour:02d}:00:00Z"}
+        }
+    events = run(schedule_body(suspend=True, keep=1), kube, at=T0, passes=3)
+    assert sorted(kube.objects) == ["hourly-20261125110000"], "the newest one kept"
+    assert ("Pruned", "deleted hourly-20261125100000, hourly-20261125090000 (keep: 1)") in (
+        events.seen
+    )
+    assert kube.status["message"] == "suspended: no checkpoint is made"
+    assert kube.status["nextScheduleTime"] is None

@@ -30,6 +30,8 @@ class Cluster:
                 item("nightly", "Scheduled"),
                 item("snap", "Ready"),
             ],
+            # A schedule has no phase: never in flight, released like the rest.
+            constants.CHECKPOINT_SCHEDULE_PLURAL: [item("hourly", None)],
         }
         self.log: list[str] = []
         self.operator_pods = ["ferry-operator-abc"]
@@ -72,6 +74,7 @@ def test_in_flight_is_cancelled_stored_is_kept_and_the_operator_stops_before_rel
         "release done",
         "release nightly",
         "release snap",
+        "release hourly",
     ]
     assert any("cancelled" in line and "moving" in line for line in done)
 
@@ -80,4 +83,10 @@ def test_delete_checkpoints_deletes_them_too() -> None:
     cluster = Cluster()
     cluster.operator_pods = []  # no operator to stop (not named)
     asyncio.run(cleanup(cluster, grace_seconds=5, delete_checkpoints=True))  # type: ignore[arg-type]
-    assert cluster.log == ["delete moving", "delete nightly", "delete snap", "release done"]
+    assert cluster.log == [
+        "delete moving",
+        "delete nightly",
+        "delete snap",
+        "delete hourly",
+        "release done",
+    ]

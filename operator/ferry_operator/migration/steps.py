@@ -201,7 +201,7 @@ class Steps:
         """
         c = self.c
         client_cert = None
-        if c.spec.page_server_tls:
+        if c.spec.pages_over_tls:
             identity = await c.helpers.call(source, PagesIdentityRequest(uid=c.uid))
             client_cert = identity.cert
         container_id, _ = await c.source_container()
@@ -214,12 +214,12 @@ class Steps:
                 ttl_seconds=c.spec.timeout_seconds,
             ),
         )
-        if c.spec.page_server_tls and not opened.cert:
+        if c.spec.pages_over_tls and not opened.cert:
             raise Failure(
                 reason="PageServerFailed",
                 message=f"the page server on {target.node} was opened without TLS",
             )
-        return opened if c.spec.page_server_tls else opened.model_copy(update={"cert": None})
+        return opened if c.spec.pages_over_tls else opened.model_copy(update={"cert": None})
 
     # -- Transferring ----------------------------------------------------------------
 

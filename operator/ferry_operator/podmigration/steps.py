@@ -120,7 +120,7 @@ class PodContext:
         """The source pod (the one with the UID validation saw) and its containers."""
         if self.source_pod is None or not self.containers:
             pod = await self.kube.pod(self.namespace, self.pod)
-            if pod is None or pod["metadata"]["uid"] != self.status.source_pod_uid:
+            if pod is None or pod["metadata"]["uid"] != self.status.moved_pod_uid:
                 raise Failure(reason="SourcePodGone", message=f"pod {self.pod} is gone")
             return (await self.learn(pod)).body, self.containers
         return self.source_pod, self.containers
@@ -382,7 +382,7 @@ class PodSteps:
             )
         if not gone:
             try:
-                await c.kube.delete_pod(c.namespace, c.pod, uid=c.status.source_pod_uid or "")
+                await c.kube.delete_pod(c.namespace, c.pod, uid=c.status.moved_pod_uid or "")
             except Exception as error:
                 if not labels:
                     raise  # nothing adopted the replacement: a rollback is still whole
@@ -441,7 +441,7 @@ class PodSteps:
         source, target = await c.peers()
         pod = await c.kube.pod(c.namespace, c.pod)
         meta = (pod or {}).get("metadata") or {}
-        if meta.get("uid") != c.status.source_pod_uid or meta.get("deletionTimestamp"):
+        if meta.get("uid") != c.status.moved_pod_uid or meta.get("deletionTimestamp"):
             kept = f"; pod {c.status.target_pod} is kept" if c.status.target_pod else ""
             raise Failure(
                 reason="SourcePodGone",
