@@ -1,10 +1,13 @@
-"""What each ``kubectl ferry`` command does, once its arguments are parsed."""
+"""What each reading or migrating ``kubectl ferry`` command does, once its arguments are parsed.
+
+``checkpoint``, ``restore``, ``cancel``, ``drain`` and ``version`` are in
+:mod:`.actions`; what every maker shares (the dry run, create or apply, follow)
+in :mod:`.session`.
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,78 +20,22 @@ from ferry_api.nodehelper import NodeHelper, parse_node_helper
 
 from ferry_kubectl import drain, logs, manifest, render
 from ferry_kubectl.errors import PluginError
-from ferry_kubectl.kube import (
+from ferry_kubectl.kinds import (
     CHECKPOINT,
+    FOLLOWED,
     MIGRATION,
     NODE_HELPER,
-    POD_MIGRATION,
+    POLICY,
     RESTORE,
-    Cluster,
     Kind,
-    api_client,
-    context_namespace,
+    reference,
 )
-from ferry_kubectl.output import Output, print_json
+from ferry_kubectl.output import Format, print_structured
+from ferry_kubectl.session import Env, send, warn
 from ferry_kubectl.watch import watch
 
-DEFAULT_NAMESPACE = "default"
 LOG_KINDS = {"migration": MIGRATION, "checkpoint": CHECKPOINT, "restore": RESTORE}
-
-
-@dataclass
-class Env:
-    """One invocation: its arguments, where it prints, and (made on first use) its cluster."""
-
-    args: argparse.Namespace
-    output: Output
-    _cluster: Cluster | None = field(default=None, init=False)
-
-    @property
-    def cluster(self) -> Cluster:
-        if self._cluster is None:
-            self._cluster = Cluster(api_client(self.args.kubeconfig, self.args.context))
-        return self._cluster
-
-    @property
-    def namespace(self) -> str:
-        """``-n``, else the kubeconfig context's namespace, else ``default`` (kubectl's rule)."""
-        explicit: str | None = self.args.namespace
-        if explicit:
-            return explicit
-        return context_namespace(self.args.kubeconfig, self.args.context) or DEFAULT_NAMESPACE
-
-
-def warn(message: str) -> None:
-    sys.stderr.write(f"warning: {message}\n")
-
-
-def _created(env: Env, bodies: list[dict[str, Any]], *, kind: Kind = MIGRATION) -> int:
-    """Create each migration; then watch them one after another unless --no-watch."""
-    created = []
-    for body in bodies:
-        namespace = manifest.place(body, env.namespace, explicit=bool(env.args.namespace))
-        made = env.cluster.create(kind, namespace, body)
-        created.append(made)
-        if not env.output.json:
-            env.output.line(f"{kind.resource_name(made['metadata']['name'])} created")
-    if env.args.no_watch:
-        if env.output.json:
-            print_json(created[0] if len(created) == 1 else created)
-        return 0
-    code, finals = 0, []
-    for made in created:
-        metadata = made["metadata"]
-        code_one, final = watch(
-            env.cluster, metadata["namespace"], metadata["name"], env.output, kind=kind
-        )
-        if final is None:
-            return code_one
-        code = max(code, code_one)
-        finals.append(final)
-    if env.output.json:
-        print_json(finals[0] if len(finals) == 1 else finals)
-    return code
-
+Body = dict[str, Any]
 
 #: ``migrate`` options that only a container's migration has.
 CONTAINER_ONLY = (
@@ -119,16 +66,13 @@ def migrate_pod(env: Env, pod: str) -> int:
         ttl=args.ttl,
         namespace=args.namespace,
     )
-    if args.dry_run:
-        print(manifest.dump([body], output="json" if env.output.json else "yaml"))
-        return 0
-    return _created(env, [body], kind=POD_MIGRATION)
+    return send(env, [body])
 
 
 def migrate(env: Env) -> int:
     args = env.args
     if args.filename:
-        return apply(env)
+        return send(env, read_manifests(args.filename))
     if args.container and args.container.startswith(("pod/", "pods/")):
         return migrate_pod(env, args.container.split("/", 1)[1])
     if not args.container or not args.source:
@@ -149,15 +93,11 @@ def migrate(env: Env) -> int:
         timeout=args.timeout,
         ttl=args.ttl,
     )
-    body = manifest.from_flags(flags, args.namespace)
-    if args.dry_run:
-        print(manifest.dump([body], output="json" if env.output.json else "yaml"))
-        return 0
-    return _created(env, [body])
+    return send(env, [manifest.from_flags(flags, args.namespace)])
 
 
-def apply(env: Env) -> int:
-    source = env.args.filename
+def read_manifests(source: str) -> list[Body]:
+    """The resources of a file (``-`` for stdin), each checked against its model."""
     if source == "-":
         text, source = sys.stdin.read(), "stdin"
     else:
@@ -165,47 +105,62 @@ def apply(env: Env) -> int:
             text = Path(source).read_text()
         except OSError as error:
             raise PluginError(f"cannot read {source}: {error.strerror}") from error
-    bodies = manifest.load(text, source=source)
-    if env.args.dry_run:
-        if env.args.namespace:
-            for body in bodies:
-                manifest.place(body, env.args.namespace, explicit=True)
-        print(manifest.dump(bodies, output="json" if env.output.json else "yaml"))
-        return 0
-    return _created(env, bodies)
+    return manifest.load(text, source=source)
+
+
+def apply(env: Env) -> int:
+    """Server-side apply a file's resources: applying it again changes (and starts) nothing."""
+    bodies = read_manifests(env.args.filename)
+    for body in bodies:
+        if not body["metadata"].get("name"):
+            raise PluginError(
+                f"{env.args.filename}: {body['kind']} {body['metadata']['generateName']}*: "
+                "apply needs metadata.name (applying a generateName twice would make two); "
+                "kubectl ferry migrate -f creates it instead"
+            )
+    return send(env, bodies, apply=True)
 
 
 def watch_command(env: Env) -> int:
-    name, kind = env.args.name, MIGRATION
-    if name.startswith(f"{POD_MIGRATION.singular}/"):
-        name, kind = name.split("/", 1)[1], POD_MIGRATION
+    kind, name = reference(env.args.name, among=FOLLOWED)
     code, final = watch(env.cluster, env.namespace, name, env.output, kind=kind)
-    if env.output.json and final is not None:
-        print_json(final)
+    if final is not None:
+        env.output.objects([final], single=True)
     return code
 
 
-def nodes(env: Env) -> int:
-    helpers: list[NodeHelper] = []
-    for body in env.cluster.list(NODE_HELPER, None):
+def _parsed(bodies: list[Body], parse: Any) -> list[tuple[Body, Any]]:
+    """Each body with its model; one that does not parse is skipped with a warning."""
+    parsed = []
+    for body in bodies:
         try:
-            helpers.append(parse_node_helper(body))
+            parsed.append((body, parse(body)))
         except InvalidResourceError as error:
             warn(f"skipping {error}")
-    helpers.sort(key=render.node_name)
-    if env.output.json:
-        print_json([render.node_json(h) for h in helpers])
+    return parsed
+
+
+def nodes(env: Env) -> int:
+    found = _parsed(env.cluster.list(NODE_HELPER, None), parse_node_helper)
+    found.sort(key=lambda pair: render.node_name(pair[1]))
+    helpers: list[NodeHelper] = [helper for _, helper in found]
+    if not env.output.human:
+        env.output.objects([body for body, _ in found])
     elif not helpers:
         env.output.line("No NodeHelpers found: is Ferry's node-helper running on the nodes?")
     else:
-        env.output.table(render.NODE_HEADERS, [render.node_cells(h) for h in helpers])
+        now = datetime.now(UTC)
+        env.output.table(
+            render.node_headers(env.output.wide),
+            [render.node_cells(h, now, wide=env.output.wide) for h in helpers],
+        )
     return 0
 
 
 def inspect(env: Env) -> int:
     body = env.cluster.get(CHECKPOINT, env.args.name, env.namespace)
-    if env.output.json:
-        print_json(body.get("status") or {})
+    if not env.output.human:
+        env.output.objects([body], single=True)
         return 0
     env.output.pairs(render.checkpoint_rows(parse_container_checkpoint(body)))
     return 0
@@ -213,23 +168,24 @@ def inspect(env: Env) -> int:
 
 def list_migrations(env: Env) -> int:
     everywhere = bool(env.args.all_namespaces)
-    migrations: list[ContainerMigration] = []
-    for body in env.cluster.list(MIGRATION, None if everywhere else env.namespace):
-        try:
-            migrations.append(parse_container_migration(body))
-        except InvalidResourceError as error:
-            warn(f"skipping {error}")
-    migrations.sort(key=lambda m: (m.metadata.namespace or "", m.metadata.name))
-    if env.output.json:
-        print_json([render.migration_json(m) for m in migrations])
+    bodies = env.cluster.list(
+        MIGRATION, None if everywhere else env.namespace, selector=env.args.selector
+    )
+    found = _parsed(bodies, parse_container_migration)
+    found.sort(key=lambda pair: (pair[1].metadata.namespace or "", pair[1].metadata.name))
+    migrations: list[ContainerMigration] = [m for _, m in found]
+    if not env.output.human:
+        env.output.objects([body for body, _ in found])
     elif not migrations:
         where = "" if everywhere else f' in namespace "{env.namespace}"'
-        env.output.line(f"No ContainerMigrations found{where}.")
+        matching = f" matching {env.args.selector}" if env.args.selector else ""
+        env.output.line(f"No ContainerMigrations found{where}{matching}.")
     else:
         now = datetime.now(UTC)
+        wide = env.output.wide
         env.output.table(
-            render.migration_headers(everywhere),
-            [render.migration_cells(m, now, everywhere) for m in migrations],
+            render.migration_headers(everywhere, wide=wide),
+            [render.migration_cells(m, now, everywhere, wide=wide) for m in migrations],
         )
     return 0
 
@@ -251,6 +207,7 @@ def _logs_of(env: Env, kind: Kind, name: str) -> tuple[FailureLogs, dict[str, by
 
 
 def logs_command(env: Env) -> int:
+    """The logs as text; ``-o json|yaml`` a map of file to text, ``-o name`` the file names."""
     kind = LOG_KINDS[env.args.kind]
     where, files = _logs_of(env, kind, env.args.name)
     if where.truncated:
@@ -258,57 +215,23 @@ def logs_command(env: Env) -> int:
     if env.args.output_dir:
         for path in logs.write(files, Path(env.args.output_dir)):
             env.output.line(f"wrote {path} ({render.size(path.stat().st_size)})")
-    elif env.output.json:
-        print_json(
-            {file: content.decode("utf-8", errors="replace") for file, content in files.items()}
+    elif env.output.structured:
+        print_structured(
+            {file: content.decode("utf-8", errors="replace") for file, content in files.items()},
+            env.output.format,
         )
+    elif env.output.format == Format.NAME:
+        sys.stdout.write("".join(f"{file}\n" for file in files))
     else:
         sys.stdout.write(logs.as_text(files))
-        sys.stdout.flush()
+    sys.stdout.flush()
     return 0
 
 
-def drain_command(env: Env) -> int:
-    """Evacuate a node: create its NodeEvacuation (or find it) and follow it to its end."""
-    args = env.args
-    body = drain.manifest(
-        args.node,
-        name=args.name,
-        max_parallel=args.max_parallel,
-        cordon=not args.no_cordon,
-        timeout=args.timeout,
-    )
-    name = body["metadata"]["name"]
-    if args.dry_run:
-        print(manifest.dump([body], output="json" if env.output.json else "yaml"))
-        return 0
-    existing = {e["metadata"]["name"]: e for e in env.cluster.list(drain.EVACUATION, None)}
-    if name in existing:
-        if existing[name]["spec"]["nodeName"] != args.node:
-            raise PluginError(
-                f"{drain.EVACUATION.describe(name, None)} evacuates "
-                f"{existing[name]['spec']['nodeName']}, not {args.node}: pick another --name"
-            )
-        env.output.line(f"{drain.EVACUATION.resource_name(name)} exists: following it")
-    else:
-        env.cluster.create(drain.EVACUATION, "", body)
-        env.output.line(f"{drain.EVACUATION.resource_name(name)} created")
-    if args.no_watch:
-        return 0
-    try:
-        final = drain.follow(lambda: env.cluster.get(drain.EVACUATION, name, ""), env.output)
-    except KeyboardInterrupt:
-        warn(
-            f"stopped following; the evacuation goes on (kubectl ferry drain {args.node} "
-            "follows it again)"
-        )
-        raise
-    if env.output.json:
-        print_json(final.get("status") or {})
-    return 0 if (final.get("status") or {}).get("phase") == "Succeeded" else 1
-
-
 def policies(env: Env) -> int:
-    found = sorted(env.cluster.list(drain.POLICY, None), key=lambda p: p["metadata"]["name"])
-    drain.print_policies(found, env.output)
+    found = sorted(env.cluster.list(POLICY, None), key=lambda p: p["metadata"]["name"])
+    if not env.output.human:
+        env.output.objects(found)
+    else:
+        drain.print_policies(found, env.output)
     return 0

@@ -16,18 +16,11 @@ from typing import Any
 
 from ferry_api import constants
 
-from ferry_kubectl.kube import Kind
-from ferry_kubectl.output import Output, print_json
+from ferry_kubectl.kinds import EVACUATION
+from ferry_kubectl.output import Output
 
-EVACUATION = Kind(
-    constants.NODE_EVACUATION_SINGULAR, constants.NODE_EVACUATION_PLURAL, namespaced=False
-)
-POLICY = Kind(
-    constants.MIGRATION_POLICY_SINGULAR, constants.MIGRATION_POLICY_PLURAL, namespaced=False
-)
 POLL_SECONDS = 1.0
 ENDED = {"Moved", "Refused", "Failed"}
-FINAL = {"Succeeded", "Incomplete"}
 
 
 def manifest(
@@ -58,8 +51,11 @@ def workload_line(workload: dict[str, Any], node: str) -> str:
     return f"{what}: {str(state).lower()} ({reason}: {message}); it still runs on {node}"
 
 
-def follow(get: Callable[[], dict[str, Any]], out: Output) -> dict[str, Any]:
-    """Print each workload once its move ends, and the summary; the last body seen."""
+def follow(get: Callable[[], dict[str, Any]], out: Output | None) -> dict[str, Any]:
+    """Print each workload once its move ends, and the summary; the last body seen.
+
+    ``out`` None: print nothing (``-o json|yaml|name`` print the end alone).
+    """
     shown: set[tuple[str, str, str]] = set()
     started = False
     while True:
@@ -67,15 +63,18 @@ def follow(get: Callable[[], dict[str, Any]], out: Output) -> dict[str, Any]:
         status = body.get("status") or {}
         node = body["spec"]["nodeName"]
         if not started and status.get("workloads") is not None and status.get("phase"):
-            out.line(status.get("message") or f"evacuating {node}")
+            if out is not None:
+                out.line(status.get("message") or f"evacuating {node}")
             started = True
         for workload in status.get("workloads") or []:
             key = (workload.get("kind"), workload.get("namespace"), workload.get("name"))
             if workload.get("state") in ENDED and key not in shown:
                 shown.add(key)
-                out.line(workload_line(workload, node))
-        if status.get("phase") in FINAL:
-            out.line(status.get("message") or str(status.get("phase")))
+                if out is not None:
+                    out.line(workload_line(workload, node))
+        if EVACUATION.is_final(body):
+            if out is not None:
+                out.line(status.get("message") or str(status.get("phase")))
             return body
         time.sleep(POLL_SECONDS)
 
@@ -119,9 +118,7 @@ POLICY_HEADERS = (
 
 
 def print_policies(policies: list[dict[str, Any]], out: Output) -> None:
-    if out.json:
-        print_json([{"name": p["metadata"]["name"], "spec": p.get("spec")} for p in policies])
-    elif not policies:
+    if not policies:
         out.line("No MigrationPolicies: the defaults apply (operator.maxMigrationsPerNode).")
     else:
         out.table(POLICY_HEADERS, [policy_row(p) for p in policies])

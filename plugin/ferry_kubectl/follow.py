@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ferry_kubectl.errors import PluginError
+from ferry_kubectl.errors import ApiError
 
 Body = dict[str, Any]
 
@@ -35,20 +35,27 @@ def follow(
     *,
     is_final: Callable[[Body], bool],
     what: str,
+    on_gone: Callable[[Body | None], None] | None = None,
 ) -> Iterator[Body]:
     """Each state of one object, from now until ``is_final`` holds for it.
 
     ``list_once`` gives the object (None when absent) and the resourceVersion of
     the list; ``watch_from`` the events after a version, until the server ends
     the watch (then this watches again from the last version seen) or raises
-    ``Resync``. Raises ``PluginError`` when the object is or becomes absent.
+    ``Resync``. Raises ``ApiError`` when the object is or becomes absent,
+    unless ``on_gone`` is given (a cancel waits for that): then it is called
+    with the last state (None when the object was gone from the start) and
+    the states end.
     """
     version: str | None = None
     while True:
         if version is None:
             body, version = list_once()
             if body is None:
-                raise PluginError(f"{what} not found")
+                if on_gone is not None:
+                    on_gone(None)
+                    return
+                raise ApiError(f"{what} not found")
             yield body
             if is_final(body):
                 return
@@ -56,7 +63,10 @@ def follow(
             for event in watch_from(version):
                 version = event.resource_version
                 if event.type == "DELETED":
-                    raise PluginError(f"{what} was deleted before it finished")
+                    if on_gone is not None:
+                        on_gone(event.body)
+                        return
+                    raise ApiError(f"{what} was deleted before it finished")
                 if event.type in ("ADDED", "MODIFIED"):
                     yield event.body
                     if is_final(event.body):

@@ -1,23 +1,26 @@
-"""ContainerMigration manifests: built from ``migrate``'s flags, or read from a file.
+"""Manifests: from ``migrate``'s, ``checkpoint``'s or ``restore``'s flags, or from a file.
 
 Either way the spec is validated with the API model before anything is sent,
 so a mistake is named client-side (by its flag when it came from one) instead
-of coming back as a 422 from the API server.
+of coming back as a 422 from the API server. A file may hold the kinds that
+run to an end: ContainerMigration, PodMigration, ContainerCheckpoint and
+ContainerRestore.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from ferry_api import constants, to_wire
+from ferry_api.checkpoint import ContainerCheckpointSpec, ContainerRestoreSpec
 from ferry_api.migration import CONTAINER_PATTERN, NODE_NAME_PATTERN, ContainerMigrationSpec
 from ferry_api.podmigration import PodMigrationSpec
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.alias_generators import to_camel
 
 from ferry_kubectl.errors import PluginError
 
@@ -40,6 +43,18 @@ FLAGS = {
     "memoryTransfer": "--memory-transfer",
     "timeoutSeconds": "--timeout",
     "ttlSecondsAfterFinished": "--ttl",
+    "checkpointRef.name": "CHECKPOINT",
+    "node": "--node",
+    "name": "--container-name",
+    "storage.repository": "--registry",
+}
+
+#: The model of each kind's spec a manifest may hold.
+SPECS: dict[str, type[BaseModel]] = {
+    constants.CONTAINER_MIGRATION_KIND: ContainerMigrationSpec,
+    constants.POD_MIGRATION_KIND: PodMigrationSpec,
+    constants.CONTAINER_CHECKPOINT_KIND: ContainerCheckpointSpec,
+    constants.CONTAINER_RESTORE_KIND: ContainerRestoreSpec,
 }
 
 _PATTERN_MEANING = {
@@ -69,7 +84,8 @@ class MigrateFlags:
 
 
 def _problem(error: Mapping[str, Any], *, by_flag: bool) -> str:
-    path = ".".join(str(part) for part in error["loc"])
+    # The wire's names, whichever the input used (flags are given by Python name).
+    path = ".".join(to_camel(part) if isinstance(part, str) else str(part) for part in error["loc"])
     pattern = (error.get("ctx") or {}).get("pattern")
     message = str(error["msg"]).removeprefix("Value error, ")
     if pattern in _PATTERN_MEANING:
@@ -83,15 +99,17 @@ def _problem(error: Mapping[str, Any], *, by_flag: bool) -> str:
     return f"{where}: {message}"
 
 
-def validate_spec(spec: Any, *, by_flag: bool = False) -> ContainerMigrationSpec:
+def validate_spec(
+    spec: Any, *, by_flag: bool = False, kind: str = constants.CONTAINER_MIGRATION_KIND
+) -> BaseModel:
     """The spec as the API model reads it; ``PluginError`` naming every wrong field."""
     if not isinstance(spec, Mapping):
-        raise PluginError("invalid ContainerMigration: spec must be a mapping")
+        raise PluginError(f"invalid {kind}: spec must be a mapping")
     try:
-        return ContainerMigrationSpec.model_validate(dict(spec))
+        return SPECS[kind].model_validate(dict(spec))
     except ValidationError as error:
         problems = "; ".join(_problem(e, by_flag=by_flag) for e in error.errors())
-        raise PluginError(f"invalid ContainerMigration: {problems}") from error
+        raise PluginError(f"invalid {kind}: {problems}") from error
 
 
 def check_name(name: str, *, what: str = "name") -> str:
@@ -109,41 +127,46 @@ def generate_name(container: str) -> str:
     return f"{base or 'migration'}-"
 
 
-def _body(metadata: Body, spec: ContainerMigrationSpec) -> Body:
+def _body(metadata: Body, spec: BaseModel, kind: str = constants.CONTAINER_MIGRATION_KIND) -> Body:
     return {
         "apiVersion": constants.API_VERSION,
-        "kind": constants.CONTAINER_MIGRATION_KIND,
+        "kind": kind,
         "metadata": metadata,
         "spec": to_wire(spec),
     }
 
 
+def _metadata(name: str | None, base: str, namespace: str | None) -> Body:
+    """``name`` when given, else a generateName from ``base``; the namespace when given."""
+    metadata: Body = {"name": check_name(name)} if name else {"generateName": generate_name(base)}
+    if namespace:
+        metadata["namespace"] = namespace
+    return metadata
+
+
 def from_flags(flags: MigrateFlags, namespace: str | None) -> Body:
-    """The ContainerMigration ``migrate`` creates; metadata.namespace only when given."""
+    """The ContainerMigration ``migrate`` creates; metadata.namespace only when given.
+
+    NB: the fields by their Python names, not the wire's: a wire name the API
+    renames (an acronym's casing) then needs no edit here.
+    """
     wire: Body = {"source": {"node": flags.source, "container": flags.container}}
     optional = {
         "target": {"node": flags.target} if flags.target else None,
-        "leaveRunning": flags.leave_running or None,
-        "tcpEstablished": flags.tcp_established or None,
-        "fileLocks": flags.file_locks or None,
-        "keepCheckpoint": flags.keep_checkpoint or None,
+        "leave_running": flags.leave_running or None,
+        "tcp_established": flags.tcp_established or None,
+        "file_locks": flags.file_locks or None,
+        "keep_checkpoint": flags.keep_checkpoint or None,
         "compression": flags.compression,
         "runtime": flags.runtime,
-        "memoryTransfer": flags.memory_transfer,
-        "pageServerTls": None if flags.page_server_tls else False,
-        "timeoutSeconds": flags.timeout,
-        "ttlSecondsAfterFinished": flags.ttl,
+        "memory_transfer": flags.memory_transfer,
+        "page_server_tls": None if flags.page_server_tls else False,
+        "timeout_seconds": flags.timeout,
+        "ttl_seconds_after_finished": flags.ttl,
     }
     wire.update({key: value for key, value in optional.items() if value is not None})
     spec = validate_spec(wire, by_flag=True)
-    metadata: Body = (
-        {"name": check_name(flags.name)}
-        if flags.name
-        else {"generateName": generate_name(flags.container)}
-    )
-    if namespace:
-        metadata["namespace"] = namespace
-    return _body(metadata, spec)
+    return _body(_metadata(flags.name, flags.container, namespace), spec)
 
 
 def pod_migration(
@@ -156,27 +179,82 @@ def pod_migration(
     namespace: str | None,
 ) -> Body:
     """The PodMigration ``migrate pod/NAME`` creates; metadata.namespace only when given."""
-    wire: Body = {"podName": pod}
+    wire: Body = {"pod_name": pod}
     optional = {
         "target": {"node": target} if target else None,
-        "timeoutSeconds": timeout,
-        "ttlSecondsAfterFinished": ttl,
+        "timeout_seconds": timeout,
+        "ttl_seconds_after_finished": ttl,
     }
     wire.update({key: value for key, value in optional.items() if value is not None})
-    try:
-        spec = PodMigrationSpec.model_validate(wire)
-    except ValidationError as error:
-        problems = "; ".join(_problem(e, by_flag=True) for e in error.errors())
-        raise PluginError(f"invalid PodMigration: {problems}") from error
-    metadata: Body = {"name": check_name(name)} if name else {"generateName": generate_name(pod)}
-    if namespace:
-        metadata["namespace"] = namespace
-    return {
-        "apiVersion": constants.API_VERSION,
-        "kind": constants.POD_MIGRATION_KIND,
-        "metadata": metadata,
-        "spec": to_wire(spec),
+    spec = validate_spec(wire, by_flag=True, kind=constants.POD_MIGRATION_KIND)
+    return _body(_metadata(name, pod, namespace), spec, constants.POD_MIGRATION_KIND)
+
+
+@dataclass(frozen=True)
+class CheckpointFlags:
+    """``kubectl ferry checkpoint``'s choices."""
+
+    container: str
+    node: str
+    name: str | None = None
+    stop: bool = False
+    tcp_established: bool = False
+    file_locks: bool = False
+    compression: str | None = None
+    runtime: str | None = None
+    registry: str | None = None
+
+
+def checkpoint(flags: CheckpointFlags, namespace: str | None) -> Body:
+    """The ContainerCheckpoint ``checkpoint`` creates; metadata.namespace only when given."""
+    wire: Body = {
+        "source": {"node": flags.node, "container": flags.container},
+        "leave_running": not flags.stop,
+        "tcp_established": flags.tcp_established,
+        "file_locks": flags.file_locks,
     }
+    optional = {
+        "compression": flags.compression,
+        "runtime": flags.runtime,
+        "storage": {"type": "Registry", "repository": flags.registry} if flags.registry else None,
+    }
+    wire.update({key: value for key, value in optional.items() if value is not None})
+    spec = validate_spec(wire, by_flag=True, kind=constants.CONTAINER_CHECKPOINT_KIND)
+    metadata = _metadata(flags.name, flags.container, namespace)
+    return _body(metadata, spec, constants.CONTAINER_CHECKPOINT_KIND)
+
+
+@dataclass(frozen=True)
+class RestoreFlags:
+    """``kubectl ferry restore``'s choices."""
+
+    checkpoint: str
+    node: str | None = None
+    name: str | None = None
+    container_name: str | None = None
+    tcp_established: bool = False
+    file_locks: bool = False
+    timeout: int | None = None
+    ttl: int | None = None
+
+
+def restore(flags: RestoreFlags, namespace: str | None) -> Body:
+    """The ContainerRestore ``restore`` creates; metadata.namespace only when given."""
+    wire: Body = {
+        "checkpoint_ref": {"name": flags.checkpoint},
+        "tcp_established": flags.tcp_established,
+        "file_locks": flags.file_locks,
+    }
+    optional = {
+        "node": flags.node,
+        "name": flags.container_name,
+        "timeout_seconds": flags.timeout,
+        "ttl_seconds_after_finished": flags.ttl,
+    }
+    wire.update({key: value for key, value in optional.items() if value is not None})
+    spec = validate_spec(wire, by_flag=True, kind=constants.CONTAINER_RESTORE_KIND)
+    metadata = _metadata(flags.name, flags.checkpoint, namespace)
+    return _body(metadata, spec, constants.CONTAINER_RESTORE_KIND)
 
 
 def from_document(document: Any, *, source: str) -> Body:
@@ -184,10 +262,11 @@ def from_document(document: Any, *, source: str) -> Body:
     if not isinstance(document, Mapping):
         raise PluginError(f"{source}: a manifest must be a mapping, not {type(document).__name__}")
     kind, api_version = document.get("kind"), document.get("apiVersion")
-    if kind != constants.CONTAINER_MIGRATION_KIND or api_version != constants.API_VERSION:
+    if kind not in SPECS or api_version != constants.API_VERSION:
+        expected = ", ".join(SPECS)
         raise PluginError(
-            f"{source}: expected kind {constants.CONTAINER_MIGRATION_KIND} "
-            f"({constants.API_VERSION}), got {kind} ({api_version})"
+            f"{source}: expected kind {expected} ({constants.API_VERSION}), "
+            f"got {kind} ({api_version})"
         )
     raw_metadata = document.get("metadata") or {}
     if not isinstance(raw_metadata, Mapping):
@@ -200,18 +279,28 @@ def from_document(document: Any, *, source: str) -> Body:
     else:
         raise PluginError(f"{source}: metadata.name (or generateName) is required")
     try:
-        spec = validate_spec(document.get("spec"))
+        spec = validate_spec(document.get("spec"), kind=str(kind))
     except PluginError as error:
         raise PluginError(f"{source}: {error}") from error
-    return _body(metadata, spec)
+    return _body(metadata, spec, str(kind))
 
 
 def load(text: str, *, source: str) -> list[Body]:
-    """Every ContainerMigration in a YAML (or JSON) stream; empty documents are skipped."""
+    """Every resource in a YAML (or JSON) stream; empty documents are skipped.
+
+    A ``List`` (what ``-o yaml`` prints for several) gives its items.
+    """
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as error:
         raise PluginError(f"{source}: not YAML: {error}") from error
+    documents = [
+        item
+        for d in documents
+        for item in (
+            d.get("items") or [] if isinstance(d, Mapping) and d.get("kind") == "List" else [d]
+        )
+    ]
     if not documents:
         raise PluginError(f"{source}: no manifest in it")
     return [from_document(d, source=source) for d in documents]
@@ -228,11 +317,3 @@ def place(body: Body, namespace: str, *, explicit: bool) -> str:
     chosen = str(own or namespace)
     body["metadata"]["namespace"] = chosen
     return chosen
-
-
-def dump(bodies: Iterable[Body], *, output: str) -> str:
-    """Manifests as ``--dry-run`` prints them: YAML documents, or JSON (a list when several)."""
-    listed = list(bodies)
-    if output == "json":
-        return json.dumps(listed[0] if len(listed) == 1 else listed, indent=2)
-    return "---\n".join(yaml.safe_dump(b, sort_keys=False) for b in listed).rstrip("\n")

@@ -4,6 +4,11 @@ Live output (colours, a progress bar) needs both stdout to be a terminal and
 rich to agree it is one (it honours TERM=dumb, NO_COLOR, FORCE_COLOR...);
 anything else gets plain lines. Markup is off: messages from the cluster may
 hold brackets, which rich would read as styles.
+
+``-o`` has kubectl's meaning: ``text`` (the default, for people) and ``wide``
+(more columns) are drawn here; ``json`` and ``yaml`` print whole objects (a
+``List`` when there are several, as ``kubectl get``), ``name`` one
+``kind.group/name`` line per object.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -22,11 +29,42 @@ from rich.text import Text
 PLAIN_WIDTH = 10_000
 
 
+class Format(StrEnum):
+    TEXT = "text"
+    WIDE = "wide"
+    JSON = "json"
+    YAML = "yaml"
+    NAME = "name"
+
+
 @dataclass(frozen=True)
 class Output:
     console: Console
     interactive: bool
-    json: bool
+    format: Format = Format.TEXT
+
+    @property
+    def human(self) -> bool:
+        """Lines and tables for people (text or wide), not objects for scripts."""
+        return self.format in (Format.TEXT, Format.WIDE)
+
+    @property
+    def wide(self) -> bool:
+        return self.format == Format.WIDE
+
+    @property
+    def structured(self) -> bool:
+        return self.format in (Format.JSON, Format.YAML)
+
+    def objects(self, bodies: Sequence[dict[str, Any]], *, single: bool = False) -> None:
+        """Objects as ``-o json|yaml|name`` prints them (nothing for text: its caller draws)."""
+        if self.format == Format.NAME:
+            for body in bodies:
+                sys.stdout.write(resource_name(body) + "\n")
+            sys.stdout.flush()
+        elif self.structured:
+            shown = bodies[0] if single and len(bodies) == 1 else as_list(bodies)
+            print_structured(shown, self.format)
 
     def line(self, text: str, style: str = "") -> None:
         self.console.print(Text(text, style=style if self.interactive else ""))
@@ -66,10 +104,37 @@ class Output:
         sys.stdout.flush()
 
 
-def print_json(value: Any) -> None:
-    """JSON on stdout, bypassing rich, so it is never wrapped or styled."""
-    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+def resource_name(body: dict[str, Any]) -> str:
+    """``containermigration.ferry.dev/web-x7k2p``: what ``kubectl ... -o name`` prints."""
+    group = str(body.get("apiVersion", "")).rpartition("/")[0]
+    kind = str(body.get("kind", "")).lower()
+    name = (body.get("metadata") or {}).get("name") or (body.get("metadata") or {}).get(
+        "generateName", ""
+    )
+    return f"{kind}.{group}/{name}" if group else f"{kind}/{name}"
+
+
+def as_list(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several objects as kubectl prints them: one ``v1`` ``List``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "List",
+        "metadata": {"resourceVersion": ""},
+        "items": list(items),
+    }
+
+
+def print_structured(value: Any, fmt: Format = Format.JSON) -> None:
+    """JSON (or YAML) on stdout, bypassing rich, so it is never wrapped or styled."""
+    if fmt == Format.YAML:
+        sys.stdout.write(yaml.safe_dump(value, sort_keys=False, allow_unicode=True))
+    else:
+        sys.stdout.write(json.dumps(value, indent=2) + "\n")
     sys.stdout.flush()
+
+
+def print_json(value: Any) -> None:
+    print_structured(value, Format.JSON)
 
 
 def error(message: str) -> None:
@@ -78,7 +143,7 @@ def error(message: str) -> None:
     sys.stderr.flush()
 
 
-def make(*, json_output: bool, no_color: bool) -> Output:
+def make(*, fmt: Format, no_color: bool) -> Output:
     interactive = sys.stdout.isatty() and Console().is_terminal
     if interactive:
         console = Console(no_color=no_color, markup=False, highlight=False, emoji=False)
@@ -91,4 +156,4 @@ def make(*, json_output: bool, no_color: bool) -> Output:
             emoji=False,
             width=PLAIN_WIDTH,
         )
-    return Output(console=console, interactive=interactive, json=json_output)
+    return Output(console=console, interactive=interactive, format=fmt)

@@ -7,7 +7,6 @@ and the caller decides how rows become a table (see ``output``).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from ferry_api import constants
 from ferry_api.checkpoint import ContainerCheckpoint, StorageType
@@ -217,15 +216,26 @@ def phase_shown(migration: ContainerMigration) -> str:
 WAITING_PREFIX = "waiting for a free slot"
 
 
-def migration_headers(all_namespaces: bool) -> list[str]:
+def migration_headers(all_namespaces: bool, *, wide: bool = False) -> list[str]:
     headers = ["NAME", "PHASE", "CONTAINER", "SOURCE -> TARGET", "DOWNTIME", "AGE"]
+    if wide:
+        headers += ["TOTAL", "ARCHIVE", "MEMORY BY", "REASON"]
     return ["NAMESPACE", *headers] if all_namespaces else headers
 
 
+def reason(migration: ContainerMigration) -> str:
+    """Why a migration did not succeed (its outcome condition's reason), for ``-o wide``."""
+    outcome = find_condition(migration.status.conditions, OUTCOME_CONDITION)
+    if migration.status.phase == Phase.SUCCEEDED or outcome is None:
+        return NONE
+    return outcome.reason or NONE
+
+
 def migration_cells(
-    migration: ContainerMigration, now: datetime, all_namespaces: bool
+    migration: ContainerMigration, now: datetime, all_namespaces: bool, *, wide: bool = False
 ) -> list[str]:
-    timings = migration.status.timings
+    status = migration.status
+    timings = status.timings
     downtime = timings.downtime_seconds if timings else None
     cells = [
         migration.metadata.name,
@@ -235,30 +245,25 @@ def migration_cells(
         NONE if downtime is None else f"{downtime:.3f}s",
         age(migration.metadata.creation_timestamp, now),
     ]
+    if wide:
+        total = timings.total_seconds if timings else None
+        cells += [
+            NONE if total is None else f"{total:.3f}s",
+            size(status.archive.bytes if status.archive else None),
+            status.memory_transfer.value if status.memory_transfer else NONE,
+            reason(migration),
+        ]
     return [migration.metadata.namespace or NONE, *cells] if all_namespaces else cells
-
-
-def migration_json(migration: ContainerMigration) -> dict[str, Any]:
-    """What ``list`` shows of one migration, for scripts."""
-    timings = migration.status.timings
-    created = migration.metadata.creation_timestamp
-    return {
-        "namespace": migration.metadata.namespace,
-        "name": migration.metadata.name,
-        "phase": migration.status.phase.value if migration.status.phase else None,
-        "queued": (migration.status.message or "").startswith(WAITING_PREFIX),
-        "message": migration.status.message,
-        "container": migration.spec.source.container,
-        "sourceNode": migration.spec.source.node,
-        "targetNode": target_node(migration),
-        "downtimeSeconds": timings.downtime_seconds if timings else None,
-        "creationTimestamp": created.isoformat() if created else None,
-    }
 
 
 # NodeHelper
 
 NODE_HEADERS = ["NODE", "READY", "ADDRESS", "RUNTIMES", "CRIU", "CRIU FEATURES", "KERNEL", "CGROUP"]
+NODE_WIDE_HEADERS = ["CRI", "PROTOCOL", "HEARTBEAT"]
+
+
+def node_headers(wide: bool = False) -> list[str]:
+    return NODE_HEADERS + NODE_WIDE_HEADERS if wide else list(NODE_HEADERS)
 
 
 def criu_features(helper: NodeHelper) -> list[str]:
@@ -279,9 +284,9 @@ def node_name(helper: NodeHelper) -> str:
     return helper.status.node_name or helper.metadata.name
 
 
-def node_cells(helper: NodeHelper) -> list[str]:
+def node_cells(helper: NodeHelper, now: datetime | None = None, *, wide: bool = False) -> list[str]:
     status = helper.status
-    return [
+    cells = [
         node_name(helper),
         ready(helper),
         status.address or NONE,
@@ -291,21 +296,16 @@ def node_cells(helper: NodeHelper) -> list[str]:
         status.kernel or NONE,
         status.cgroup_version.value if status.cgroup_version else NONE,
     ]
-
-
-def node_json(helper: NodeHelper) -> dict[str, Any]:
-    """What ``nodes`` shows of one node, for scripts."""
-    status = helper.status
-    return {
-        "node": node_name(helper),
-        "ready": ready(helper),
-        "address": status.address,
-        "runtimes": [r.model_dump(mode="json", by_alias=True) for r in status.runtimes],
-        "criuVersion": status.criu.version if status.criu else None,
-        "criuFeatures": criu_features(helper),
-        "kernel": status.kernel,
-        "cgroupVersion": status.cgroup_version.value if status.cgroup_version else None,
-    }
+    if wide:
+        cri = status.cri
+        cells += [
+            " ".join(str(v) for v in (cri.runtime, cri.version) if v) if cri else NONE,
+            NONE if status.protocol_version is None else str(status.protocol_version),
+            f"{age(status.heartbeat_time, now or datetime.now(UTC))} ago"
+            if status.heartbeat_time
+            else NONE,
+        ]
+    return cells
 
 
 # ContainerCheckpoint

@@ -3,11 +3,15 @@
 On a terminal: the phases as they are entered, above a progress bar (phase,
 bytes sent of the archive, time since the migration started). Elsewhere: one
 line per phase entered. Then, either way, the outcome and the timings table.
+A checkpoint or a restore is followed the same way, without the bar (see
+:mod:`.tracking`). Ctrl-C stops following, never what is followed: one line
+says so, and how to follow it again or cancel it.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -26,13 +30,12 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from ferry_kubectl import render
+from ferry_kubectl import render, tracking
+from ferry_kubectl.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from ferry_kubectl.follow import follow
-from ferry_kubectl.kube import MIGRATION, POD_MIGRATION, Cluster, Kind
+from ferry_kubectl.kinds import CANCELLABLE, MIGRATION, POD_MIGRATION, Kind
+from ferry_kubectl.kube import Cluster
 from ferry_kubectl.output import Output
-
-#: What the shell reports for a process stopped with Ctrl-C.
-EXIT_INTERRUPTED = 130
 
 
 def parse(kind: Kind, body: dict[str, Any]) -> render.Moving:
@@ -40,14 +43,24 @@ def parse(kind: Kind, body: dict[str, Any]) -> render.Moving:
     return parse_pod_migration(body) if kind == POD_MIGRATION else parse_container_migration(body)
 
 
-def _named(kind: Kind, name: str) -> str:
-    """How ``watch`` is told the object: ``NAME``, or ``podmigration/NAME``."""
-    return f"{POD_MIGRATION.singular}/{name}" if kind == POD_MIGRATION else name
+def named(kind: Kind, name: str) -> str:
+    """How ``watch`` and ``cancel`` are told the object: ``NAME``, or ``KIND/NAME``."""
+    return name if kind == MIGRATION else f"{kind.singular}/{name}"
 
 
-def is_final(body: dict[str, Any]) -> bool:
-    phase = (body.get("status") or {}).get("phase")
-    return phase is not None and Phase(phase).is_final
+def interrupted(kind: Kind, name: str, namespace: str) -> str:
+    """The one line Ctrl-C prints: what goes on, and the commands to follow or stop it."""
+    where = render.namespaced_flag(namespace)
+    again = f"kubectl ferry watch {named(kind, name)}{where}"
+    stop = (
+        f"kubectl ferry cancel {named(kind, name)}{where}"
+        if kind in CANCELLABLE
+        else f"kubectl delete {kind.singular} {name}{where}"
+    )
+    return (
+        f"stopped following: {kind.singular} {name} keeps running in the cluster; "
+        f"follow it again with `{again}`, or stop it with `{stop}`"
+    )
 
 
 class SinceColumn(ProgressColumn):
@@ -148,40 +161,48 @@ def report(output: Output, migration: render.Moving) -> None:
         output.line(line, style=("bold red" if failed else "bold green") if i == 0 else "")
 
 
+def _view(kind: Kind, states: Iterator[dict[str, Any]], output: Output) -> dict[str, Any]:
+    """Show the states as they come; the last one."""
+    last: dict[str, Any] = {}
+    if kind not in (MIGRATION, POD_MIGRATION):
+        for body in tracking.phase_lines(states, output):
+            last = body
+        return last
+    if not output.human:
+        for body in states:
+            last = body
+        return last
+    view = LiveView(output) if output.interactive else PlainView(output)
+    with view:
+        for body in states:
+            last = body
+            view.update(parse(kind, body))
+    return last
+
+
 def watch(
     cluster: Cluster, namespace: str, name: str, output: Output, *, kind: Kind = MIGRATION
 ) -> tuple[int, dict[str, Any] | None]:
-    """Follow a migration until it is final, reporting it unless the output is JSON.
+    """Follow a migration, checkpoint or restore until it is final, reporting it for people.
 
-    The exit code (0 when it Succeeded, 1 otherwise, 130 when the user stopped
-    watching) and the final object, for the caller to print as JSON.
+    The exit code (0 when it succeeded, 1 otherwise, 130 when the user stopped
+    watching) and the final object, for the caller to print for scripts.
     """
     states = follow(
         lambda: cluster.list_one(kind, name, namespace),
         lambda version: cluster.watch_one(kind, name, namespace, version),
-        is_final=is_final,
+        is_final=kind.is_final,
         what=kind.describe(name, namespace),
     )
-    last: dict[str, Any] = {}
-    view: PlainView | None = None
-    if not output.json:
-        view = LiveView(output) if output.interactive else PlainView(output)
     try:
-        if view is None:
-            for body in states:
-                last = body
-        else:
-            with view:
-                for body in states:
-                    last = body
-                    view.update(parse(kind, body))
+        last = _view(kind, states, output)
     except KeyboardInterrupt:
-        sys.stderr.write(
-            "\nstopped watching; the migration goes on: "
-            f"kubectl ferry watch {_named(kind, name)} -n {namespace}\n"
-        )
+        sys.stderr.write(f"\n{interrupted(kind, name, namespace)}\n")
+        sys.stderr.flush()
         return EXIT_INTERRUPTED, None
-    migration = parse(kind, last)
-    if not output.json:
-        report(output, migration)
-    return (0 if migration.status.phase == Phase.SUCCEEDED else 1), last
+    if output.human:
+        if kind in (MIGRATION, POD_MIGRATION):
+            report(output, parse(kind, last))
+        else:
+            tracking.report(kind, last, output)
+    return (EXIT_OK if kind.succeeded(last) else EXIT_FAILED), last

@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 from ferry_api.evacuation import parse_node_evacuation
 from ferry_kubectl import drain
-from ferry_kubectl.output import Output
+from ferry_kubectl.output import Format, Output
 from rich.console import Console
 
 
 def plain() -> tuple[Output, io.StringIO]:
     buffer = io.StringIO()
     console = Console(file=buffer, width=200, color_system=None)
-    return Output(console=console, interactive=False, json=False), buffer
+    return Output(console=console, interactive=False, format=Format.TEXT), buffer
 
 
 def test_the_manifest_is_a_valid_node_evacuation_named_after_the_node() -> None:
