@@ -15,14 +15,35 @@ import sys
 
 from .kube import Kube, api_client
 
+LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def log_level(name: str) -> int:
+    """The chart's operator.logLevel (FERRY_LOG_LEVEL): debug, info, warning or error."""
+    try:
+        return LOG_LEVELS[name.strip().lower()]
+    except KeyError:
+        raise SystemExit(f"FERRY_LOG_LEVEL={name!r}: use one of {', '.join(LOG_LEVELS)}") from None
+
 
 def run(_: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415 - only the operator needs kopf's import-time setup
 
     from . import handlers  # noqa: F401, PLC0415 - imported for its kopf registrations
 
-    kopf.configure(log_format=kopf.LogFormat.PLAIN)
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    level = log_level(os.environ.get("FERRY_LOG_LEVEL", "info"))
+    kopf.configure(
+        log_format=kopf.LogFormat.PLAIN,
+        debug=level <= logging.DEBUG,
+        quiet=level >= logging.WARNING,
+    )
+    logging.getLogger().setLevel(level)
+    logging.getLogger("asyncssh").setLevel(max(level, logging.WARNING))
     asyncio.run(kopf.operator(clusterwide=True, standalone=True))
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.request
 
 import ferry_pods
 import pytest
@@ -132,6 +133,62 @@ def test_upgrade_with_changed_values_reaches_the_running_helpers(
     pid = ferry_pods.pid_in_node(node, ferry_pods.HELPER_COMMAND)
     environ = nodes.run_in(node, ["cat", f"/proc/{pid}/environ"]).stdout
     assert "FERRY_HEARTBEAT_SECONDS=7" in environ.split("\0")
+
+
+def metrics_endpoints(config: ClusterConfig, service: str) -> list[tuple[str, int]]:
+    """(address, port) of every ready endpoint behind ``service``'s `metrics` port."""
+    slices = json.loads(
+        kubectl(
+            config,
+            "get",
+            "endpointslices",
+            "-n",
+            deploy.NAMESPACE,
+            "-l",
+            f"kubernetes.io/service-name={service}",
+            "-o",
+            "json",
+        )
+    )["items"]
+    return [
+        (address, port["port"])
+        for endpoint_slice in slices
+        for port in endpoint_slice.get("ports") or []
+        if port.get("name") == "metrics"
+        for endpoint in endpoint_slice.get("endpoints") or []
+        if endpoint.get("conditions", {}).get("ready")
+        for address in endpoint["addresses"]
+    ]
+
+
+def test_the_metrics_service_answers_prometheus(installed: ClusterConfig) -> None:
+    """What a ServiceMonitor scrapes: the operator Service's `metrics` port. The host routes
+    to pods but runs no kube-proxy, so the request goes where the Service sends it: to
+    each ready address of its EndpointSlices, on the port they name."""
+    service_name = f"{deploy.RELEASE}-operator"
+    service = json.loads(
+        kubectl(installed, "get", "service", service_name, "-n", deploy.NAMESPACE, "-o", "json")
+    )
+    assert {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"} in (
+        service["spec"]["ports"]
+    )
+    deadline = time.monotonic() + 90
+    while not (endpoints := metrics_endpoints(installed, service_name)):
+        assert time.monotonic() < deadline, "the operator Service has no ready endpoint"
+        time.sleep(1)
+    operator_ip = ferry_pods.operator_metrics_url(installed).split("/")[2].split(":")[0]
+    assert [address for address, _ in endpoints] == [operator_ip]
+    for address, port in endpoints:
+        with urllib.request.urlopen(f"http://{address}:{port}/metrics", timeout=10) as answer:
+            assert answer.status == 200
+            assert answer.headers["Content-Type"].startswith("text/plain")
+            exposition = answer.read().decode()
+        # Every metric the dashboard draws; the histograms show even before any migration.
+        assert "# TYPE ferry_migrations_total counter" in exposition
+        assert "# TYPE ferry_migration_bytes_total counter" in exposition
+        for histogram in ("ferry_migration_downtime_seconds", "ferry_migration_duration_seconds"):
+            assert f"# TYPE {histogram} histogram" in exposition
+            assert f'{histogram}_bucket{{le="+Inf"}}' in exposition
 
 
 def test_uninstall_mid_migration_leaves_no_stuck_finalizer_and_the_source_running(

@@ -89,4 +89,5 @@ def test_the_chart_defaults_name_the_built_images(
         check=True,
     ).stdout
     for reference in images.values():
-        assert f"image: {reference}" in rendered or f'image: "{reference}"' in rendered, reference
+        qualified = f"docker.io/{reference}"  # the chart's defaults name the registry
+        assert f"image: {qualified}" in rendered or f'image: "{qualified}"' in rendered, reference

@@ -49,7 +49,13 @@ LABELS = (
 )
 HOOK_DELETE_POLICY = "before-hook-creation,hook-succeeded"
 #: The kinds the operator serves and holds with its finalizer (plurals).
-OPERATED = ("containermigrations", "containercheckpoints", "containerrestores", "podmigrations")
+OPERATED = (
+    "containermigrations",
+    "containercheckpoints",
+    "containercheckpointschedules",
+    "containerrestores",
+    "podmigrations",
+)
 #: Volume types the `restricted` Pod Security Standard allows.
 RESTRICTED_VOLUMES = {
     "configMap",
@@ -70,6 +76,7 @@ OPERATOR_ENV = [
     {"name": "FERRY_ALLOWED_REGISTRIES", "value": ""},
     {"name": "FERRY_WEBHOOK_PORT", "value": "9443"},
     {"name": "FERRY_WEBHOOK_CERT_DIR", "value": "/etc/ferry/webhook"},
+    {"name": "FERRY_LOG_LEVEL", "value": "info"},
     {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
 ]
@@ -101,6 +108,13 @@ VARIANTS = {
         "nodeHelper.serviceAccount.create=false",
         "ssh.operatorSecretName=op-keys",
         "ssh.nodeHelperSecretName=helper-keys",
+    ),
+    "monitoring": (
+        "operator.metrics.serviceMonitor.enabled=true",
+        "grafana.dashboards.enabled=true",
+        "commonLabels.team=platform",
+        "operator.podLabels.tier=control",
+        "nodeHelper.podLabels.tier=node",
     ),
 }
 
@@ -260,7 +274,7 @@ def test_operator_deployment() -> None:
     pod = _pod_spec(deployment)
     assert pod["serviceAccountName"] == "ferry-operator"
     container = _container(deployment)
-    assert container["image"] == "ferry/operator:0.1.0"
+    assert container["image"] == "docker.io/ferry/operator:0.1.0"
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert container["command"] == ["ferry-operator"]
     assert "args" not in container
@@ -291,6 +305,7 @@ def test_operator_values_reach_its_environment() -> None:
             "operator.metrics.port=9090",
             "operator.image.tag=dev",
             "operator.image.repository=registry.example/ferry-op",
+            "operator.logLevel=debug",
             "storage.allowedRegistries={registry.example.com/team,localhost:5000}",
         ),
         "Deployment",
@@ -306,6 +321,7 @@ def test_operator_values_reach_its_environment() -> None:
         "FERRY_ALLOWED_REGISTRIES": "registry.example.com/team,localhost:5000",
         "FERRY_WEBHOOK_PORT": "9443",
         "FERRY_WEBHOOK_CERT_DIR": "/etc/ferry/webhook",
+        "FERRY_LOG_LEVEL": "debug",
     }
     assert container["ports"][0]["containerPort"] == 9090
     assert container["image"] == "registry.example/ferry-op:dev"
@@ -426,7 +442,7 @@ def test_daemonset_environment_is_exactly_what_the_helper_reads() -> None:
     assert container["command"] == ["ferry-helper"]
     assert "args" not in container
     assert container["env"] == HELPER_ENV
-    assert container["image"] == "ferry/node-helper:0.1.0"
+    assert container["image"] == "docker.io/ferry/node-helper:0.1.0"
 
 
 def test_daemonset_values_reach_its_environment() -> None:
@@ -684,7 +700,7 @@ def test_namespace_users_get_ferry_through_the_default_roles() -> None:
     edit = _one(objects, "ClusterRole", "ferry-edit")
     assert _aggregated_into(view) == {"view", "edit", "admin"}
     assert _aggregated_into(edit) == {"edit", "admin"}
-    # The four namespaced kinds only: no status, no NodeHelpers, nothing else.
+    # The five namespaced kinds only: no status, no NodeHelpers, nothing else.
     assert _grants(view["rules"]) == {
         ("ferry.dev", plural, verb) for plural in OPERATED for verb in ("get", "list", "watch")
     }
@@ -757,7 +773,8 @@ def test_each_policy_binds_and_judges_only_its_service_account(
 ) -> None:
     objects = _render(*values)
     for kind in POLICY_KINDS:
-        assert _names(objects, kind) == set(names), kind
+        named = {n for n in _names(objects, kind) if not n.endswith("-deprecated-fields")}
+        assert named == set(names), kind
     for name, user in zip(names, users, strict=True):
         policy = _one(objects, "ValidatingAdmissionPolicy", name)
         assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
@@ -873,7 +890,7 @@ def test_keygen_job_makes_both_secrets_before_install_and_upgrade() -> None:
         "--node-helper-secret",
         "ferry-node-helper-ssh",
     ]
-    assert _container(job)["image"] == "ferry/operator:0.1.0"
+    assert _container(job)["image"] == "docker.io/ferry/operator:0.1.0"
     assert _pod_spec(job)["restartPolicy"] == "Never"
     # The chart makes no SSH Secret: Helm cannot derive an OpenSSH public key (the
     # webhook's TLS Secret is the only one it renders).
@@ -1012,6 +1029,17 @@ def test_only_the_hooks_are_hooks() -> None:
         ("checkpoints.encryption.activeKey=a/b", "does not match pattern"),
         ("checkpoints.encryption.activeKey=..data", "does not match pattern"),
         ("checkpoints.encryption.key=k", "additional properties 'key' not allowed"),
+        ("commonLabels.app\\.kubernetes\\.io/component=x", "invalid propertyName"),
+        ("operator.podLabels.helm\\.sh/chart=x", "invalid propertyName"),
+        ("commonLabels.team=1", "got number, want string"),
+        ("operator.image.digest=latest", "does not match pattern"),
+        ("nodeHelper.image.digest=sha256:abc", "does not match pattern"),
+        ("operator.logLevel=chatty", "value must be one of"),
+        ("operator.metrics.serviceMonitor.interval=1 minute", "does not match pattern"),
+        ("operator.metrics.podMonitor.scrape=1s", "additional properties 'scrape' not allowed"),
+        ("operator.extraEnv[0].value=x", "missing property 'name'"),
+        ("operator.topologySpreadConstraints[0].maxSkew=1", "missing propert"),
+        ("grafana.dashboards.enabled=yes", "got string, want boolean"),
     ],
 )
 def test_schema_refuses(value: str, words: str) -> None:
@@ -1233,3 +1261,321 @@ def test_checkpoint_keys_are_mounted_only_when_named() -> None:
     operator = _one(objects, "Deployment")
     assert "ferry-checkpoint-keys" not in json.dumps(operator)
     assert "FERRY_CHECKPOINT" not in json.dumps(operator)
+
+
+# --- operability: labels, annotations, images, extra settings ------------------------
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_common_labels_reach_every_object_and_pod_but_no_selector() -> None:
+    objects = _render(*VARIANTS["monitoring"])
+    for obj in objects:
+        where = f"{obj['kind']} {obj['metadata']['name']}"
+        assert obj["metadata"]["labels"]["team"] == "platform", where
+        if "template" in obj.get("spec", {}):
+            assert obj["spec"]["template"]["metadata"]["labels"]["team"] == "platform", where
+        if "selector" in obj.get("spec", {}) and obj["kind"] in {"Deployment", "DaemonSet"}:
+            assert "team" not in obj["spec"]["selector"]["matchLabels"], where
+            assert "tier" not in obj["spec"]["selector"]["matchLabels"], where
+    assert "team" not in _one(objects, "Service")["spec"]["selector"]
+    assert "team" not in json.dumps(_one(objects, "ServiceMonitor")["spec"]["selector"])
+
+
+def test_pod_labels_and_annotations_go_to_their_component_s_pods_alone() -> None:
+    objects = _render(
+        "operator.podLabels.tier=control",
+        "operator.podAnnotations.example\\.com/scrape=yes",
+        "nodeHelper.podLabels.tier=node",
+        "nodeHelper.podAnnotations.example\\.com/owner=infra",
+    )
+    operator, helper = _one(objects, "Deployment"), _one(objects, "DaemonSet")
+    assert operator["spec"]["template"]["metadata"]["labels"]["tier"] == "control"
+    assert operator["spec"]["template"]["metadata"]["annotations"] == {"example.com/scrape": "yes"}
+    assert helper["spec"]["template"]["metadata"]["labels"]["tier"] == "node"
+    assert helper["spec"]["template"]["metadata"]["annotations"] == {"example.com/owner": "infra"}
+    assert "tier" not in operator["metadata"]["labels"]
+    for job in (o for o in objects if o["kind"] == "Job"):
+        assert "tier" not in job["spec"]["template"]["metadata"]["labels"]
+    plain = _render()
+    for workload in (_one(plain, "Deployment"), _one(plain, "DaemonSet")):
+        assert "annotations" not in workload["spec"]["template"]["metadata"]
+
+
+def test_service_account_annotations() -> None:
+    objects = _render(
+        "operator.serviceAccount.annotations.iam\\.example/role=ferry-operator",
+        "nodeHelper.serviceAccount.annotations.iam\\.example/role=ferry-helper",
+    )
+    assert _one(objects, "ServiceAccount", "ferry-operator")["metadata"]["annotations"] == {
+        "iam.example/role": "ferry-operator"
+    }
+    assert _one(objects, "ServiceAccount", "ferry-node-helper")["metadata"]["annotations"] == {
+        "iam.example/role": "ferry-helper"
+    }
+    for account in (o for o in _render() if o["kind"] == "ServiceAccount" and not _hooks(o)):
+        assert "annotations" not in account["metadata"], account["metadata"]["name"]
+
+
+def test_images_are_fully_qualified_and_a_digest_replaces_the_tag() -> None:
+    for obj in _workloads(_render()):
+        registry = _container(obj)["image"].split("/")[0]
+        assert "." in registry or ":" in registry, f"{obj['metadata']['name']}: {registry}"
+    objects = _render(
+        f"operator.image.digest={DIGEST}",
+        f"nodeHelper.image.digest={DIGEST}",
+        "operator.image.tag=ignored",
+    )
+    for obj in _workloads(objects):
+        name = "node-helper" if obj["kind"] == "DaemonSet" else "operator"
+        assert _container(obj)["image"] == f"docker.io/ferry/{name}@{DIGEST}", obj["kind"]
+
+
+def test_extra_args_and_env_come_after_the_chart_s_own() -> None:
+    objects = _render(
+        "operator.extraArgs={--instance=blue}",
+        "operator.extraEnv[0].name=HTTPS_PROXY",
+        "operator.extraEnv[0].value=http://proxy:3128",
+        "operator.extraEnv[1].name=NO_PROXY",
+        "operator.extraEnv[1].value=.svc",
+        "nodeHelper.extraEnv[0].name=TZ",
+        "nodeHelper.extraEnv[0].value=UTC",
+    )
+    operator = _container(_one(objects, "Deployment"))
+    assert operator["command"] == ["ferry-operator"]
+    assert operator["args"] == ["--instance=blue"]
+    assert operator["env"] == [
+        *OPERATOR_ENV,
+        {"name": "HTTPS_PROXY", "value": "http://proxy:3128"},
+        {"name": "NO_PROXY", "value": ".svc"},
+    ]
+    helper = _container(_one(objects, "DaemonSet"))
+    assert "args" not in helper, "ferry-helper reads no flags: settings come from env"
+    assert helper["env"] == [*HELPER_ENV, {"name": "TZ", "value": "UTC"}]
+    # The hook Jobs run the operator's image, not its arguments or environment.
+    for job in (o for o in objects if o["kind"] == "Job"):
+        assert "HTTPS_PROXY" not in json.dumps(job)
+
+
+def test_topology_spread_counts_the_operator_s_own_pods_unless_told() -> None:
+    deployment = _one(
+        _render(
+            "operator.topologySpreadConstraints[0].maxSkew=1",
+            "operator.topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
+            "operator.topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+            "operator.topologySpreadConstraints[1].maxSkew=2",
+            "operator.topologySpreadConstraints[1].topologyKey=kubernetes.io/hostname",
+            "operator.topologySpreadConstraints[1].whenUnsatisfiable=DoNotSchedule",
+            "operator.topologySpreadConstraints[1].labelSelector.matchLabels.app=other",
+        ),
+        "Deployment",
+    )
+    first, second = _pod_spec(deployment)["topologySpreadConstraints"]
+    assert first == {
+        "maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": deployment["spec"]["selector"]["matchLabels"]},
+    }
+    assert second["labelSelector"] == {"matchLabels": {"app": "other"}}
+    assert "topologySpreadConstraints" not in _pod_spec(_one(_render(), "Deployment"))
+
+
+# --- Prometheus and Grafana ------------------------------------------------------------
+
+#: The Prometheus Operator's duration pattern (monitoring.coreos.com/v1 `Duration`).
+PROMETHEUS_DURATION = re.compile(
+    r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+)
+
+
+def test_no_monitor_unless_asked() -> None:
+    kinds = {o["kind"] for o in _render()}
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "ConfigMap"}
+
+
+def test_service_monitor_scrapes_the_metrics_port_of_the_operator_service() -> None:
+    objects = _render(
+        "operator.metrics.serviceMonitor.enabled=true",
+        "operator.metrics.serviceMonitor.namespace=monitoring",
+        "operator.metrics.serviceMonitor.labels.release=kube-prometheus-stack",
+        "operator.metrics.serviceMonitor.interval=30s",
+        "operator.metrics.serviceMonitor.scrapeTimeout=10s",
+    )
+    monitor = _one(objects, "ServiceMonitor", "ferry-operator")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == "monitoring"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
+    spec = monitor["spec"]
+    assert set(spec) == {"namespaceSelector", "selector", "endpoints"}
+    assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    # It selects the operator Service, and that Service alone.
+    services = [o for o in objects if o["kind"] == "Service"]
+    selected = [
+        s
+        for s in services
+        if spec["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+    ]
+    assert [s["metadata"]["name"] for s in selected] == ["ferry-operator"]
+    port_names = {p["name"] for p in selected[0]["spec"]["ports"]}
+    assert spec["endpoints"] == [
+        {
+            "port": "metrics",
+            "path": "/metrics",
+            "scheme": "http",
+            "interval": "30s",
+            "scrapeTimeout": "10s",
+        }
+    ]
+    assert spec["endpoints"][0]["port"] in port_names
+    for field in ("interval", "scrapeTimeout"):
+        assert PROMETHEUS_DURATION.match(spec["endpoints"][0][field])
+
+
+def test_service_monitor_defaults_are_prometheus_durations() -> None:
+    monitor = _one(_render("operator.metrics.serviceMonitor.enabled=true"), "ServiceMonitor")
+    assert monitor["metadata"]["namespace"] == NAMESPACE
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert (endpoint["interval"], endpoint["scrapeTimeout"]) == ("60s", "30s")
+    empty = _render(
+        "operator.metrics.serviceMonitor.enabled=true",
+        "operator.metrics.serviceMonitor.interval=",
+        "operator.metrics.serviceMonitor.scrapeTimeout=",
+    )
+    assert _one(empty, "ServiceMonitor")["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "scheme": "http"}
+    ]
+
+
+def test_pod_monitor_scrapes_the_operator_pod() -> None:
+    objects = _render("operator.metrics.podMonitor.enabled=true")
+    monitor = _one(objects, "PodMonitor", "ferry-operator")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert _names(objects, "ServiceMonitor") == set()
+    deployment = _one(objects, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    assert endpoint["port"] in {p["name"] for p in _container(deployment)["ports"]}
+    assert endpoint["path"] == "/metrics"
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        (("operator.metrics.serviceMonitor.enabled=true", "operator.metrics.port=0"), "port"),
+        (("operator.metrics.podMonitor.enabled=true", "operator.metrics.port=0"), "port"),
+        (
+            (
+                "operator.metrics.serviceMonitor.enabled=true",
+                "operator.metrics.podMonitor.enabled=true",
+            ),
+            "not both",
+        ),
+    ],
+)
+def test_a_monitor_that_cannot_scrape_is_refused(values: tuple[str, ...], words: str) -> None:
+    result = _template(*values, check=False)
+    assert result.returncode != 0
+    assert words in result.stderr
+
+
+DASHBOARD = CHART / "dashboards" / "ferry.json"
+
+
+def _dashboard_queries() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+
+
+def test_the_dashboard_configmap_is_for_grafana_s_sidecar() -> None:
+    objects = _render(
+        "grafana.dashboards.enabled=true",
+        "grafana.dashboards.namespace=monitoring",
+        "grafana.dashboards.annotations.grafana_folder=Ferry",
+    )
+    config_map = _one(objects, "ConfigMap", "ferry-grafana-dashboard")
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "Ferry"}
+    assert json.loads(config_map["data"]["ferry.json"]) == json.loads(DASHBOARD.read_text())
+
+
+def test_the_dashboard_asks_only_for_metrics_the_operator_exports() -> None:
+    from ferry_operator import metrics  # noqa: PLC0415 - prometheus_client registers on import
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    exported = {
+        family.name + suffix
+        for collector in (metrics.MIGRATIONS, metrics.DOWNTIME, metrics.DURATION, metrics.BYTES)
+        for family in collector.describe()
+        for suffix in suffixes[family.type]
+    }
+    asked = {name for expr in _dashboard_queries() for name in re.findall(r"ferry_\w+", expr)}
+    assert asked, "the dashboard queries no Ferry metric"
+    assert asked <= exported, asked - exported
+    # Each metric the operator exports has a panel.
+    for family in (
+        "ferry_migrations_total",
+        "ferry_migration_downtime_seconds_bucket",
+        "ferry_migration_duration_seconds_bucket",
+        "ferry_migration_bytes_total",
+    ):
+        assert family in asked, family
+
+
+def test_the_dashboard_renderer_reads_every_query_and_interpolates_as_prometheus() -> None:
+    """hack/render-dashboard.py draws docs/dashboard.png: it must read every query."""
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location(
+        "render_dashboard", ROOT / "hack" / "render-dashboard.py"
+    )
+    assert spec
+    assert spec.loader
+    render = importlib.util.module_from_spec(spec)
+    sys.modules["render_dashboard"] = render
+    spec.loader.exec_module(render)
+    buckets = {"0.5": 0.0, "1.0": 2.0, "2.0": 3.0, "+Inf": 4.0}
+    scrape = render.Scrape(
+        100.0,
+        {
+            "ferry_migration_downtime_seconds_bucket": {
+                frozenset({("le", le)}): count for le, count in buckets.items()
+            },
+            "ferry_migrations_total": {
+                frozenset({("outcome", "succeeded"), ("reason", "Succeeded")}): 3.0,
+                frozenset({("outcome", "failed"), ("reason", "ContainerNotFound")}): 1.0,
+            },
+        },
+    )
+    window = render.Window(range=100.0, rate_interval=20.0)
+    for expr in _dashboard_queries():
+        render.Parser(expr).parse()([scrape], 100.0, window)
+    quantile = (
+        "histogram_quantile(0.25, sum by (le) "
+        "(increase(ferry_migration_downtime_seconds_bucket[$__range])))"
+    )
+    # Rank 1 of 4 falls in (0.5, 1], which holds 2: a quarter of the way in, as Prometheus.
+    assert render.Parser(quantile).parse()([scrape], 100.0, window) == {frozenset(): 0.75}
+    ratio = render.Parser(
+        'sum(increase(ferry_migrations_total{outcome="succeeded"}[$__range]))'
+        " / sum(increase(ferry_migrations_total[$__range]))"
+    ).parse()([scrape], 100.0, window)
+    assert ratio == {frozenset(): 0.75}
+
+
+def test_a_renamed_field_under_its_former_name_is_warned_about_never_refused() -> None:
+    objects = _render()
+    policy = _policy(objects, "ferry-deprecated-fields")
+    assert policy["failurePolicy"] == "Ignore"
+    (rule,) = policy["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["containermigrations", "containercheckpoints"]
+    tls, schedule = policy["validations"]
+    assert tls["expression"].endswith("!has(object.spec.pageServerTls)")
+    assert "rename it spec.pageServerTLS" in tls["message"]
+    assert schedule["expression"].endswith("!has(object.spec.schedule)")
+    assert "use a ContainerCheckpointSchedule" in schedule["message"]
+    binding = _one(objects, "ValidatingAdmissionPolicyBinding", "ferry-deprecated-fields")
+    assert binding["spec"]["validationActions"] == ["Warn"]

@@ -18,6 +18,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The labels of a component's pods: the chart's (commonLabels included), the
+component's and its podLabels (the schema keeps these off the chart's own keys).
+Call with (dict "context" $ "component" "operator" "podLabels" .Values.operator.podLabels).
+*/}}
+{{- define "ferry.podLabels" -}}
+{{ include "ferry.labels" .context }}
+app.kubernetes.io/component: {{ .component }}
+{{- with .podLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/*
@@ -70,13 +86,25 @@ true
 {{- default (printf "%s-node-helper-ssh" (include "ferry.fullname" .)) .Values.ssh.nodeHelperSecretName -}}
 {{- end -}}
 
-{{/* Image references: the tag defaults to the chart's appVersion. */}}
+{{/*
+Image references: `repository@digest` when a digest is set, otherwise
+`repository:tag`, the tag defaulting to the chart's appVersion.
+Call with (dict "image" .Values.operator.image "appVersion" .Chart.AppVersion).
+*/}}
+{{- define "ferry.image" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .appVersion .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "ferry.operator.image" -}}
-{{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) -}}
+{{- include "ferry.image" (dict "image" .Values.operator.image "appVersion" .Chart.AppVersion) -}}
 {{- end -}}
 
 {{- define "ferry.nodeHelper.image" -}}
-{{- printf "%s:%s" .Values.nodeHelper.image.repository (default .Chart.AppVersion .Values.nodeHelper.image.tag) -}}
+{{- include "ferry.image" (dict "image" .Values.nodeHelper.image "appVersion" .Chart.AppVersion) -}}
 {{- end -}}
 
 {{/*
