@@ -5,9 +5,12 @@ import-linter contract holds it to that): it makes the API client, from
 ``KUBECONFIG`` when set (the local cluster's processes) or from the pod's
 ServiceAccount, and publishes what :mod:`.probe` found.
 
-The NodeHelper is cluster-scoped and named after the node. The helper creates
-it when missing and then only patches its status subresource, so its RBAC
-can be: get/create nodehelpers, patch nodehelpers/status.
+The NodeHelper is cluster-scoped and named after the node, and owned by the
+Node (the garbage collector deletes it with the Node). The helper creates it
+when missing, gives one made before it an owner, and then only patches its
+status subresource, so its RBAC can be: get nodes, get/create/patch
+nodehelpers, patch nodehelpers/status (an admission policy holds each helper
+to its own node's).
 """
 
 from __future__ import annotations
@@ -59,12 +62,27 @@ def publisher(*, node: str) -> Iterator[Publisher]:
 class Publisher:
     def __init__(self, api: client.ApiClient, *, node: str) -> None:
         self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
         self.node = node
         self._conditions: tuple[Condition, ...] = ()
 
-    def _ensure(self) -> None:
+    def _owner(self) -> dict[str, Any] | None:
+        """An owner reference to this node's Node; None if there is no such Node."""
         try:
-            self.custom.get_cluster_custom_object(
+            node = self.core.read_node(self.node, _request_timeout=REQUEST_TIMEOUT_SECONDS)
+        except ApiException as error:
+            if error.status != HTTP_NOT_FOUND:
+                raise
+            return None
+        uid = node.metadata.uid if node.metadata is not None else None
+        if not uid:
+            return None
+        return {"apiVersion": "v1", "kind": "Node", "name": self.node, "uid": uid}
+
+    def _ensure(self) -> None:
+        found: object
+        try:
+            found = self.custom.get_cluster_custom_object(
                 constants.GROUP,
                 constants.VERSION,
                 constants.NODE_HELPER_PLURAL,
@@ -74,22 +92,37 @@ class Publisher:
         except ApiException as error:
             if error.status != HTTP_NOT_FOUND:
                 raise
-            body = {
-                "apiVersion": constants.API_VERSION,
-                "kind": constants.NODE_HELPER_KIND,
-                "metadata": {"name": self.node},
-            }
-            try:
-                self.custom.create_cluster_custom_object(
+            found = None
+        if isinstance(found, dict):
+            if not (found.get("metadata") or {}).get("ownerReferences") and (
+                owner := self._owner()
+            ):
+                self.custom.patch_cluster_custom_object(
                     constants.GROUP,
                     constants.VERSION,
                     constants.NODE_HELPER_PLURAL,
-                    body,
+                    self.node,
+                    {"metadata": {"ownerReferences": [owner]}},
                     _request_timeout=REQUEST_TIMEOUT_SECONDS,
                 )
-            except ApiException as create_error:
-                if create_error.status != HTTP_CONFLICT:
-                    raise
+            return
+        owner = self._owner()
+        body = {
+            "apiVersion": constants.API_VERSION,
+            "kind": constants.NODE_HELPER_KIND,
+            "metadata": {"name": self.node, **({"ownerReferences": [owner]} if owner else {})},
+        }
+        try:
+            self.custom.create_cluster_custom_object(
+                constants.GROUP,
+                constants.VERSION,
+                constants.NODE_HELPER_PLURAL,
+                body,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+        except ApiException as create_error:
+            if create_error.status != HTTP_CONFLICT:
+                raise
 
     def _patch(self, status: dict[str, Any]) -> None:
         self.custom.patch_cluster_custom_object_status(

@@ -72,7 +72,10 @@ def installed(local_cluster: ClusterConfig) -> ClusterConfig:
         (OPERATOR, "delete", "nodes", False),
         (OPERATOR, "create", "deployments.apps", False),
         (HELPER, "patch", "nodehelpers.ferry.dev:status", True),
-        (HELPER, "patch", "nodehelpers.ferry.dev", False),
+        # Its NodeHelper's owner (its Node); the admission policy keeps it to its own.
+        (HELPER, "patch", "nodehelpers.ferry.dev", True),
+        (HELPER, "get", "nodes", True),
+        (HELPER, "patch", "nodes", False),
         (HELPER, "create", "nodehelpers.ferry.dev", True),
         (HELPER, "delete", "nodehelpers.ferry.dev", False),
         (HELPER, "patch", "containermigrations.ferry.dev", False),

@@ -65,6 +65,12 @@ def test_the_kubelets_run_ferry_from_its_images_with_the_hooks_done(ferry: Clust
         )
         # The kubelet's own process tree: the helper runs in the node, under containerd.
         assert ferry_pods.pid_in_node(node, ferry_pods.HELPER_COMMAND) is not None
+        # Its NodeHelper belongs to the Node: deleting the Node deletes it.
+        helper = kubectl_json(ferry, "get", "nodehelper", node.name)
+        owner = kubectl_json(ferry, "get", "node", node.name)["metadata"]["uid"]
+        assert [(o["kind"], o["uid"]) for o in helper["metadata"]["ownerReferences"]] == [
+            ("Node", owner)
+        ]
     operator = kubectl_json(ferry, "get", "pod", deploy.operator_pod(ferry), "-n", deploy.NAMESPACE)
     assert operator["status"]["phase"] == "Running"
     assert operator["status"]["containerStatuses"][0]["image"].endswith(f"ferry/operator:{version}")

@@ -641,6 +641,9 @@ def test_node_helper_only_describes_its_node() -> None:
         ("", "nodes/checkpoint", "create"),
         ("ferry.dev", "nodehelpers", "get"),
         ("ferry.dev", "nodehelpers", "create"),
+        # Owned by its Node: the Node's UID read, an older NodeHelper given that owner.
+        ("", "nodes", "get"),
+        ("ferry.dev", "nodehelpers", "patch"),
         ("ferry.dev", "nodehelpers/status", "get"),
         ("ferry.dev", "nodehelpers/status", "patch"),
     }
