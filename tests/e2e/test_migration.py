@@ -514,5 +514,6 @@ def test_a_former_field_name_is_accepted_with_a_warning(
         input_text=manifest,
     )
     assert "created (server dry run)" in applied.stdout
-    assert "Warning: spec.pageServerTls is deprecated" in applied.stderr
+    assert applied.stderr.startswith("Warning: "), applied.stderr
+    assert "spec.pageServerTls is deprecated" in applied.stderr
     assert "rename it spec.pageServerTLS" in applied.stderr
