@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import gzip
 import time
 from collections.abc import Callable
@@ -182,3 +183,18 @@ def config_map_files(api: ApiClient, namespace: str, name: str) -> dict[str, str
         key.removesuffix(LOG_KEY_SUFFIX): gzip.decompress(base64.b64decode(value)).decode()
         for key, value in (config_map.binary_data or {}).items()
     }
+
+
+def wait_heartbeat_after(custom: CustomObjectsApi, node: Any, moment: datetime.datetime) -> None:
+    """Until ``node``'s helper has published a heartbeat after ``moment`` (it recovered): a
+    later test must not find it stale after a fault (a cut or stalled link)."""
+    deadline = time.monotonic() + 60
+    while True:
+        helper = custom.get_cluster_custom_object(
+            constants.GROUP, constants.VERSION, constants.NODE_HELPER_PLURAL, node.name
+        )
+        beat = (helper.get("status") or {}).get("heartbeatTime")
+        if beat and datetime.datetime.fromisoformat(beat) > moment:
+            return
+        assert time.monotonic() < deadline, f"{node.name}'s helper is silent since {beat}"
+        time.sleep(0.5)

@@ -32,7 +32,7 @@ from ferry_cluster.workloads import (
     wait_counting,
 )
 from kubernetes import client
-from support import create_migration, succeeded_reason, wait_migration
+from support import create_migration, succeeded_reason, wait_heartbeat_after, wait_migration
 
 pytestmark = pytest.mark.e2e
 
@@ -110,22 +110,6 @@ def test_a_link_cut_mid_transfer_is_noticed_and_rolled_back(
     assert_nothing_staged(target)
     assert_nothing_staged(source)
     sh(source, "podman rm -f -t 0 cut")
-
-
-def wait_heartbeat_after(
-    custom: client.CustomObjectsApi, node: NodeSpec, moment: datetime.datetime
-) -> None:
-    """Until ``node``'s helper has published a heartbeat after ``moment`` (it recovered)."""
-    deadline = time.monotonic() + 60
-    while True:
-        helper = custom.get_cluster_custom_object(
-            constants.GROUP, constants.VERSION, constants.NODE_HELPER_PLURAL, node.name
-        )
-        beat = (helper.get("status") or {}).get("heartbeatTime")
-        if beat and datetime.datetime.fromisoformat(beat) > moment:
-            return
-        assert time.monotonic() < deadline, f"{node.name}'s helper is silent since {beat}"
-        time.sleep(0.5)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ progress timeout, the container counting on at its source.
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +28,7 @@ from ferry_cluster.workloads import (
     wait_counting,
 )
 from kubernetes import client
-from support import create_migration, succeeded_reason, wait_migration
+from support import create_migration, succeeded_reason, wait_heartbeat_after, wait_migration
 
 pytestmark = pytest.mark.e2e
 
@@ -113,10 +114,12 @@ def test_a_bandwidth_limit_holds_the_stream_to_its_rate(
 
 
 @pytest.fixture
-def stalled(ferry: ClusterConfig) -> Iterator[NodeSpec]:
+def stalled(ferry: ClusterConfig, custom: client.CustomObjectsApi) -> Iterator[NodeSpec]:
     _, target = target_off_the_operator(ferry)
     yield target
     procs.run(["tc", "qdisc", "del", "dev", target.host_veth, "root"], check=False)
+    # Its helper could not reach the API server either: fresh again before the next test.
+    wait_heartbeat_after(custom, target, datetime.datetime.now(datetime.UTC))
 
 
 def test_a_transfer_that_stops_progressing_fails_at_the_progress_timeout(
