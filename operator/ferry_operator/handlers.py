@@ -278,7 +278,7 @@ async def checkpoint_schedule(
 
 
 # The body a daemon holds is kept current by kopf: a changed keep, cron or suspend
-# is seen within SCHEDULE_POLL_SECONDS, and keep at once lowered deletes the surplus.
+# is seen within scheduling.POLL_SECONDS, and a lowered keep deletes the surplus at once.
 @kopf.daemon(*SCHEDULE, cancellation_polling=0.5)
 async def checkpoint_schedules(
     body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
