@@ -283,10 +283,10 @@ def test_an_uninstall_keeps_stored_checkpoints_and_a_reinstall_restores_them(
     plural = constants.CONTAINER_CHECKPOINT_PLURAL
     run_counter(node, "kept", labels={constants.NAMESPACE_LABEL: namespace})
     wait_counting(node, "kept", above=3)
+    at = read_count(node, "kept")  # before the checkpoint: it holds this count or more
     ready = take_checkpoint(custom, namespace, "kept-cp", node.name, "kept")
     assert ready["phase"] == "Ready", ready
     uid = get_resource(custom, namespace, plural, "kept-cp")["metadata"]["uid"]
-    at = read_count(node, "kept")
     sh(node, "podman rm -f -t 0 kept")
 
     deploy.undeploy(installed)
@@ -301,7 +301,7 @@ def test_an_uninstall_keeps_stored_checkpoints_and_a_reinstall_restores_them(
     done = restore_checkpoint(custom, namespace, "kept-rs", {"checkpointRef": {"name": "kept-cp"}})
     assert done["phase"] == "Succeeded", done
     value = read_count(node, "kept")
-    assert value >= at - 1, f"restored from the kept checkpoint (~{at}), not started over"
+    assert value >= at, f"restored from the kept checkpoint (>= {at}), not started over"
     wait_counting(node, "kept", above=value)
     assert logged_counts(node, "kept")[:1] == [1]
     sh(node, "podman rm -f -t 0 kept")
