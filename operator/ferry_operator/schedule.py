@@ -58,7 +58,10 @@ def to_prune(children: list[dict[str, Any]], keep: int) -> list[str]:
     return [c["metadata"]["name"] for c in ordered[keep:]]
 
 
-def _stamp(moment: datetime.datetime) -> str:
+def stamp(moment: datetime.datetime | None) -> str | None:
+    """``moment`` as the API server writes times (UTC, ``Z``); None stays None."""
+    if moment is None:
+        return None
     return moment.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -173,8 +176,8 @@ class Scheduler:
         s = self.schedule
         await self.kube.create(constants.CONTAINER_CHECKPOINT_PLURAL, s.namespace, self._child(due))
         await self.prune(
-            lastScheduleTime=_stamp(due),
-            **({"nextScheduleTime": _stamp(then)} if then is not None else {}),
+            lastScheduleTime=stamp(due),
+            **({"nextScheduleTime": stamp(then)} if then is not None else {}),
         )
 
     async def prune(self, **recorded: Any) -> list[str]:

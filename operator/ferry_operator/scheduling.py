@@ -15,17 +15,11 @@ import kopf
 from ferry_api.schedule import ContainerCheckpointSchedule
 
 from .kube import Kube
-from .schedule import Schedule, Scheduler, next_run
+from .schedule import Schedule, Scheduler, next_run, stamp
 from .status import Clock, Events, utc_now
 
 #: How often a sleeping schedule looks at its spec again.
 POLL_SECONDS = 10.0
-
-
-def _stamp(moment: datetime.datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 async def run_schedule(
@@ -61,18 +55,19 @@ async def run_schedule(
                 events.normal("Checkpointing", f"created {scheduler.child_name(due)}")
                 ran, pruned_at = due, spec.keep
                 continue
-            message = f"next checkpoint at {_stamp(due)}"
-        if shown != (_stamp(due), message):
+            message = f"next checkpoint at {stamp(due)}"
+        next_time = stamp(due)
+        if shown != (next_time, message):
             await kube.patch_status(
                 scheduler.schedule.plural,
                 scheduler.schedule.namespace,
                 scheduler.schedule.name,
                 {
-                    "nextScheduleTime": _stamp(due),
+                    "nextScheduleTime": next_time,
                     "message": message,
                     "observedGeneration": resource.metadata.generation,
                 },
             )
-            shown = (_stamp(due), message)
+            shown = (next_time, message)
         wait = poll_seconds if due is None else min((due - now).total_seconds(), poll_seconds)
         await stopped.wait(wait)
