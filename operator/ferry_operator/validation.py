@@ -268,15 +268,15 @@ def choose_memory_transfer(
     where the migration cannot use the page server it is Archive, not a refusal.
     """
     check_memory_transfer(spec, runtime)
+    pages_possible = runtime == Runtime.PODMAN and not spec.keep_checkpoint
     asked = spec.memory_transfer
     if asked is None:
         asked = policy_default or MemoryTransfer.ARCHIVE
-        unusable = runtime != Runtime.PODMAN or spec.keep_checkpoint
-        if asked == MemoryTransfer.PAGE_SERVER and unusable:
+        if asked == MemoryTransfer.PAGE_SERVER and not pages_possible:
             return MemoryTransfer.ARCHIVE
     if asked != MemoryTransfer.AUTO:
         return asked
-    if runtime != Runtime.PODMAN or spec.keep_checkpoint or memory_bytes is None:
+    if not pages_possible or memory_bytes is None:
         return MemoryTransfer.ARCHIVE
     if memory_bytes >= AUTO_PAGE_SERVER_MIN_BYTES:
         return MemoryTransfer.PAGE_SERVER
