@@ -35,6 +35,7 @@ from ferry_api.evacuation import (
 )
 
 from ..kube import Kube
+from .workloads import opted_in
 
 #: kubectl drain retries an eviction answered 429 every 5 s; any other refusal ends it.
 RETRY_LATER = 429
@@ -61,12 +62,6 @@ class Verdict:
 
 
 ALLOW = Verdict(allowed=True)
-
-
-def _opt(pod: Mapping[str, Any]) -> str | None:
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    value = annotations.get(constants.EVACUATION_ANNOTATION)
-    return value if value in constants.EVACUATION_CHOICES else None
 
 
 def _created(body: Mapping[str, Any]) -> datetime.datetime | None:
@@ -102,15 +97,15 @@ def judge(
     if pod is None:
         return ALLOW  # the API server answers 404 itself
     meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
-    status = pod.get("status") or {}
-    opt, node = _opt(pod), spec.get("nodeName")
+    node = spec.get("nodeName")
+    # The evacuation an eviction starts must find the pod: both ask opted_in.
     if (
-        opt is None
-        or not node
-        or meta.get("deletionTimestamp")
-        or status.get("phase") in ("Succeeded", "Failed")
+        not node
+        or not opted_in(pod, node)
+        or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
     ):
         return ALLOW
+    opt = (meta.get("annotations") or {})[constants.EVACUATION_ANNOTATION]
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     if dry_run:
         return Verdict(

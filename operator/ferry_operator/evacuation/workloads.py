@@ -11,6 +11,7 @@ cordoned; each migration's own validation then checks the workload fits.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from typing import Any
 
 from ferry_api import constants
@@ -42,7 +43,7 @@ async def containers(
     ]
 
 
-def opted_in(pod: dict[str, Any], node: str) -> bool:
+def opted_in(pod: Mapping[str, Any], node: str) -> bool:
     meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
     annotations = meta.get("annotations") or {}
     return (
