@@ -17,6 +17,7 @@ from typing import Any
 
 import ferry_pods
 import pytest
+from counter_pods import COUNTER, counting, running_pod
 from ferry_api import constants
 from ferry_cluster import cluster, images, procs, registry
 from ferry_cluster.config import ClusterConfig, NodeSpec
@@ -24,7 +25,6 @@ from kubernetes import client
 
 pytestmark = pytest.mark.e2e
 
-COUNTER = "echo STARTED; i=0; while true; do i=$((i+1)); echo $i; sleep 0.2; done"
 TEST_LABEL = "ferry-test/drain"
 
 
@@ -94,37 +94,6 @@ def deployment(
     }
 
 
-def running_pod(
-    core: client.CoreV1Api, namespace: str, app: str, timeout: float = 120
-) -> client.V1Pod:
-    deadline = time.monotonic() + timeout
-    while True:
-        pods = [
-            p
-            for p in core.list_namespaced_pod(namespace, label_selector=f"app={app}").items
-            if p.metadata.deletion_timestamp is None
-        ]
-        if len(pods) == 1 and pods[0].status.phase == "Running":
-            statuses = pods[0].status.container_statuses or []
-            if statuses and all(s.ready for s in statuses):
-                return pods[0]
-        assert time.monotonic() < deadline, [(p.metadata.name, p.status.phase) for p in pods]
-        time.sleep(0.3)
-
-
-def counts(core: client.CoreV1Api, namespace: str, pod: str) -> list[int]:
-    log = core.read_namespaced_pod_log(pod, namespace, container="counter")
-    return [int(line) for line in log.split() if line.isdigit()]
-
-
-def counting(core: client.CoreV1Api, namespace: str, pod: str, *, above: int) -> list[int]:
-    deadline = time.monotonic() + 30
-    while (found := counts(core, namespace, pod)) and found[-1] <= above:
-        assert time.monotonic() < deadline, f"{pod} stopped at {found[-3:]}"
-        time.sleep(0.2)
-    return found
-
-
 def drain(
     ferry: ClusterConfig, node: str, namespace: str, timeout: str
 ) -> subprocess.CompletedProcess[str]:
@@ -159,7 +128,10 @@ def test_kubectl_drain_live_migrates_the_pods_that_opted_in_and_evicts_the_rest(
     apps.create_namespaced_deployment(
         namespace, deployment("evicted", namespace, node, image, opt=None)
     )
-    moved, evicted = running_pod(core, namespace, "moved"), running_pod(core, namespace, "evicted")
+    moved, evicted = (
+        running_pod(core, namespace, "app=moved"),
+        running_pod(core, namespace, "app=evicted"),
+    )
     assert (moved.spec.node_name, evicted.spec.node_name) == (node, node)
     before = counting(core, namespace, moved.metadata.name, above=10)
 
@@ -172,7 +144,7 @@ def test_kubectl_drain_live_migrates_the_pods_that_opted_in_and_evicts_the_rest(
     assert f"node/{node} drained" in result.stdout
 
     # The opted-in pod: the same process on another node, counting on.
-    copy = running_pod(core, namespace, "moved")
+    copy = running_pod(core, namespace, "app=moved")
     assert copy.metadata.name != moved.metadata.name
     assert copy.spec.node_name != node
     assert (copy.metadata.annotations or {}).get(constants.MIGRATED_FROM_ANNOTATION)
@@ -184,7 +156,7 @@ def test_kubectl_drain_live_migrates_the_pods_that_opted_in_and_evicts_the_rest(
     assert log.count("STARTED") == 1, "a restart, not a live migration"
 
     # The other pod was evicted: started afresh elsewhere by its ReplicaSet.
-    fresh = running_pod(core, namespace, "evicted")
+    fresh = running_pod(core, namespace, "app=evicted")
     assert fresh.metadata.name != evicted.metadata.name
     assert fresh.spec.node_name != node
     assert constants.MIGRATED_FROM_ANNOTATION not in (fresh.metadata.annotations or {})
@@ -220,7 +192,7 @@ def test_a_pod_that_cannot_move_stops_the_drain_and_runs_on_until_it_may_be_evic
         namespace,
         deployment("pinned", namespace, node, image, opt=constants.EVACUATION_MIGRATE, pinned=True),
     )
-    pinned = running_pod(core, namespace, "pinned")
+    pinned = running_pod(core, namespace, "app=pinned")
     before = counting(core, namespace, pinned.metadata.name, above=5)
 
     result = drain(ferry, node, namespace, "120s")

@@ -15,6 +15,7 @@ from typing import Any
 
 import ferry_pods
 import pytest
+from counter_pods import COUNTER, pod_counts
 from ferry_api import constants
 from ferry_cluster import images, registry
 from ferry_cluster.config import ClusterConfig, NodeSpec
@@ -31,7 +32,6 @@ from kubernetes import client
 
 pytestmark = pytest.mark.e2e
 
-COUNTER = "echo STARTED; i=0; while true; do i=$((i+1)); echo $i; sleep 0.2; done"
 CONTAINERS = ("evac-a", "evac-b", "evac-c", "evac-d")
 PODS = ("evac-pod-a", "evac-pod-b")
 PINNED = "evac-pinned"
@@ -81,11 +81,6 @@ def wait_running(core: client.CoreV1Api, namespace: str, name: str) -> None:
             return
         assert time.monotonic() < deadline, f"{name}: {pod.status.phase}"
         time.sleep(0.3)
-
-
-def pod_counts(core: client.CoreV1Api, namespace: str, pod: str) -> list[int]:
-    log = core.read_namespaced_pod_log(pod, namespace, container="counter")
-    return [int(line) for line in log.split() if line.isdigit()]
 
 
 def most_at_once(spans: list[tuple[datetime.datetime, datetime.datetime]]) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from counter_pods import COUNTER, counting, running_pod
 from ferry_api import constants
 from ferry_cluster import cluster, deploy, images, kubenode, nodes, registry
 from ferry_cluster.config import ClusterConfig
@@ -25,9 +26,6 @@ from tests.support import create_resource, succeeded_reason, wait_resource_phase
 pytestmark = pytest.mark.e2e
 
 PLURAL = constants.POD_MIGRATION_PLURAL
-#: Prints STARTED once, then counts in memory: a restart would print STARTED again and
-#: count from 1.
-COUNTER = "echo STARTED; i=0; while true; do i=$((i+1)); echo $i; sleep 0.2; done"
 
 
 @pytest.fixture(scope="module")
@@ -50,34 +48,6 @@ def apps(admin_api: client.ApiClient) -> client.AppsV1Api:
 
 def _container(name: str, image: str) -> dict[str, Any]:
     return {"name": name, "image": image, "command": ["sh", "-c", COUNTER]}
-
-
-def _ready(core: client.CoreV1Api, namespace: str, selector: str) -> client.V1Pod:
-    deadline = time.monotonic() + 120
-    while True:
-        pods = core.list_namespaced_pod(namespace, label_selector=selector).items
-        live = [p for p in pods if p.metadata.deletion_timestamp is None]
-        if len(live) == 1 and live[0].status.phase == "Running":
-            statuses = live[0].status.container_statuses or []
-            if statuses and all(s.ready for s in statuses):
-                return live[0]
-        assert time.monotonic() < deadline, [(p.metadata.name, p.status.phase) for p in pods]
-        time.sleep(0.3)
-
-
-def _counts(core: client.CoreV1Api, namespace: str, pod: str, container: str) -> list[int]:
-    log = core.read_namespaced_pod_log(pod, namespace, container=container)
-    return [int(line) for line in log.split() if line.isdigit()]
-
-
-def _counting(
-    core: client.CoreV1Api, namespace: str, pod: str, container: str, *, above: int
-) -> list[int]:
-    deadline = time.monotonic() + 30
-    while (counts := _counts(core, namespace, pod, container)) and counts[-1] <= above:
-        assert time.monotonic() < deadline, f"{pod}/{container} stopped at {counts[-3:]}"
-        time.sleep(0.2)
-    return counts
 
 
 def _gone(core: client.CoreV1Api, namespace: str, pod: str) -> None:
@@ -121,7 +91,7 @@ def deployment(
             },
         },
     )
-    yield _ready(core, namespace, "app=counter")
+    yield running_pod(core, namespace, "app=counter")
     apps.delete_namespaced_deployment("counter", namespace)
 
 
@@ -133,7 +103,7 @@ def test_a_deployments_pod_moves_to_another_node_and_counts_on(
     deployment: client.V1Pod,
 ) -> None:
     source = deployment
-    before = _counting(core, namespace, source.metadata.name, "counter", above=10)
+    before = counting(core, namespace, source.metadata.name, "counter", above=10)
 
     status = _move(custom, namespace, "move-counter", {"podName": source.metadata.name})
 
@@ -141,12 +111,12 @@ def test_a_deployments_pod_moves_to_another_node_and_counts_on(
     assert status["sourceNode"] == source.spec.node_name
     target = status["targetNode"]
     assert target != source.spec.node_name
-    moved = _ready(core, namespace, "app=counter")
+    moved = running_pod(core, namespace, "app=counter")
     assert moved.metadata.name == status["targetPod"]
     assert moved.spec.node_name == target
     assert moved.metadata.owner_references[0].kind == "ReplicaSet", "adopted by its ReplicaSet"
     assert moved.status.container_statuses[0].restart_count == 0
-    after = _counting(core, namespace, moved.metadata.name, "counter", above=before[-1] + 5)
+    after = counting(core, namespace, moved.metadata.name, "counter", above=before[-1] + 5)
     log = core.read_namespaced_pod_log(moved.metadata.name, namespace)
     assert log.count("STARTED") == 1, "the command ran again: a restart, not a restore"
     assert after[: len(before)] == before, "the log carries over from the source"
@@ -181,18 +151,18 @@ def test_a_two_container_pod_moves_whole(
             },
         },
     )
-    _ready(core, namespace, "app=pair")
-    left = _counting(core, namespace, "pair", "left", above=5)
-    right = _counting(core, namespace, "pair", "right", above=5)
+    running_pod(core, namespace, "app=pair")
+    left = counting(core, namespace, "pair", "left", above=5)
+    right = counting(core, namespace, "pair", "right", above=5)
 
     status = _move(custom, namespace, "move-pair", {"podName": "pair", "target": {"node": node_b}})
 
     assert status["phase"] == "Succeeded", status
     assert status["containers"] == ["left", "right"]
-    moved = _ready(core, namespace, "app=pair")
+    moved = running_pod(core, namespace, "app=pair")
     assert (moved.metadata.name, moved.spec.node_name) == (status["targetPod"], node_b)
     for name, seen in (("left", left), ("right", right)):
-        counts = _counting(core, namespace, moved.metadata.name, name, above=seen[-1] + 3)
+        counts = counting(core, namespace, moved.metadata.name, name, above=seen[-1] + 3)
         assert counts == list(range(1, len(counts) + 1)), f"{name} counted on"
     assert all(s.restart_count == 0 for s in moved.status.container_statuses)
 
@@ -224,15 +194,15 @@ def test_pods_ferry_must_not_move_are_refused_and_keep_running(
             },
         },
     )
-    pod = _ready(core, namespace, "app=db")
-    seen = _counting(core, namespace, pod.metadata.name, "db", above=3)
+    pod = running_pod(core, namespace, "app=db")
+    seen = counting(core, namespace, pod.metadata.name, "db", above=3)
 
     status = _move(custom, namespace, "move-db", {"podName": pod.metadata.name})
 
     assert (status["phase"], succeeded_reason(status)) == ("Failed", "UnsupportedOwner")
     assert "StatefulSet db" in status["message"]
     assert "freezeTime" not in status, "refused before anything froze"
-    _counting(core, namespace, pod.metadata.name, "db", above=seen[-1] + 3)
+    counting(core, namespace, pod.metadata.name, "db", above=seen[-1] + 3)
     still = core.read_namespaced_pod(pod.metadata.name, namespace)
     assert still.status.container_statuses[0].restart_count == 0
 
@@ -267,8 +237,8 @@ def test_a_pod_that_cannot_restore_on_the_target_rolls_back_and_counts_on(
         },
     }
     core.create_namespaced_pod(namespace, body)
-    source = _ready(core, namespace, "app=local")
-    seen = _counting(core, namespace, "local", "counter", above=5)
+    source = running_pod(core, namespace, "app=local")
+    seen = counting(core, namespace, "local", "counter", above=5)
 
     status = _move(
         custom,
@@ -284,7 +254,7 @@ def test_a_pod_that_cannot_restore_on_the_target_rolls_back_and_counts_on(
     still = core.read_namespaced_pod("local", namespace)
     assert still.metadata.uid == source.metadata.uid, "the source pod is the same pod"
     assert still.status.container_statuses[0].restart_count == 0
-    counts = _counting(core, namespace, "local", "counter", above=seen[-1] + 5)
+    counts = counting(core, namespace, "local", "counter", above=seen[-1] + 5)
     assert counts == list(range(1, len(counts) + 1)), "it counts on, thawed, nothing lost"
     made = core.list_namespaced_pod(
         namespace, label_selector=f"{constants.POD_MIGRATION_UID_LABEL}"
@@ -315,8 +285,8 @@ def test_a_pod_holding_a_tcp_connection_fails_cleanly_and_counts_on(
             "spec": {"nodeName": node_a, "containers": [container]},
         },
     )
-    source = _ready(core, namespace, "app=talker")
-    seen = _counting(core, namespace, "talker", "talker", above=5)
+    source = running_pod(core, namespace, "app=talker")
+    seen = counting(core, namespace, "talker", "talker", above=5)
 
     status = _move(
         custom, namespace, "move-talker", {"podName": "talker", "target": {"node": node_b}}
@@ -328,7 +298,7 @@ def test_a_pod_holding_a_tcp_connection_fails_cleanly_and_counts_on(
     still = core.read_namespaced_pod("talker", namespace)
     assert still.metadata.uid == source.metadata.uid
     assert still.status.container_statuses[0].restart_count == 0
-    _counting(core, namespace, "talker", "talker", above=seen[-1] + 5)
+    counting(core, namespace, "talker", "talker", above=seen[-1] + 5)
 
 
 def _cri_of(custom: client.CustomObjectsApi) -> dict[str, Any]:
@@ -373,8 +343,8 @@ def test_a_target_without_containerds_checkpoint_support_is_refused_before_the_f
                 "spec": {"nodeName": node_a.name, "containers": [_container("counter", image)]},
             },
         )
-        _ready(core, namespace, "app=stay")
-        seen = _counting(core, namespace, "stay", "counter", above=3)
+        running_pod(core, namespace, "app=stay")
+        seen = counting(core, namespace, "stay", "counter", above=3)
 
         status = _move(
             custom, namespace, "move-stay", {"podName": "stay", "target": {"node": node_b.name}}
@@ -383,7 +353,7 @@ def test_a_target_without_containerds_checkpoint_support_is_refused_before_the_f
         assert (status["phase"], succeeded_reason(status)) == ("Failed", "TargetUnfit")
         assert f"the node-helper on {node_b.name} reaches no CRI runtime" in status["message"]
         assert "freezeTime" not in status, "refused before anything froze"
-        counts = _counting(core, namespace, "stay", "counter", above=seen[-1] + 3)
+        counts = counting(core, namespace, "stay", "counter", above=seen[-1] + 3)
         assert counts == list(range(1, len(counts) + 1))
     finally:
         deploy.install(ferry)
